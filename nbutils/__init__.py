@@ -1,0 +1,40 @@
+"""nbutils: the course's my_utils (d2l, 2020) ported with GPU support, plus the coursework's model.
+
+The my_utils names work as before: ``from nbutils import load_data_fashion_mnist, train_ch3, Animator``.
+One module per concern: data, model, train, fast, plotting, io, params, run.
+
+Names are imported lazily, so ``python -m nbutils`` can set up a bare machine (install the
+requirements, fetch the data) before torch is importable.
+"""
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "data": ["CLASS_NAMES", "FASHION_MNIST", "DatasetError", "DatasetSpec", "DeviceLoader",
+             "get_dataloader_workers", "get_fashion_mnist_labels", "load_data_fashion_mnist",
+             "load_data_fashion_mnist_device", "load_split", "patchify", "pixel_stats",
+             "prepare_fashion_mnist", "subset_indices", "unpatchify"],
+    "model": ["INITS", "NeuralNetwork", "count_parameters", "format_shape_table", "init_weights",
+              "parameter_table", "trace_shapes"],
+    "plotting": ["Animator", "has_frontend", "plot", "save_figure", "set_axes", "set_figsize",
+                 "show_images", "use_svg_display"],
+    "train": ["OPTIMIZERS", "Accumulator", "History", "Timer", "TrainingDiverged", "accuracy",
+              "evaluate", "evaluate_accuracy", "evaluate_loss", "fit", "make_optimizer",
+              "make_scheduler", "resolve_device", "seed_everything", "train_ch3", "train_epoch_ch3",
+              "training_animator", "try_all_gpus", "try_gpu"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nbutils' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

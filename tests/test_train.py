@@ -1,0 +1,178 @@
+"""nbutils.train: the my_utils loop port, its helpers and its refusals."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import nbutils as nb
+from conftest import TINY
+
+
+def tiny_loaders(root, batch_size=20, **kw):
+    return nb.load_data_fashion_mnist(batch_size, root=root, num_workers=0, spec=TINY, **kw)
+
+
+def test_accumulator_and_timer():
+    acc = nb.Accumulator(2)
+    acc.add(1, 2.5)
+    acc.add(torch.tensor(3.0), 0.5)
+    assert (acc[0], acc[1]) == (4.0, 3.0)
+    acc.reset()
+    assert acc[0] == 0.0
+    timer = nb.Timer()
+    timer.stop()
+    timer.start()
+    timer.stop()
+    assert len(timer.times) == 2 and timer.sum() == pytest.approx(timer.cumsum()[-1])
+    assert timer.avg() == pytest.approx(timer.sum() / 2)
+
+
+def test_accuracy_counts_argmax_hits():
+    y_hat = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    assert nb.accuracy(y_hat, torch.tensor([1, 0, 0])) == 2.0
+
+
+def test_devices():
+    assert nb.try_gpu(99) == torch.device("cpu")
+    assert nb.try_all_gpus()[0].type in ("cpu", "cuda")
+    assert nb.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device must be"):
+        nb.resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_cuda_is_refused():
+    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
+        nb.resolve_device("cuda")
+
+
+def test_evaluate_uses_eval_mode_without_grad_and_restores_mode(tiny_root):
+    _, test_iter = tiny_loaders(tiny_root)
+    net = nb.NeuralNetwork().train()
+    seen = []
+    net.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
+    a = nb.evaluate_accuracy(net, test_iter)
+    assert a == nb.evaluate_accuracy(net, test_iter)  # dropout off: deterministic
+    assert set(seen) == {(False, False)} and net.training
+    loss, acc = nb.evaluate(net, test_iter, nn.CrossEntropyLoss())
+    assert acc == a and loss == pytest.approx(nb.evaluate_loss(net, test_iter, nn.CrossEntropyLoss()))
+
+
+def test_evaluate_weighs_partial_batches_per_example(tiny_root):
+    net = nb.NeuralNetwork()
+    loss = nn.CrossEntropyLoss(reduction="none")
+    full = nb.evaluate_loss(net, tiny_loaders(tiny_root, 100)[1], loss)
+    partial = nb.evaluate_loss(net, tiny_loaders(tiny_root, 30)[1], loss)  # 30, 30, 30, 10
+    assert partial == pytest.approx(full, rel=1e-5)
+
+
+def test_short_cpu_training_run_learns(tiny_root):
+    nb.seed_everything(0)
+    train_iter, test_iter = tiny_loaders(tiny_root)
+    net = nb.init_weights(nb.NeuralNetwork())
+    opt = nb.make_optimizer(net.parameters(), "adam", lr=1e-3, weight_decay=5e-4)
+    history = nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt,
+                           nb.make_scheduler(opt), device="cpu")
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert set(history[0]) == set(nb.History.FIELDS)
+    losses = history.column("train_loss")
+    assert losses[-1] < losses[0]
+    assert history[-1]["test_acc"] > 0.5  # 10 classes: chance is 0.1
+    assert history.best()["test_acc"] == max(history.column("test_acc"))
+
+
+def test_scheduler_steps_on_the_test_loss_and_lr_is_recorded(tiny_root):
+    train_iter, test_iter = tiny_loaders(tiny_root)
+    net = nb.NeuralNetwork()
+    opt = nb.make_optimizer(net.parameters(), "sgd", lr=0.1, weight_decay=0)
+
+    class Recorder(torch.optim.lr_scheduler.ReduceLROnPlateau):
+        seen = []
+
+        def step(self, metrics):
+            self.seen.append(metrics)
+            for g in self.optimizer.param_groups:
+                g["lr"] *= 0.5
+
+    history = nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt,
+                           Recorder(opt), animator=False)
+    assert Recorder.seen == history.column("test_loss")
+    assert history.column("lr") == [0.05, 0.025]
+
+
+def test_my_utils_updater_function_still_works(tiny_root):
+    train_iter, _ = tiny_loaders(tiny_root)
+    net = nb.NeuralNetwork()
+    params = list(net.parameters())
+
+    def sgd(batch_size):
+        with torch.no_grad():
+            for p in params:
+                p -= 0.01 * p.grad / batch_size
+                p.grad.zero_()
+
+    loss, acc = nb.train_epoch_ch3(net, train_iter, nn.CrossEntropyLoss(reduction="none"), sgd)
+    assert math.isfinite(loss) and 0 <= acc <= 1
+
+
+def test_nan_loss_names_epoch_and_batch(tiny_root):
+    train_iter, test_iter = tiny_loaders(tiny_root)
+    net = nb.NeuralNetwork()
+    opt = nb.make_optimizer(net.parameters(), "sgd", lr=0.01, weight_decay=0)
+    calls = {"n": 0}
+
+    def poisoned(y_hat, y):
+        calls["n"] += 1
+        l = nn.functional.cross_entropy(y_hat, y)
+        return l * float("nan") if calls["n"] == 3 else l
+
+    with pytest.raises(nb.TrainingDiverged, match=r"epoch 1: .*batch 2; the learning rate"):
+        nb.train_ch3(net, train_iter, test_iter, poisoned, 2, opt, animator=False)
+
+
+@pytest.mark.parametrize("name", sorted(nb.OPTIMIZERS))
+def test_optimizers_by_name(name):
+    opt = nb.make_optimizer(nn.Linear(2, 2).parameters(), name, lr=0.01, weight_decay=5e-4)
+    assert isinstance(opt, nb.OPTIMIZERS[name]) and opt.param_groups[0]["weight_decay"] == 5e-4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name="rmsprop"), r"optimizer must be one of \['adam', 'asgd', 'sgd'\]"),
+    (dict(lr=0), "lr must be > 0"),
+    (dict(lr=-1e-3), "lr must be > 0"),
+    (dict(weight_decay=-1), "weight_decay must be >= 0"),
+])
+def test_bad_optimizer_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        nb.make_optimizer(nn.Linear(2, 2).parameters(), **kwargs)
+
+
+def test_bad_patience_and_epochs(tiny_root):
+    opt = nb.make_optimizer(nn.Linear(2, 2).parameters())
+    with pytest.raises(ValueError, match="patience must be an integer >= 0"):
+        nb.make_scheduler(opt, patience=-1)
+    with pytest.raises(ValueError, match="num_epochs must be an integer >= 1"):
+        nb.train_ch3(nb.NeuralNetwork(), [], [], nn.CrossEntropyLoss(), 0, opt)
+
+
+def test_seed_everything_repeats_a_run(tiny_root):
+    def run():
+        nb.seed_everything(5)
+        train_iter, test_iter = tiny_loaders(tiny_root, seed=5)
+        net = nb.init_weights(nb.NeuralNetwork())
+        opt = nb.make_optimizer(net.parameters())
+        return nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt, animator=False)
+    a, b = run(), run()
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in a] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in b]
+
+
+@pytest.mark.cuda
+def test_train_ch3_on_cuda(tiny_root):
+    train_iter, test_iter = tiny_loaders(tiny_root)
+    net = nb.NeuralNetwork()
+    opt = nb.make_optimizer(net.parameters())
+    history = nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, device="cuda",
+                           animator=False)
+    assert next(net.parameters()).is_cuda and history[-1]["train_loss"] < history[0]["train_loss"]
