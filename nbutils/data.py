@@ -319,13 +319,20 @@ class DeviceLoader:
     def normalize(self, images_uint8):
         return (images_uint8.float() / 255 - self.mean) / self.std
 
-    def __iter__(self):
+    def batch_indices(self):
+        """This epoch's batches as index tensors on the device (the fast path gathers inside its step)."""
         n = len(self.labels)
         order = (torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle
                  else torch.arange(n, device=self.device))
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.normalize(self.images[idx]), self.labels[idx]
+            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def batch(self, idx):
+        return self.normalize(self.images[idx]), self.labels[idx]
+
+    def __iter__(self):
+        for idx in self.batch_indices():
+            yield self.batch(idx)
 
 
 def load_data_fashion_mnist_device(batch_size=128, device=None, root=None, train_subset=0,

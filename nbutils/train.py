@@ -123,7 +123,7 @@ def make_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, **kwargs):
     """Adam (the report's choice), SGD or ASGD by name, with L2 weight decay."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
-    if not lr > 0:
+    if not float(lr) > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
@@ -229,7 +229,7 @@ def train_epoch_ch3(net, train_iter, loss, updater, device=None):
         l = _per_example(loss, y_hat, y)
         if isinstance(updater, torch.optim.Optimizer):
             updater.zero_grad(set_to_none=True)
-            l.mean().backward()
+            (l.sum() / y.numel()).backward()  # the batch mean, whatever the loss's reduction
             updater.step()
         else:
             l.sum().backward()
@@ -278,19 +278,21 @@ def training_animator(num_epochs, live=None):
 
 
 def fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
-        animator=None, train_epoch=None, on_epoch_end=None, history=None):
+        animator=None, train_epoch=None, evaluate_fn=None, on_epoch_end=None, history=None):
     """The epoch loop shared by :func:`train_ch3` and the fast path.
 
     ``train_epoch(net, train_iter, loss, updater, device)`` runs one epoch (default
-    :func:`train_epoch_ch3`). Each epoch is followed by one evaluation on ``test_iter``, a scheduler
+    :func:`train_epoch_ch3`), ``evaluate_fn(net, test_iter, loss, device)`` one evaluation (default
+    :func:`evaluate`). Each epoch is followed by one evaluation on ``test_iter``, a scheduler
     step on the mean test loss (as in the report), a :class:`History` record, the animator and
-    ``on_epoch_end(history, net)``. Pass ``history`` to continue a resumed run.
+    ``on_epoch_end(history)``. Pass ``history`` to continue a resumed run.
     """
     if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
         raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
     device = _model_device(net, device)
     net.to(device)
     train_epoch = train_epoch or train_epoch_ch3
+    evaluate_fn = evaluate_fn or evaluate
     history = History(history or [])
     for epoch in range(len(history) + 1, num_epochs + 1):
         start = time.perf_counter()
@@ -298,7 +300,7 @@ def fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, d
             train_loss, train_acc = train_epoch(net, train_iter, loss, updater, device)
         except TrainingDiverged as e:
             raise TrainingDiverged(f"epoch {epoch}: {e}") from None
-        test_loss, test_acc = evaluate(net, test_iter, loss, device)
+        test_loss, test_acc = evaluate_fn(net, test_iter, loss, device)
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(test_loss)
@@ -313,7 +315,7 @@ def fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, d
             if record["lr"] is not None:
                 animator.add(epoch, record["lr"], axis=1)
         if on_epoch_end is not None:
-            on_epoch_end(history, net)
+            on_epoch_end(history)
     if animator:
         animator.finish()
     return history

@@ -1,0 +1,217 @@
+"""Benchmark: the my_utils loop against the fast path, in one process, on the same data and device.
+
+    python3 -m nbutils bench [--device auto] [--steps 20] [--eval-images 2000] [--epochs 0]
+
+Modes, always measured in this order (the fast path tunes the process's allocator, so it goes last):
+
+* ``my_utils``   the 2020 loop as the coursework ran it: DataLoader with per-sample transforms and
+                 my_utils' 4 workers, ``float(l)`` per batch, then ``evaluate_accuracy`` and
+                 ``evaluate_loss`` (two test passes, no ``no_grad``) for the scheduler;
+* ``train_ch3``  this package's port: same DataLoader, device-side sums, one ``no_grad`` test pass;
+* ``fast-fp32``  :mod:`nbutils.fast` in fp32 (CUDA graphs on a GPU);
+* ``fast-tf32``, ``fast-bf16``  the mixed-precision modes; the best one is reported as such.
+
+With ``--epochs 0`` an epoch is projected from ``--steps`` timed steps and ``--eval-images`` timed test
+images; with ``--epochs N`` (GPU) the whole protocol is run and timed for N epochs. The table is
+printed and the JSON written to ``--out`` (default ``reports/bench/bench-<device>.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data as nbdata
+from .fast import FastTrainer, make_fast_optimizer
+from .io import atomic_write_json
+from .model import NeuralNetwork, init_weights
+from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device, train_epoch_ch3
+
+N_TRAIN, N_TEST = 60_000, 10_000
+FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured")
+
+
+# ----------------------------------------------------------------------------- the 2020 baseline
+def _my_utils_train_epoch(net, train_iter, loss, updater, device):
+    """my_utils.train_epoch_ch3 with the coursework's ``.to(device)``: one host sync per batch."""
+    net.train()
+    metric = [0.0, 0.0, 0]
+    for X, y in train_iter:
+        X, y = X.to(device), y.to(device)
+        y_hat = net(X)
+        l = loss(y_hat, y)
+        updater.zero_grad()
+        l.backward()
+        updater.step()
+        metric[0] += float(l.detach()) * len(y)
+        metric[1] += float((y_hat.argmax(dim=1) == y).sum())
+        metric[2] += y.numel()
+    return metric[0] / metric[2], metric[1] / metric[2]
+
+
+def _my_utils_evaluate(net, test_iter, loss, device):
+    """my_utils.evaluate_accuracy then evaluate_loss: two passes, gradients recorded."""
+    net.eval()
+    correct = n = 0
+    for X, y in test_iter:
+        X, y = X.to(device), y.to(device)
+        correct += float((net(X).argmax(dim=1) == y).sum())
+        n += y.numel()
+    total = 0.0
+    for X, y in test_iter:
+        X, y = X.to(device), y.to(device)
+        total += float(loss(net(X), y)) * len(y)
+    return total / n, correct / n
+
+
+# ----------------------------------------------------------------------------- one mode
+def _setup(device, seed, precision, fast):
+    torch.manual_seed(seed)
+    net = init_weights(NeuralNetwork()).to(device)
+    if fast:
+        opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 5e-4, device)
+    else:
+        opt = make_optimizer(net.parameters(), "adam", 1e-3, 5e-4)
+    return net, opt, make_scheduler(opt)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device):
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
+def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0):
+    """Time one mode; returns its row (FIELDS) plus the accuracy it reached."""
+    fast = mode.startswith("fast")
+    precision = mode.split("-")[1] if fast else "fp32"
+    loss = nn.CrossEntropyLoss()
+    net, opt, sched = _setup(device, seed, precision, fast)
+    n_train = N_TRAIN if epochs else steps * batch_size
+    n_test = N_TEST if epochs else eval_images
+    if fast:
+        train_iter, test_iter = nbdata.load_data_fashion_mnist_device(
+            batch_size, device, root=root, train_subset=0 if epochs else n_train,
+            test_subset=0 if epochs else n_test, seed=seed)
+        trainer = FastTrainer(net, loss, opt, device, precision)
+        train_epoch, evaluate_fn = trainer.train_epoch, trainer.evaluate
+    else:
+        workers = 4 if mode == "my_utils" else None  # my_utils.get_dataloader_workers() returned 4
+        train_iter, test_iter = nbdata.load_data_fashion_mnist(
+            batch_size, root=root, num_workers=workers, train_subset=0 if epochs else n_train,
+            test_subset=0 if epochs else n_test, seed=seed)
+        train_epoch = _my_utils_train_epoch if mode == "my_utils" else train_epoch_ch3
+        evaluate_fn = _my_utils_evaluate if mode == "my_utils" else evaluate
+
+    if epochs:  # the real protocol, end to end (capture included in the first epoch)
+        seconds, history = _timed(lambda: fit(net, train_iter, test_iter, loss, epochs, opt, sched,
+                                              device, train_epoch=train_epoch,
+                                              evaluate_fn=evaluate_fn), device)
+        epoch_s = seconds / epochs
+        steps_per_epoch = math.ceil(N_TRAIN / batch_size)
+        row = dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
+                   images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
+                   setup_s=None, measured=f"{epochs} full epochs",
+                   final_test_acc=history[-1]["test_acc"])
+        return row
+
+    # Projection: a warm-up epoch (graph capture, worker start-up) timed apart, then the timed epoch.
+    setup_s, _ = _timed(lambda: train_epoch(net, train_iter, loss, opt, device), device)
+    train_s, _ = _timed(lambda: train_epoch(net, train_iter, loss, opt, device), device)
+    eval_s, (_, acc) = _timed(lambda: evaluate_fn(net, test_iter, loss, device), device)
+    # DataLoader workers start once per epoch: count that once, not once per `steps` steps.
+    startup_s = 0.0 if fast else _timed(lambda: next(iter(train_iter)), device)[0]
+    step_s = max(train_s - startup_s, 1e-9) / steps
+    epoch_s = startup_s + step_s * math.ceil(N_TRAIN / batch_size) + eval_s / n_test * N_TEST
+    return dict(mode=mode, ms_per_step=1000 * step_s, images_per_s=batch_size / step_s,
+                epoch_s=epoch_s, protocol_30_s=30 * epoch_s + max(0.0, setup_s - train_s),
+                setup_s=setup_s, measured=f"{steps} steps + {n_test} test images, projected",
+                final_test_acc=acc)
+
+
+# ----------------------------------------------------------------------------- the command
+def hardware(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
+        batch_size=128):
+    device = resolve_device(device)
+    if steps < 1 or eval_images < 1 or epochs < 0:
+        raise ValueError("steps and eval_images must be >= 1 and epochs >= 0")
+    root = nbdata.prepare_fashion_mnist(root)
+    modes = modes or ["my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16"]
+    if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured (slow) but never a default
+        modes = [m for m in modes if m != "fast-tf32"]
+    rows = []
+    warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
+    for mode in modes:
+        cpu_bf16 = device.type == "cpu" and mode == "fast-bf16"
+        rows.append(measure(mode, root, device, 1 if cpu_bf16 else steps,
+                            min(eval_images, 256) if cpu_bf16 else eval_images,
+                            0 if cpu_bf16 else epochs, batch_size))
+    base = next((r for r in rows if r["mode"] == "my_utils"), rows[0])
+    for r in rows:
+        r["speedup_vs_my_utils"] = base["epoch_s"] / r["epoch_s"]
+    mixed = [r for r in rows if r["mode"] in ("fast-tf32", "fast-bf16")]
+    result = dict(
+        device=str(device), hardware=hardware(device), torch=torch.__version__,
+        cuda=torch.version.cuda if device.type == "cuda" else None,
+        parameters=dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
+                        optimizer="adam", lr=1e-3, weight_decay=5e-4),
+        best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
+        created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
+    print(format_table(result))
+    out = Path(out) if out else (Path(__file__).resolve().parents[1] / "reports" / "bench" /
+                                 f"bench-{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    print(f"written: {out}")
+    return result
+
+
+def format_table(result):
+    lines = [f"{result['hardware']} | torch {result['torch']} | "
+             f"batch {result['parameters']['batch_size']}",
+             f"{'mode':<10} {'ms/step':>9} {'img/s':>8} {'s/epoch':>9} {'30 epochs s':>12} "
+             f"{'speed-up':>9}  measured"]
+    for r in result["rows"]:
+        lines.append(f"{r['mode']:<10} {r['ms_per_step']:>9.1f} {r['images_per_s']:>8.0f} "
+                     f"{r['epoch_s']:>9.1f} {r['protocol_30_s']:>12.1f} "
+                     f"{r['speedup_vs_my_utils']:>8.2f}x  {r['measured']}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python3 -m nbutils bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--eval-images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=0)
+    parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    run(args.device, args.steps, args.eval_images, args.epochs,
+        [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The fast training path: ``train_ch3``'s semantics, without its overheads.
+
+Why the my_utils loop is slow: a DataLoader with per-sample transforms, a ``float()`` host sync per
+batch, and on a GPU a model that is launch-bound at batch 128 (hundreds of small kernels per step).
+What this path does instead:
+
+* the data stay on the device (:class:`~nbutils.data.DeviceLoader`); the step gathers its batch by
+  index, so an epoch costs one tiny index copy per batch and no host-to-device traffic;
+* loss, accuracy and the NaN check accumulate on the device and are read once per epoch;
+* on CUDA with Adam, the whole step (gather, forward, loss, backward, Adam) is captured once as a CUDA
+  graph and replayed; the learning rate is a device tensor, so a ReduceLROnPlateau cut takes effect
+  in the graph; evaluation is a second graph;
+* mixed precision (``tf32``, ``bf16`` autocast) only when asked for;
+* on the CPU, glibc is told to keep freed memory (see :func:`tune_cpu_allocator`).
+
+The last partial batch runs eagerly (a graph has static shapes); it is kept unless the loader drops it.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+
+import torch
+
+from .data import DeviceLoader
+from .train import check_finite, fit, resolve_device
+
+__all__ = ["PRECISIONS", "FastTrainer", "make_fast_optimizer", "train_fast", "tune_cpu_allocator"]
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+
+
+def tune_cpu_allocator():
+    """Stop glibc from returning big blocks to the OS after every step.
+
+    Each step allocates and frees activations of up to 64 MB (128 x 256 x 512 floats). By default glibc
+    serves those with mmap and unmaps them on free, so every step pays page faults on hundreds of MB:
+    about a third of the step on a 2-core CPU. Keeping them in the heap removes that. Process-wide and
+    harmless elsewhere (the process keeps its peak memory). Returns False where glibc is absent.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)
+        return bool(ok and libc.mallopt(_M_TOP_PAD, 256 << 20))
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def make_fast_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, device="cpu"):
+    """The optimizer for the fast path: on CUDA, Adam with a device-tensor lr, capturable in a graph
+    (a float lr would be baked into the graph, and a scheduler's cut would never reach it)."""
+    from .train import make_optimizer
+    if torch.device(device).type == "cuda" and name == "adam":
+        make_optimizer([torch.zeros(1)], name, lr, weight_decay)  # the same checks, before any work
+        return make_optimizer(params, name, torch.tensor(float(lr), device=device), weight_decay,
+                              capturable=True)
+    return make_optimizer(params, name, lr, weight_decay)
+
+
+@contextlib.contextmanager
+def _precision(precision, device):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    old = torch.get_float32_matmul_precision()
+    if precision == "tf32":
+        torch.set_float32_matmul_precision("high")
+    try:
+        if precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+class FastTrainer:
+    """Train and evaluate ``net`` on :class:`DeviceLoader` data with static, capturable steps.
+
+    ``graphs=None`` captures CUDA graphs when the device is CUDA and the optimizer is capturable
+    (Adam from :func:`make_fast_optimizer`); other optimizers run the same step eagerly.
+    """
+
+    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None):
+        self.net, self.loss, self.optimizer = net, loss, optimizer
+        self.device = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        capturable = all(g.get("capturable", False) for g in optimizer.param_groups)
+        self.graphs = (self.device.type == "cuda" and capturable) if graphs is None else graphs
+        if self.graphs and not (self.device.type == "cuda" and capturable):
+            raise ValueError("graphs=True needs CUDA and a capturable optimizer (make_fast_optimizer)")
+        zeros = dict(device=self.device)
+        self.loss_sum = torch.zeros((), **zeros)
+        self.correct = torch.zeros((), dtype=torch.long, **zeros)
+        self.first_bad = torch.full((), -1, dtype=torch.long, **zeros)
+        self.batch_no = torch.zeros((), dtype=torch.long, **zeros)
+        self._train_graph = self._eval_graph = None
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
+
+    # -- the step, written once: eager on the CPU and for partial batches, captured on CUDA
+    def _forward(self, loader, idx):
+        X, y = loader.batch(idx)
+        with _precision(self.precision, self.device):
+            y_hat = self.net(X)
+            l = self.loss(y_hat, y)
+        l = l.float()
+        l = l.sum() if l.dim() else l * y.numel()  # per-batch sum, whatever the loss's reduction
+        return y_hat, y, l
+
+    def _accumulate(self, y_hat, y, l_sum):
+        self.loss_sum += l_sum.detach()
+        self.correct += (y_hat.detach().argmax(dim=1) == y).sum()
+        bad = (self.first_bad < 0) & ~torch.isfinite(l_sum.detach())
+        self.first_bad.copy_(torch.where(bad, self.batch_no, self.first_bad))
+        self.batch_no += 1
+
+    def _train_step(self, loader, idx):
+        # Zeroing in place (inside the graph too) keeps .grad at the addresses the graph uses.
+        self.optimizer.zero_grad(set_to_none=False)
+        y_hat, y, l_sum = self._forward(loader, idx)
+        (l_sum / y.numel()).backward()
+        self.optimizer.step()
+        self._accumulate(y_hat, y, l_sum)
+
+    def _eval_step(self, loader, idx):
+        with torch.no_grad():
+            y_hat, y, l_sum = self._forward(loader, idx)
+            self.loss_sum += l_sum
+            self.correct += (y_hat.argmax(dim=1) == y).sum()
+
+    def _reset(self):
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.first_bad.fill_(-1)
+        self.batch_no.zero_()
+
+    # -- CUDA graphs
+    def _capture(self, step, loader):
+        """Capture ``step`` on a static index buffer, without changing the model, optimizer or RNG.
+
+        Warm-up iterations (needed before capture) really step the model, so everything they touch is
+        saved first and restored in place afterwards, keeping the tensors the graph points at.
+        """
+        idx = torch.arange(loader.batch_size, device=self.device)
+        model_state = {k: v.clone() for k, v in self.net.state_dict().items()}
+        opt_state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
+                     for p, s in self.optimizer.state.items()}
+        rng = torch.cuda.get_rng_state(self.device)
+        counters = [t.clone() for t in (self.loss_sum, self.correct, self.first_bad, self.batch_no)]
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step(loader, idx)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        with torch.no_grad():
+            for k, v in self.net.state_dict().items():
+                v.copy_(model_state[k])
+            for p, s in self.optimizer.state.items():
+                for k, v in s.items():
+                    if torch.is_tensor(v):
+                        v.copy_(opt_state[id(p)][k]) if id(p) in opt_state else v.zero_()
+        torch.cuda.set_rng_state(rng, self.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step(loader, idx)
+        for t, saved in zip((self.loss_sum, self.correct, self.first_bad, self.batch_no), counters):
+            t.copy_(saved)
+        return graph, idx
+
+    def _run(self, loader, step, train):
+        graph_slot = "_train_graph" if train else "_eval_graph"
+        for idx in loader.batch_indices():
+            full = len(idx) == loader.batch_size
+            if self.graphs and full:
+                if getattr(self, graph_slot) is None:
+                    setattr(self, graph_slot, self._capture(step, loader))
+                graph, static_idx = getattr(self, graph_slot)
+                static_idx.copy_(idx)
+                graph.replay()
+            else:
+                step(loader, idx)
+
+    # -- the epoch functions that :func:`nbutils.train.fit` calls
+    def train_epoch(self, net, loader, loss, updater, device):
+        _require_device_loader(loader, "train_iter")
+        net.train()
+        self._reset()
+        self._run(loader, self._train_step, train=True)
+        check_finite(int(self.first_bad))
+        n = len(loader.labels) if not loader.drop_last else len(loader) * loader.batch_size
+        return float(self.loss_sum) / n, float(self.correct) / n
+
+    def evaluate(self, net, loader, loss, device):
+        _require_device_loader(loader, "test_iter")
+        was_training = net.training
+        net.eval()
+        self._reset()
+        self._run(loader, self._eval_step, train=False)
+        net.train(was_training)
+        n = len(loader.labels)
+        return float(self.loss_sum) / n, float(self.correct) / n
+
+
+def _require_device_loader(loader, name):
+    if not isinstance(loader, DeviceLoader):
+        raise ValueError(f"{name} must be a DeviceLoader (load_data_fashion_mnist_device) for the "
+                         f"fast path, got {type(loader).__name__}")
+
+
+def train_fast(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
+               precision="fp32", graphs=None, animator=None, on_epoch_end=None, history=None):
+    """:func:`~nbutils.train.train_ch3`'s semantics on the fast path; returns the same History."""
+    device = resolve_device(device if device is not None else train_iter.device)
+    net.to(device)
+    trainer = FastTrainer(net, loss, updater, device, precision, graphs)
+    return fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler, device, animator,
+               train_epoch=trainer.train_epoch, evaluate_fn=trainer.evaluate,
+               on_epoch_end=on_epoch_end, history=history)
+

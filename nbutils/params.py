@@ -1,0 +1,157 @@
+"""Run parameters: the profiles, and one validation that every entry point shares.
+
+A notebook's ``parameters`` cell holds plain literals (papermill overrides them); the next cell calls
+:func:`resolve`, which applies the profile, checks every value and fails before any expensive work
+with a message naming the parameter and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+__all__ = ["PROFILES", "Params", "TRAINING_KEYS", "load_profile", "resolve"]
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+N_TRAIN, N_TEST = 60_000, 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Everything a run depends on. The defaults are the report's protocol (the ``seed`` profile)."""
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.001
+    weight_decay: float = 0.0005
+    optimizer: str = "adam"
+    init: str = "kaiming_uniform"
+    patience: int = 15
+    seed: int = 0
+    patch_size: int = 4
+    train_subset: int = 0      # 0: all 60,000 training images
+    test_subset: int = 0       # 0: all 10,000 test images
+    device: str = "auto"       # "auto", "cpu", "cuda", "cuda:N"
+    fast: str = "auto"         # "auto" (the fast path on CUDA), "on", "off" (the my_utils loop)
+    precision: str = "fp32"    # "fp32", "tf32", "bf16" (autocast); only fp32 is sensible on CPU
+    data_root: str = ""        # "": $NBUTILS_DATA or data/ at the repository root
+    run_dir: str = ""          # "": reports/interactive-<profile>
+    checkpoint_dir: str = ""   # "": the run folder (in Colab, point it at a mounted Drive)
+    resume: bool = True        # continue from a checkpoint made with the same parameters
+    live_plot: bool = True     # draw the live plot (only where a notebook frontend shows it)
+    profile: str = "seed"
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+    def training_dict(self):
+        """The parameters that change what training computes (a checkpoint must match them)."""
+        return {k: getattr(self, k) for k in TRAINING_KEYS}
+
+
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "init", "patience", "seed",
+                 "patch_size", "train_subset", "test_subset", "fast", "precision")
+FIELDS = {f.name: f for f in dataclasses.fields(Params)}
+DEFAULTS = Params().as_dict()
+CHOICES = {"optimizer": ("adam", "sgd", "asgd"),
+           "init": ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal"),
+           "fast": ("auto", "on", "off"), "precision": ("fp32", "tf32", "bf16")}
+
+
+def load_profile(name):
+    """The YAML profile ``nbutils/profiles/<name>.yaml`` as a dict."""
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+        raise ValueError(f"profile must be one of {known}, got {name!r}")
+    values = yaml.safe_load(path.read_text()) or {}
+    unknown = set(values) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"{path}: unknown parameter(s) {sorted(unknown)}")
+    return values
+
+
+PROFILES = tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+
+
+def resolve(profile="", **given) -> Params:
+    """Validated :class:`Params` from a profile and explicitly given values.
+
+    ``profile`` "" means ``$NBUTILS_PROFILE`` or "seed". A given value that still equals the seed
+    default is taken as "not given", so a notebook's untouched parameters cell follows the profile,
+    while papermill's ``-p`` values win over it.
+    """
+    unknown = set(given) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(FIELDS)}")
+    profile = profile or os.environ.get("NBUTILS_PROFILE") or "seed"
+    values = dict(DEFAULTS, **load_profile(profile), profile=profile)
+    values.update({k: v for k, v in given.items() if v != DEFAULTS[k] or k not in values})
+    for name, value in values.items():
+        values[name] = _coerce(name, value)
+    params = Params(**values)
+    _check(params)
+    return params
+
+
+def _coerce(name, value):
+    kind = FIELDS[name].type
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _check(p: Params):
+    def need(ok, message):
+        if not ok:
+            raise ValueError(message)
+
+    need(p.epochs >= 1, f"epochs must be >= 1, got {p.epochs}")
+    need(p.batch_size >= 1, f"batch_size must be >= 1, got {p.batch_size}")
+    need(p.lr > 0, f"lr must be > 0, got {p.lr}")
+    need(p.weight_decay >= 0, f"weight_decay must be >= 0, got {p.weight_decay}")
+    need(p.patience >= 0, f"patience must be >= 0, got {p.patience}")
+    need(p.seed >= 0, f"seed must be >= 0, got {p.seed}")
+    need(0 <= p.train_subset <= N_TRAIN, f"train_subset must be 0 (all) to {N_TRAIN}, got {p.train_subset}")
+    need(0 <= p.test_subset <= N_TEST, f"test_subset must be 0 (all) to {N_TEST}, got {p.test_subset}")
+    need(p.patch_size >= 1 and 28 % p.patch_size == 0,
+         f"patch_size must divide 28: one of [1, 2, 4, 7, 14, 28], got {p.patch_size}")
+    for name, allowed in CHOICES.items():
+        need(getattr(p, name) in allowed, f"{name} must be one of {list(allowed)}, got {getattr(p, name)!r}")
+    from .train import resolve_device
+    device = resolve_device(p.device)  # raises for "cuda" without CUDA
+    need(not (device.type == "cpu" and p.precision != "fp32" and p.fast == "auto"),
+         f"precision={p.precision!r} on the CPU is slower than fp32; set fast='on' to insist")
+    for name in ("run_dir", "checkpoint_dir"):
+        if getattr(p, name):
+            _check_writable(name, Path(getattr(p, name)).expanduser())
+
+
+def _check_writable(name, folder: Path):
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise ValueError(f"{name}={str(folder)!r} is not writable ({e}); choose another folder") from e

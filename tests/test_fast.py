@@ -1,0 +1,159 @@
+"""nbutils.fast: same semantics as train_ch3, each precision mode, the benchmark's JSON."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import nbutils as nb
+from nbutils import bench
+from nbutils.fast import FastTrainer, make_fast_optimizer, train_fast, tune_cpu_allocator
+from conftest import TINY
+
+
+def device_loaders(root, batch_size=64, device="cpu", **kw):
+    return nb.load_data_fashion_mnist_device(batch_size, device, root=root, spec=TINY, **kw)
+
+
+def fresh(device="cpu", seed=0):
+    nb.seed_everything(seed)
+    net = nb.init_weights(nb.NeuralNetwork()).to(device)
+    opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 5e-4, device)
+    return net, opt
+
+
+def without_seconds(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_fast_and_classic_agree_on_the_first_epoch(tiny_root):
+    """Same batches (one DeviceLoader seed), same model seed: fp32 results agree within 1e-5."""
+    results = []
+    for fast in (False, True):
+        net, opt = fresh()
+        train_iter, test_iter = device_loaders(tiny_root, seed=3)  # 200 images: 3 full + 1 partial
+        run = train_fast if fast else nb.train_ch3
+        kw = {} if fast else {"animator": False}
+        results.append((run(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt,
+                            nb.make_scheduler(opt), **kw)[0], net))
+    (a, net_a), (b, net_b) = results
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        assert b[key] == pytest.approx(a[key], abs=1e-5)
+    for pa, pb in zip(net_a.state_dict().values(), net_b.state_dict().values()):
+        assert torch.allclose(pa.float(), pb.float(), atol=1e-5)  # BatchNorm stats included
+
+
+def test_partial_last_batch_is_trained_not_dropped(tiny_root):
+    net, opt = fresh()
+    train_iter, _ = device_loaders(tiny_root)
+    trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, "cpu")
+    trainer.train_epoch(net, train_iter, None, opt, "cpu")
+    assert int(trainer.batch_no) == 4 and opt.state[net.stemLinear.weight]["step"] == 4
+    dropping, _ = device_loaders(tiny_root, drop_last=True)
+    trainer.train_epoch(net, dropping, None, opt, "cpu")
+    assert int(trainer.batch_no) == 3
+
+
+def test_scheduler_cut_takes_effect(tiny_root):
+    """A learning rate set to 0 by the scheduler must stop Adam's updates (weight decay 0)."""
+    nb.seed_everything(0)
+    net = nb.NeuralNetwork()
+    opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 0.0)
+
+    class CutToZero:
+        def step(self):
+            for g in opt.param_groups:
+                g["lr"] = 0.0
+
+    train_iter, test_iter = device_loaders(tiny_root)
+    train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt, CutToZero())
+    before = net.stemLinear.weight.detach().clone()
+    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, CutToZero(),
+                         history=[{"epoch": 1}])
+    assert history[-1]["lr"] == 0.0
+    assert torch.equal(net.stemLinear.weight, before)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_each_precision_mode_runs(tiny_root, precision):
+    net, opt = fresh()
+    train_iter, test_iter = device_loaders(tiny_root, batch_size=100)
+    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt,
+                         precision=precision)
+    assert 0 < history[0]["train_loss"] < 10 and 0 <= history[0]["test_acc"] <= 1
+
+
+def test_fast_path_refuses_bad_input(tiny_root):
+    net, opt = fresh()
+    with pytest.raises(ValueError, match=r"precision must be one of \['fp32', 'tf32', 'bf16'\]"):
+        FastTrainer(net, nn.CrossEntropyLoss(), opt, "cpu", precision="fp16")
+    train_iter, test_iter = nb.load_data_fashion_mnist(64, root=tiny_root, num_workers=0, spec=TINY)
+    with pytest.raises(ValueError, match="train_iter must be a DeviceLoader"):
+        train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt, device="cpu")
+    with pytest.raises(ValueError, match="graphs=True needs CUDA"):
+        FastTrainer(net, nn.CrossEntropyLoss(), opt, "cpu", graphs=True)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        make_fast_optimizer(net.parameters(), "adam", -1.0)
+
+
+def test_fast_path_reports_divergence(tiny_root):
+    net, opt = fresh()
+    train_iter, test_iter = device_loaders(tiny_root)
+    with torch.no_grad():
+        net.stemLinear.weight.fill_(float("inf"))
+    with pytest.raises(nb.TrainingDiverged, match=r"epoch 1: .*batch 0"):
+        train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt)
+
+
+def test_cpu_allocator_tuning_is_accepted():
+    assert tune_cpu_allocator() in (True, False)  # False only where glibc is absent
+
+
+def test_bench_json_has_every_field(real_root, tmp_path):
+    out = tmp_path / "bench.json"
+    result = bench.run("cpu", steps=1, eval_images=128, out=out, root=real_root)
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    for key in ("device", "hardware", "torch", "parameters", "best_mixed_precision", "rows"):
+        assert key in saved
+    assert [r["mode"] for r in saved["rows"]] == ["my_utils", "train_ch3", "fast-fp32", "fast-bf16"]
+    for row in saved["rows"]:
+        assert set(bench.FIELDS) <= set(row) and row["ms_per_step"] > 0 and row["epoch_s"] > 0
+    assert saved["rows"][0]["speedup_vs_my_utils"] == 1.0
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_train_and_learn(tiny_root):
+    net, opt = fresh("cuda")
+    train_iter, test_iter = device_loaders(tiny_root, device="cuda")
+    trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, "cuda")
+    assert trainer.graphs
+    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 4, opt)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+@pytest.mark.cuda
+def test_cuda_graph_sees_scheduler_cut(tiny_root):
+    net, opt = fresh("cuda")
+    train_iter, test_iter = device_loaders(tiny_root, device="cuda", drop_last=True)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=1e-12, threshold=1e9)
+    for g in opt.param_groups:
+        g["weight_decay"] = 0.0
+    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, sched)
+    assert history[-1]["lr"] < 1e-13
+    before = [p.detach().clone() for p in net.parameters()]
+    train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt, None, history=history)
+    assert all(torch.allclose(a, b, atol=1e-9) for a, b in zip(before, net.parameters()))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_cuda_fast_and_classic_agree_statistically(tiny_root, precision):
+    accs = []
+    for fast in (False, True):
+        net, opt = fresh("cuda")
+        train_iter, test_iter = device_loaders(tiny_root, device="cuda", seed=3)
+        run = train_fast if fast else nb.train_ch3
+        kw = {"precision": precision} if fast else {"animator": False}
+        accs.append(run(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt, **kw)[-1]["test_acc"])
+    assert abs(accs[0] - accs[1]) < 0.15
