@@ -6,7 +6,7 @@ from torch import nn
 
 from .data import IMAGE_SIZE, _check_patch_size, patchify
 
-__all__ = ["INITS", "NeuralNetwork", "count_parameters", "init_weights", "trace_shapes",
+__all__ = ["INITS", "NeuralNetwork", "compare_inits", "count_parameters", "init_weights", "trace_shapes",
            "format_shape_table", "parameter_table"]
 
 
@@ -77,6 +77,28 @@ def init_weights(net, init="kaiming_uniform"):
         if isinstance(m, nn.Linear):
             fn(m.weight)
     return net
+
+
+def compare_inits(X, inits=tuple(INITS), layer="Block1_Linear2", patch_size=4, seed=0):
+    """For each init: one layer's weights and the std of every Linear's output on batch ``X``.
+
+    Shows what the report's init comparison was about: how each scheme scales the signal through
+    the depth of the network before any training.
+    """
+    stats = {}
+    for name in inits:
+        torch.manual_seed(seed)
+        net = init_weights(NeuralNetwork(patch_size), name).eval()
+        stds = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, n=n: stds.__setitem__(n, float(o.std())))
+                 for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            net(X)
+        for h in hooks:
+            h.remove()
+        stats[name] = {"layer": layer, "weights": getattr(net, layer).weight.detach().clone(),
+                       "activation_std": stds}
+    return stats
 
 
 def count_parameters(net):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["PROFILES", "Params", "TRAINING_KEYS", "load_profile", "resolve"]
+__all__ = ["PROFILES", "Params", "TRAINING_KEYS", "from_namespace", "load_profile", "resolve"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 N_TRAIN, N_TEST = 60_000, 10_000
@@ -94,6 +94,12 @@ def resolve(profile="", **given) -> Params:
     params = Params(**values)
     _check(params)
     return params
+
+
+def from_namespace(namespace) -> Params:
+    """:func:`resolve` from a notebook's globals: the parameters cell's names, whatever else is there."""
+    given = {k: namespace[k] for k in FIELDS if k in namespace and k != "profile"}
+    return resolve(namespace.get("profile", ""), **given)
 
 
 def _coerce(name, value):

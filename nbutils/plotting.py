@@ -15,8 +15,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from .io import atomic_write_bytes  # noqa: E402
 
-__all__ = ["Animator", "has_frontend", "plot", "save_figure", "set_axes", "set_figsize",
-           "show_images", "use_svg_display"]
+__all__ = ["Animator", "has_frontend", "plot", "plot_confusion", "plot_init_comparison",
+           "plot_patches", "save_figure", "set_axes", "set_figsize", "show_images", "use_svg_display"]
 
 
 def has_frontend() -> bool:
@@ -191,3 +191,60 @@ class Animator:
     def save(self, path):
         self.draw()
         return save_figure(self.fig, path)
+
+
+def plot_patches(image, patch_size=4):
+    """One image cut into patches: the patch grid (gaps between patches) and the (N, p²) matrix."""
+    from .data import patchify
+    image = image.detach().cpu().reshape(28, 28)
+    patches = patchify(image[None], patch_size)[0]
+    k = 28 // patch_size
+    fig = plt.figure(figsize=(9, 4))
+    grid = fig.add_gridspec(k, 2 * k + 3)
+    for i in range(k * k):
+        ax = fig.add_subplot(grid[i // k, i % k])
+        ax.imshow(patches[i].reshape(patch_size, patch_size), cmap="gray",
+                  vmin=float(image.min()), vmax=float(image.max()))
+        ax.set_axis_off()
+    ax = fig.add_subplot(grid[:, k + 2:])
+    ax.imshow(patches, cmap="gray", aspect="auto")
+    ax.set_title(f"patch matrix {tuple(patches.shape)}")
+    ax.set_xlabel("pixel within patch")
+    ax.set_ylabel("patch (token)")
+    fig.suptitle(f"{k}×{k} patches of {patch_size}×{patch_size} pixels")
+    return fig
+
+
+def plot_confusion(cm, class_names):
+    """A confusion matrix with its counts written in."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.imshow(cm, cmap="Blues")
+    n = len(class_names)
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = cm.max() / 2
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > threshold else "black")
+    fig.tight_layout()
+    return fig
+
+
+def plot_init_comparison(stats):
+    """Weight histograms (one layer) and activation spread per layer, for each initialisation."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, s in stats.items():
+        left.hist(s["weights"].flatten().numpy(), bins=80, histtype="step", label=name, density=True)
+        right.plot(list(s["activation_std"].values()), marker="o", label=name)
+    left.set_title(f"weights of {next(iter(stats.values()))['layer']}")
+    left.legend(fontsize=7)
+    layers = list(next(iter(stats.values()))["activation_std"])
+    right.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
+    right.set_yscale("log")
+    right.set_title("activation std per layer (one batch, eval mode)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

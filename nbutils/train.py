@@ -328,7 +328,7 @@ def _current_lr(updater):
 
 
 def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
-              animator=True, on_epoch_end=None):
+              animator=True, on_epoch_end=None, history=None):
     """Train ``net`` (my_utils' signature); returns the per-epoch :class:`History`.
 
     ``animator=True`` draws :func:`training_animator` (live in a notebook, silent elsewhere); pass an
@@ -337,4 +337,4 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     if animator is True:
         animator = training_animator(num_epochs)
     return fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler, device,
-               animator or None, on_epoch_end=on_epoch_end)
+               animator or None, on_epoch_end=on_epoch_end, history=history)

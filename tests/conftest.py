@@ -1,13 +1,17 @@
 """Shared fixtures: tiny IDX datasets written by the tests themselves, and the real data when installed."""
 import gzip
 import os
-import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-os.environ.setdefault("NBUTILS_HEADLESS", "1")  # no live plots in tests
+# Set before any nbval kernel starts (kernels inherit the environment): no live plots, the smoke
+# profile, and run folders in a temporary place rather than the repository's reports/.
+os.environ.setdefault("NBUTILS_HEADLESS", "1")
+os.environ.setdefault("NBUTILS_PROFILE", "smoke")
+os.environ.setdefault("NBUTILS_REPORTS", tempfile.mkdtemp(prefix="nbutils-reports-"))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 import nbutils as nb  # noqa: E402
@@ -80,6 +84,12 @@ def real_root():
         return nb.prepare_fashion_mnist(download=False)
     except nb.DatasetError as e:
         pytest.skip(f"real Fashion-MNIST not available: {e}")
+
+
+def pytest_configure(config):
+    """Write the nbval reference notebooks (tests/nbval/) before pytest collects them."""
+    import nbval_reference
+    nbval_reference.build()
 
 
 def pytest_collection_modifyitems(config, items):

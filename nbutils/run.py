@@ -1,0 +1,129 @@
+"""Run notebooks 01→05 through papermill into one run folder.
+
+    python3 -m nbutils reproduce [--profile seed|smoke] [-f params.yaml] [-p NAME VALUE]... [--name RUN]
+
+The parameters are validated here first (the notebooks validate them again), so a bad value fails
+before any notebook runs. The run folder ``reports/<name>/`` (default ``<profile>-<timestamp>``) gets
+the executed notebooks, ``params.json`` and ``status.json``; the notebooks add history, checkpoint,
+metrics and figures. A failed cell stops the run: papermill's failed notebook stays in the folder and
+``status.json`` says ``failed``. A folder holding a finished run is never written into again.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+from .experiment import reports_root
+from .io import atomic_write_json
+from .params import from_namespace
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+STATUS = "status.json"
+
+
+def notebooks():
+    found = sorted(NOTEBOOKS_DIR.glob("0[1-5]_*.ipynb"))
+    if len(found) != 5:
+        raise FileNotFoundError(f"expected notebooks 01..05 in {NOTEBOOKS_DIR}, found {found}")
+    return found
+
+
+def read_status(folder: Path):
+    import json
+    try:
+        return json.loads((folder / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_status(folder: Path, state, **extra):
+    status = dict(read_status(folder) or {}, state=state, pid=os.getpid(),
+                  updated=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
+    atomic_write_json(folder / STATUS, status)
+    return status
+
+
+def _parse_value(text):
+    """``-p epochs 10`` → 10, as papermill's own ``-p`` would read it (YAML scalars)."""
+    return yaml.safe_load(text) if text.strip() else text
+
+
+def prepare(profile="seed", overrides=None, name=None, root=None):
+    """Validate the parameters and create the run folder; returns ``(params, folder, injected)``.
+
+    ``injected`` is what papermill passes to every notebook: the profile, the overrides and the run
+    folder. Each notebook resolves them with the same :func:`~nbutils.params.from_namespace`, so the
+    notebooks and this runner agree on every value.
+    """
+    injected = dict(overrides or {}, profile=profile)
+    from_namespace(dict(injected, run_dir=""))  # every check before any folder is made
+    name = name or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = (Path(root) if root else reports_root()) / name
+    status = read_status(folder)
+    if status and status.get("state") == "finished":
+        raise ValueError(f"{folder} holds a finished run; choose another --name (results are never "
+                         f"overwritten)")
+    folder.mkdir(parents=True, exist_ok=True)
+    injected["run_dir"] = str(folder)
+    return from_namespace(injected), folder, injected
+
+
+def execute(params, folder: Path, injected, log=print):
+    """Run the five notebooks in order; True when all finished."""
+    import papermill as pm
+    from .results import write_results_table
+    os.environ["NBUTILS_HEADLESS"] = "1"  # the kernels inherit it: no live plot, figures to files
+    atomic_write_json(folder / "params.json", params.as_dict())
+    write_status(folder, "running", started=time.strftime("%Y-%m-%d %H:%M:%S"), notebook=None)
+    start = time.perf_counter()
+    for nb in notebooks():
+        log(f"[{folder.name}] {nb.name}")
+        write_status(folder, "running", notebook=nb.name)
+        try:
+            pm.execute_notebook(str(nb), str(folder / nb.name), parameters=injected,
+                                cwd=str(folder), kernel_name="python3", progress_bar=False)
+        except BaseException as e:  # a failed cell, Ctrl-C, SIGTERM: the folder says so
+            message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            write_status(folder, "failed", notebook=nb.name, error=message,
+                         traceback=traceback.format_exc(limit=3))
+            write_results_table()
+            log(f"[{folder.name}] FAILED in {nb.name}: {message}")
+            if not isinstance(e, Exception):
+                raise
+            return False
+    write_status(folder, "finished", seconds=time.perf_counter() - start)
+    write_results_table()
+    log(f"[{folder.name}] finished: {folder}")
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python3 -m nbutils reproduce", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="seed", help="seed (the report's protocol) or smoke")
+    parser.add_argument("-f", "--parameters-file", action="append", default=[],
+                        help="YAML file of parameters (papermill's -f)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"), help="one parameter (papermill's -p)")
+    parser.add_argument("--name", default=None, help="run folder name under reports/")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for path in args.parameters_file:
+        overrides.update(yaml.safe_load(Path(path).read_text()) or {})
+    overrides.update({k: _parse_value(v) for k, v in args.parameter})
+    try:
+        params, folder, injected = prepare(args.profile, overrides, args.name)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if execute(params, folder, injected) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
