@@ -301,6 +301,9 @@ def fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, d
         except TrainingDiverged as e:
             raise TrainingDiverged(f"epoch {epoch}: {e}") from None
         test_loss, test_acc = evaluate_fn(net, test_iter, loss, device)
+        if loss is not None and not math.isfinite(test_loss):
+            raise TrainingDiverged(f"epoch {epoch}: the test loss is {test_loss}; the weights are no "
+                                   f"longer finite (the learning rate is the likely cause)")
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(test_loss)

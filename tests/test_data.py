@@ -247,3 +247,10 @@ def test_patchify_4_gives_49_row_major_patches():
 def test_patch_size_must_divide_28(p):
     with pytest.raises(ValueError, match=r"patch_size must divide the image size 28: one of \[1, 2, 4, 7"):
         nb.patchify(torch.zeros(1, 28, 28), p)
+
+
+def test_one_missing_file_is_named(tiny_root, no_system_data):
+    (nbdata.raw_folder(tiny_root) / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(nb.DatasetError, match="missing t10k-labels-idx1-ubyte") as e:
+        nb.prepare_fashion_mnist(tiny_root, download=False, spec=TINY)
+    assert "apt-get install dataset-fashion-mnist" in str(e.value)

@@ -1,0 +1,72 @@
+"""Bad parameters are refused before any work, with the parameter and what is allowed."""
+import pytest
+import torch
+
+from nbutils import params as P
+from nbutils import run
+
+
+@pytest.mark.parametrize("given, message", [
+    (dict(epochs=0), "epochs must be >= 1, got 0"),
+    (dict(batch_size=0), "batch_size must be >= 1, got 0"),
+    (dict(lr=-0.001), "lr must be > 0, got -0.001"),
+    (dict(weight_decay=-1e-4), "weight_decay must be >= 0"),
+    (dict(optimizer="rmsprop"), r"optimizer must be one of \['adam', 'sgd', 'asgd'\], got 'rmsprop'"),
+    (dict(init="he"), r"init must be one of \['kaiming_uniform'"),
+    (dict(patch_size=5), r"patch_size must divide 28: one of \[1, 2, 4, 7, 14, 28\], got 5"),
+    (dict(train_subset=60_001), "train_subset must be 0 \\(all\\) to 60000, got 60001"),
+    (dict(test_subset=-1), "test_subset must be 0 \\(all\\) to 10000, got -1"),
+    (dict(epochs="ten"), "epochs must be an integer, got 'ten'"),
+    (dict(lr="fast"), "lr must be a number, got 'fast'"),
+    (dict(resume="maybe"), "resume must be True or False"),
+    (dict(patience=-1), "patience must be >= 0, got -1"),
+    (dict(precision="fp16"), r"precision must be one of \['fp32', 'tf32', 'bf16'\]"),
+    (dict(fast="sometimes"), r"fast must be one of \['auto', 'on', 'off'\]"),
+    (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (dict(wheels=4), r"unknown parameter\(s\) \['wheels'\]"),
+])
+def test_bad_parameter(given, message):
+    with pytest.raises(ValueError, match=message):
+        P.resolve("seed", **given)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_cuda():
+    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
+        P.resolve("seed", device="cuda")
+
+
+def test_unwritable_run_dir(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="run_dir=.* is not writable"):
+        P.resolve("seed", run_dir=str(blocker / "run"))
+    with pytest.raises(ValueError, match="checkpoint_dir=.* is not writable"):
+        P.resolve("seed", checkpoint_dir=str(blocker / "ckpt"))
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match=r"profile must be one of \['seed', 'smoke'\], got 'huge'"):
+        P.resolve("huge")
+
+
+def test_profiles_and_overrides(monkeypatch):
+    assert P.resolve("seed") == P.Params()  # the seed profile is the report's protocol
+    smoke = P.resolve("smoke")
+    assert (smoke.epochs, smoke.train_subset, smoke.test_subset) == (1, 256, 1000)
+    assert P.resolve("smoke", epochs=2).epochs == 2  # a given value wins over the profile
+    monkeypatch.setenv("NBUTILS_PROFILE", "smoke")
+    assert P.resolve().profile == "smoke" and P.resolve("seed").epochs == 30
+
+
+def test_papermill_style_values_are_coerced():
+    p = P.resolve("seed", epochs=10.0, resume="false", lr=1)
+    assert (p.epochs, p.resume, p.lr) == (10, False, 1.0)
+    assert run._parse_value("ten") == "ten" and run._parse_value("10") == 10
+
+
+def test_runner_refuses_bad_value_before_making_a_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NBUTILS_REPORTS", str(tmp_path))
+    assert run.main(["--profile", "smoke", "-p", "epochs", "ten", "--name", "bad"]) == 2
+    assert "epochs must be an integer, got 'ten'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,162 @@
+"""Checkpoints, exact resume after SIGKILL, refusals, divergence, atomic writes, repeatability."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import nbutils as nb
+from nbutils import experiment, io
+from nbutils.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
+from nbutils.params import resolve
+
+TRAIN = dict(epochs=3, train_subset=384, test_subset=200, batch_size=64, live_plot=False)
+
+
+def params_for(folder, **kw):
+    return resolve("smoke", run_dir=str(folder), **dict(TRAIN, **kw))
+
+
+def train_in_subprocess(folder, **kw):
+    """Start a real training process (the thing a Colab disconnect kills)."""
+    code = textwrap.dedent(f"""
+        from nbutils.params import resolve
+        from nbutils.experiment import train
+        train(resolve("smoke", run_dir={str(folder)!r}, **{dict(TRAIN, **kw)!r}))
+    """)
+    return subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, NBUTILS_HEADLESS="1"))
+
+
+def strip_seconds(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(real_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    proc = train_in_subprocess(folder)
+    assert proc.wait(timeout=300) == 0
+    return folder
+
+
+def final_state(folder):
+    net, history, _ = experiment.load_trained(folder, "cpu")
+    return net.state_dict(), strip_seconds(history)
+
+
+def test_checkpoint_holds_everything(uninterrupted):
+    state = torch.load(uninterrupted / "checkpoint.pt", weights_only=False)
+    assert set(state) == {"model", "optimizer", "scheduler", "history", "params", "rng", "loader_rng"}
+    assert len(state["history"]) == 3 and state["params"]["epochs"] == 3
+    assert "torch" in state["rng"] and state["loader_rng"] is not None
+    assert not [p for p in uninterrupted.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(uninterrupted, tmp_path):
+    folder = tmp_path / "killed"
+    proc = train_in_subprocess(folder)
+    deadline = time.monotonic() + 300
+    while not (folder / "checkpoint.pt").exists():  # epoch 1 done: now in the middle of epoch 2
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(torch.load(folder / "checkpoint.pt", weights_only=False)["history"])
+    assert 1 <= done < 3 and not (folder / "model.pt").exists()
+
+    proc = train_in_subprocess(folder)  # the same parameters: resumes
+    assert proc.wait(timeout=300) == 0
+    weights, history = final_state(folder)
+    ref_weights, ref_history = final_state(uninterrupted)
+    assert history == ref_history
+    for k in ref_weights:
+        assert torch.equal(weights[k], ref_weights[k]), k
+
+
+def test_same_seed_same_history(uninterrupted, tmp_path):
+    proc = train_in_subprocess(tmp_path / "again")
+    assert proc.wait(timeout=300) == 0
+    assert final_state(tmp_path / "again")[1] == final_state(uninterrupted)[1]
+
+
+def test_checkpoint_with_other_parameters_is_refused(uninterrupted):
+    with pytest.raises(CheckpointMismatch, match=r"other parameters \(lr: checkpoint 0.001 vs now 0.01\)"):
+        experiment.train(params_for(uninterrupted, lr=0.01))
+
+
+def test_unreadable_checkpoint_is_refused(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"half a file")
+    with pytest.raises(CheckpointMismatch, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt", {})
+
+
+def test_resume_false_starts_over_and_keeps_old_results(real_root, tmp_path):
+    folder = tmp_path / "run"
+    experiment.train(params_for(folder, epochs=1))
+    old_history = (folder / "history.json").read_text()
+    net, history, _ = experiment.train(params_for(folder, epochs=1, resume=False, seed=1))
+    archived = list((folder / "previous").glob("*/history.json"))
+    assert len(archived) == 1 and archived[0].read_text() == old_history
+    assert (archived[0].parent / "checkpoint.pt").exists()
+    assert len(history) == 1
+
+
+def test_checkpoint_dir_parameter(real_root, tmp_path):
+    experiment.train(params_for(tmp_path / "run", epochs=1, checkpoint_dir=str(tmp_path / "drive")))
+    assert (tmp_path / "drive" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_divergence_names_epoch_batch_and_cause_and_keeps_last_good_checkpoint(real_root, tmp_path,
+                                                                             monkeypatch):
+    real_build = experiment.build
+    calls = {"n": 0}
+
+    def poisoned_build(params):
+        net, loss, opt, sched = real_build(params)
+
+        def loss_fn(y_hat, y):
+            calls["n"] += 1
+            value = loss(y_hat, y)
+            return value * float("nan") if calls["n"] == 13 else value  # 6 train + 4 test per epoch
+        return net, loss_fn, opt, sched
+
+    monkeypatch.setattr(experiment, "build", poisoned_build)
+    folder = tmp_path / "diverged"
+    with pytest.raises(nb.TrainingDiverged, match=r"epoch 2: .*batch 2; the learning rate"):
+        experiment.train(params_for(folder, epochs=3))
+    kept = torch.load(folder / "checkpoint.pt", weights_only=False)
+    assert [r["epoch"] for r in kept["history"]] == [1]
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    io.atomic_write_json(target, {"final": 0.9})
+
+    def crash(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write_json(target, {"final": 0.1})
+    assert json.loads(target.read_text()) == {"final": 0.9}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
+    net = nn.Linear(2, 2)
+    opt = torch.optim.Adam(net.parameters())
+    save_checkpoint(tmp_path / "c.pt", net, opt, None, [{"epoch": 1}], {"lr": 1})
+    monkeypatch.setattr(io.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "c.pt", net, opt, None, [{"epoch": 1}, {"epoch": 2}], {"lr": 1})
+    assert len(load_checkpoint(tmp_path / "c.pt", {"lr": 1})["history"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]

@@ -1,0 +1,77 @@
+"""The papermill runner, run folders and the results table."""
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from nbutils import results, run
+
+
+@pytest.fixture
+def reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBUTILS_REPORTS", str(tmp_path / "reports"))
+    return tmp_path / "reports"
+
+
+def test_smoke_profile_end_to_end(reports):
+    assert run.main(["--profile", "smoke", "--name", "smoke-e2e"]) == 0
+    folder = reports / "smoke-e2e"
+    assert sorted(p.name for p in folder.glob("*.ipynb")) == [p.name for p in run.notebooks()]
+    for nb_path in folder.glob("*.ipynb"):  # executed copies, with outputs
+        assert any(c.get("outputs") for c in nbformat.read(nb_path, 4).cells if c.cell_type == "code")
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "finished"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["params"]["profile"] == "smoke" and metrics["params"]["train_subset"] == 256
+    assert metrics["environment"]["torch"] and metrics["environment"]["device_name"]
+    assert 0 < metrics["final_test_acc"] <= 1 and metrics["epochs_run"] == 1
+    assert (folder / "history.csv").read_text().splitlines()[0] == \
+        "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds"
+    for fig in ("samples", "patches", "inits", "training", "confusion", "misclassified"):
+        assert (folder / "figures" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    table = (reports / "RESULTS.md").read_text()
+    assert "| smoke-e2e | finished | 1 | 128 |" in table
+    with pytest.raises(ValueError, match="holds a finished run"):
+        run.prepare("smoke", name="smoke-e2e")
+
+
+def _fake_notebooks(folder, failing):
+    folder.mkdir()
+    for i in range(1, 6):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell("profile = ''\nrun_dir = ''", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(f"raise RuntimeError('cell {i} broke')" if i == failing
+                                              else "print('ok')")]
+        nbformat.write(nb, folder / f"0{i}_step.ipynb")
+
+
+def test_failed_cell_stops_the_run_and_marks_it_failed(reports, tmp_path, monkeypatch):
+    _fake_notebooks(tmp_path / "nbs", failing=3)
+    monkeypatch.setattr(run, "NOTEBOOKS_DIR", tmp_path / "nbs")
+    assert run.main(["--profile", "smoke", "--name", "broken"]) == 1
+    folder = reports / "broken"
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "failed" and status["notebook"] == "03_step.ipynb"
+    assert "cell 3 broke" in status["error"]
+    assert (folder / "03_step.ipynb").exists() and not (folder / "04_step.ipynb").exists()
+    failed_nb = (folder / "03_step.ipynb").read_text()
+    assert "papermill-error-cell" in failed_nb or "An Exception was encountered" in failed_nb
+    assert "| broken | failed |" in (reports / "RESULTS.md").read_text()
+
+
+def test_results_table_flags_interrupted_and_skips_empty(reports):
+    dead = reports / "killed"
+    dead.mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True)
+    (dead / "status.json").write_text(json.dumps({"state": "running", "pid": int(proc.stdout)}))
+    (reports / "empty").mkdir()
+    rows = results.collect(reports)
+    assert rows == [{"run": "killed", "status": "interrupted"}]
+    assert results.run_state(reports / "empty") == "interactive"
+    (dead / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    assert results.run_state(dead) == "running"
