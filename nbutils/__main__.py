@@ -28,7 +28,7 @@ def _run(cmd, **kw):
 def setup():
     """Install what is missing; fetch the dataset if absent. Safe to repeat."""
     _run([sys.executable, "-m", "pip", "install", "-q", "-r", str(REPO / "requirements.txt")])
-    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e",
+    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e",
           str(REPO)])
     ensure_dataset()
 

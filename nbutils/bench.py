@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 import warnings
@@ -67,7 +68,7 @@ def _my_utils_evaluate(net, test_iter, loss, device):
     total = 0.0
     for X, y in test_iter:
         X, y = X.to(device), y.to(device)
-        total += float(loss(net(X), y)) * len(y)
+        total += float(loss(net(X), y).detach()) * len(y)
     return total / n, correct / n
 
 
@@ -147,7 +148,15 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
 def hardware(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
@@ -157,15 +166,12 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         raise ValueError("steps and eval_images must be >= 1 and epochs >= 0")
     root = nbdata.prepare_fashion_mnist(root)
     modes = modes or ["my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16"]
-    if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured (slow) but never a default
+    if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured, never a CPU default
         modes = [m for m in modes if m != "fast-tf32"]
     rows = []
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
     for mode in modes:
-        cpu_bf16 = device.type == "cpu" and mode == "fast-bf16"
-        rows.append(measure(mode, root, device, 1 if cpu_bf16 else steps,
-                            min(eval_images, 256) if cpu_bf16 else eval_images,
-                            0 if cpu_bf16 else epochs, batch_size))
+        rows.append(measure(mode, root, device, steps, eval_images, epochs, batch_size))
     base = next((r for r in rows if r["mode"] == "my_utils"), rows[0])
     for r in rows:
         r["speedup_vs_my_utils"] = base["epoch_s"] / r["epoch_s"]

@@ -85,14 +85,15 @@ def build(params: Params):
 
 def _archive_previous(folder: Path, ckpt: Path):
     """``resume=False``: move the old run's results aside (never delete them)."""
-    old = [p for p in (ckpt, folder / "model.pt", folder / "history.csv", folder / "history.json",
-                       folder / "metrics.json") if p.exists()]
-    if not old:
+    names = ("model.pt", "history.csv", "history.json", "metrics.json", "params.json", "figures")
+    old = [p for p in (ckpt, *(folder / n for n in names)) if p.exists()]
+    if not any(p.name != "params.json" and p.name != "figures" for p in old):
         return None
     archive = folder / "previous" / time.strftime("%Y%m%d-%H%M%S")
     archive.mkdir(parents=True)
     for p in old:
         p.rename(archive / p.name)
+    (folder / "figures").mkdir()
     return archive
 
 
@@ -104,7 +105,6 @@ def train(params: Params, animator=None, log=print):
     """
     folder = run_folder(params)
     ckpt = checkpoint_path(params, folder)
-    atomic_write_json(folder / "params.json", params.as_dict())
     train_iter, test_iter = make_loaders(params)
     net, loss, optimizer, scheduler = build(params)
     history = []
@@ -117,6 +117,8 @@ def train(params: Params, animator=None, log=print):
         if state is not None:
             history = restore_checkpoint(state, net, optimizer, scheduler, train_iter.generator)
             log(f"resuming from {ckpt} after epoch {len(history)} of {params.epochs}")
+
+    atomic_write_json(folder / "params.json", params.as_dict())
 
     def on_epoch_end(hist):
         save_checkpoint(ckpt, net, optimizer, scheduler, hist, params.training_dict(),

@@ -24,7 +24,7 @@ import ctypes.util
 import torch
 
 from .data import DeviceLoader
-from .train import check_finite, fit, resolve_device
+from .train import check_finite, check_optimizer_args, fit, make_optimizer, resolve_device
 
 __all__ = ["PRECISIONS", "FastTrainer", "make_fast_optimizer", "train_fast", "tune_cpu_allocator"]
 
@@ -52,9 +52,8 @@ def tune_cpu_allocator():
 def make_fast_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, device="cpu"):
     """The optimizer for the fast path: on CUDA, Adam with a device-tensor lr, capturable in a graph
     (a float lr would be baked into the graph, and a scheduler's cut would never reach it)."""
-    from .train import make_optimizer
+    check_optimizer_args(name, lr, weight_decay)
     if torch.device(device).type == "cuda" and name == "adam":
-        make_optimizer([torch.zeros(1)], name, lr, weight_decay)  # the same checks, before any work
         return make_optimizer(params, name, torch.tensor(float(lr), device=device), weight_decay,
                               capturable=True)
     return make_optimizer(params, name, lr, weight_decay)
@@ -100,6 +99,7 @@ class FastTrainer:
         self.first_bad = torch.full((), -1, dtype=torch.long, **zeros)
         self.batch_no = torch.zeros((), dtype=torch.long, **zeros)
         self._train_graph = self._eval_graph = None
+        self._lr_tensors = [g["lr"] for g in optimizer.param_groups]
         if self.device.type == "cpu":
             tune_cpu_allocator()
 
@@ -133,6 +133,14 @@ class FastTrainer:
             y_hat, y, l_sum = self._forward(loader, idx)
             self.loss_sum += l_sum
             self.correct += (y_hat.argmax(dim=1) == y).sum()
+
+    def _keep_lr_tensors(self):
+        """A scheduler (older torch) or a user may *replace* a tensor lr with a float; the graph still
+        reads the tensor, so copy the new value into it rather than lose the cut."""
+        for group, lr in zip(self.optimizer.param_groups, self._lr_tensors):
+            if torch.is_tensor(lr) and group["lr"] is not lr:
+                lr.fill_(float(group["lr"]))
+                group["lr"] = lr
 
     def _reset(self):
         self.loss_sum.zero_()
@@ -191,6 +199,7 @@ class FastTrainer:
     def train_epoch(self, net, loader, loss, updater, device):
         _require_device_loader(loader, "train_iter")
         net.train()
+        self._keep_lr_tensors()
         self._reset()
         self._run(loader, self._train_step, train=True)
         check_finite(int(self.first_bad))

@@ -144,8 +144,10 @@ def _check(p: Params):
         need(getattr(p, name) in allowed, f"{name} must be one of {list(allowed)}, got {getattr(p, name)!r}")
     from .train import resolve_device
     device = resolve_device(p.device)  # raises for "cuda" without CUDA
-    need(not (device.type == "cpu" and p.precision != "fp32" and p.fast == "auto"),
-         f"precision={p.precision!r} on the CPU is slower than fp32; set fast='on' to insist")
+    fast_path = p.fast == "on" or (p.fast == "auto" and device.type == "cuda")
+    need(p.precision == "fp32" or fast_path,
+         f"precision={p.precision!r} needs the fast path, which is off here (fast={p.fast!r} on "
+         f"{device.type}); set fast='on' (mixed precision is never chosen silently on a CPU)")
     for name in ("run_dir", "checkpoint_dir"):
         if getattr(p, name):
             _check_writable(name, Path(getattr(p, name)).expanduser())

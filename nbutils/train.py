@@ -119,14 +119,19 @@ def seed_everything(seed=0, deterministic=False):
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "asgd": torch.optim.ASGD}
 
 
-def make_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, **kwargs):
-    """Adam (the report's choice), SGD or ASGD by name, with L2 weight decay."""
+def check_optimizer_args(name, lr, weight_decay):
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
-    if not float(lr) > 0:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, torch.Tensor)) or not float(lr) > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not weight_decay >= 0:
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or \
+            not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+
+
+def make_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, **kwargs):
+    """Adam (the report's choice), SGD or ASGD by name, with L2 weight decay."""
+    check_optimizer_args(name, lr, weight_decay)
     return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **kwargs)
 
 

@@ -3,7 +3,9 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,3 +256,29 @@ def test_one_missing_file_is_named(tiny_root, no_system_data):
     with pytest.raises(nb.DatasetError, match="missing t10k-labels-idx1-ubyte") as e:
         nb.prepare_fashion_mnist(tiny_root, download=False, spec=TINY)
     assert "apt-get install dataset-fashion-mnist" in str(e.value)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder this process cannot write to: chmod for a normal user; root ignores modes, so /sys."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    folder = Path("/sys/fs")
+    try:
+        (folder / "nbutils-probe").mkdir()
+    except OSError:
+        yield folder
+        return
+    (folder / "nbutils-probe").rmdir()
+    pytest.skip("no read-only folder available on this machine")
+
+
+def test_read_only_data_directory(read_only_dir, no_system_data):
+    with pytest.raises(nb.DatasetError, match=r"data root .* is not writable .*NBUTILS_DATA"):
+        nb.prepare_fashion_mnist(read_only_dir / "fashion", download=False, spec=TINY)
+    assert not (read_only_dir / "fashion").exists()

@@ -75,3 +75,27 @@ def test_results_table_flags_interrupted_and_skips_empty(reports):
     assert results.run_state(reports / "empty") == "interactive"
     (dead / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
     assert results.run_state(dead) == "running"
+
+
+def test_papermill_wrong_type_stops_at_the_validation_cell(tmp_path):
+    """`papermill ... -p epochs ten`: the cell after the parameters names the parameter."""
+    import papermill as pm
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match="epochs must be an integer, got 'ten'"):
+        pm.execute_notebook(str(run.NOTEBOOKS_DIR / "04_training.ipynb"), str(out),
+                            parameters={"epochs": "ten", "run_dir": str(tmp_path / "run")},
+                            kernel_name="python3", progress_bar=False)
+    assert not (tmp_path / "run").exists()  # failed before the run folder was made
+
+
+def test_notebook_05_alone_explains_and_trains_a_smoke_model(tmp_path):
+    import papermill as pm
+    folder = tmp_path / "fresh"
+    out = pm.execute_notebook(str(run.NOTEBOOKS_DIR / "05_evaluation.ipynb"), str(tmp_path / "05.ipynb"),
+                              parameters={"profile": "smoke", "run_dir": str(folder)},
+                              kernel_name="python3", progress_bar=False)
+    printed = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert "No trained model in" in printed and "Run notebook 04 first" in printed
+    assert "The final test accuracy is" in printed
+    assert (folder / "smoke-fallback" / "metrics.json").exists()
+    assert not (folder / "metrics.json").exists()  # the fallback's numbers never pose as the run's
