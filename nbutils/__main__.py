@@ -50,9 +50,10 @@ def ensure_dataset():
          cwd=REPO)
 
 
-def test(args):
-    env = dict(os.environ, NBUTILS_PROFILE="smoke", NBUTILS_HEADLESS="1")
-    return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=REPO, env=env).returncode
+def _exec_module(module, args, **env):
+    """Become ``python -m module args``: Ctrl-C and SIGTERM then reach it, not a waiting parent."""
+    os.chdir(REPO)
+    os.execve(sys.executable, [sys.executable, "-m", module, *args], dict(os.environ, **env))
 
 
 def main(argv=None):
@@ -66,9 +67,9 @@ def main(argv=None):
     if command == "setup":
         return 0
     if command == "test":
-        return test(rest)
+        _exec_module("pytest", rest, NBUTILS_PROFILE="smoke", NBUTILS_HEADLESS="1")
     module = {"reproduce": "nbutils.run", "results": "nbutils.results", "bench": "nbutils.bench"}
-    return subprocess.run([sys.executable, "-m", module[command], *rest], cwd=REPO).returncode
+    _exec_module(module[command], rest)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -123,7 +124,15 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     _warn_if_slow(params)
-    return 0 if execute(params, folder, injected) else 1
+    signal.signal(signal.SIGTERM, _interrupt)  # a `kill` marks the run failed, like Ctrl-C
+    try:
+        return 0 if execute(params, folder, injected) else 1
+    except KeyboardInterrupt:
+        return 130  # execute() has marked the run folder failed
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 def _warn_if_slow(params):
