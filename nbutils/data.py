@@ -247,6 +247,16 @@ def _check_batch_size(batch_size):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
+def _checked_subsets(root, download, spec, train_subset, test_subset, seed):
+    """Both splits (seeded subsets) and the *full* training set's pixel mean and std."""
+    root = prepare_fashion_mnist(root, download, spec)
+    (x_train, y_train), (x_test, y_test) = load_split(root, True, spec), load_split(root, False, spec)
+    mean, std = pixel_stats(x_train)
+    i_train = subset_indices(len(y_train), train_subset, seed)
+    i_test = subset_indices(len(y_test), test_subset, seed)
+    return (x_train[i_train], y_train[i_train]), (x_test[i_test], y_test[i_test]), (mean, std)
+
+
 # ----------------------------------------------------------------------------- my_utils' loaders
 class _TensorImages(data.Dataset):
     """uint8 images with a torchvision transform per sample, like ``torchvision.datasets.FashionMNIST``."""
@@ -272,18 +282,14 @@ def load_data_fashion_mnist(batch_size=128, resize=None, root=None, num_workers=
     """
     from torchvision import transforms
     _check_batch_size(batch_size)
-    root = prepare_fashion_mnist(root, download, spec)
-    (x_train, y_train), (x_test, y_test) = load_split(root, True, spec), load_split(root, False, spec)
-    mean, std = pixel_stats(x_train)
+    train_split, test_split, (mean, std) = _checked_subsets(root, download, spec, train_subset,
+                                                            test_subset, seed)
     trans = [transforms.ToTensor(), transforms.Normalize((mean,), (std,))]
     if resize:
         trans.insert(0, transforms.Resize(resize))
     trans = transforms.Compose(trans)
-    i_train = subset_indices(len(y_train), train_subset, seed)
-    i_test = subset_indices(len(y_test), test_subset, seed)
     workers = get_dataloader_workers() if num_workers is None else num_workers
-    train = _TensorImages(x_train[i_train], y_train[i_train], trans)
-    test = _TensorImages(x_test[i_test], y_test[i_test], trans)
+    train, test = _TensorImages(*train_split, trans), _TensorImages(*test_split, trans)
     return (data.DataLoader(train, batch_size, shuffle=True, num_workers=workers,
                             generator=torch.Generator().manual_seed(seed)),
             data.DataLoader(test, batch_size, shuffle=False, num_workers=workers))
@@ -342,14 +348,10 @@ def load_data_fashion_mnist_device(batch_size=128, device=None, root=None, train
     from .train import resolve_device
     _check_batch_size(batch_size)
     device = resolve_device(device)
-    root = prepare_fashion_mnist(root, download, spec)
-    (x_train, y_train), (x_test, y_test) = load_split(root, True, spec), load_split(root, False, spec)
-    mean, std = pixel_stats(x_train)
-    i_train = subset_indices(len(y_train), train_subset, seed)
-    i_test = subset_indices(len(y_test), test_subset, seed)
-    return (DeviceLoader(x_train[i_train], y_train[i_train], batch_size, True, mean, std, device, seed,
-                         drop_last),
-            DeviceLoader(x_test[i_test], y_test[i_test], batch_size, False, mean, std, device, seed))
+    train_split, test_split, (mean, std) = _checked_subsets(root, download, spec, train_subset,
+                                                            test_subset, seed)
+    return (DeviceLoader(*train_split, batch_size, True, mean, std, device, seed, drop_last),
+            DeviceLoader(*test_split, batch_size, False, mean, std, device, seed))
 
 
 # ----------------------------------------------------------------------------- patches

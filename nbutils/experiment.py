@@ -140,7 +140,7 @@ def train(params: Params, animator=None, log=print):
             history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer,
                                 history=history, **kw)
     history = History(history)
-    animator.finish(folder / "figures" / "training.png")
+    animator.save(folder / "figures" / "training.png")  # fit() already showed the final frame
     atomic_torch_save({"model": net.state_dict(), "params": params.as_dict()}, folder / "model.pt")
     write_history(folder, history)
     return net, history, folder

@@ -24,7 +24,8 @@ import ctypes.util
 import torch
 
 from .data import DeviceLoader
-from .train import check_finite, check_optimizer_args, fit, make_optimizer, resolve_device
+from .train import (_per_example, check_finite, check_optimizer_args, fit, make_optimizer,
+                    resolve_device)
 
 __all__ = ["PRECISIONS", "FastTrainer", "make_fast_optimizer", "train_fast", "tune_cpu_allocator"]
 
@@ -108,10 +109,8 @@ class FastTrainer:
         X, y = loader.batch(idx)
         with _precision(self.precision, self.device):
             y_hat = self.net(X)
-            l = self.loss(y_hat, y)
-        l = l.float()
-        l = l.sum() if l.dim() else l * y.numel()  # per-batch sum, whatever the loss's reduction
-        return y_hat, y, l
+            l_sum = _per_example(self.loss, y_hat, y).float().sum()  # whatever the loss's reduction
+        return y_hat, y, l_sum
 
     def _accumulate(self, y_hat, y, l_sum):
         self.loss_sum += l_sum.detach()

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import yaml
 
+from .fast import PRECISIONS
+from .model import INITS
+from .train import OPTIMIZERS, resolve_device
+
 __all__ = ["PROFILES", "Params", "TRAINING_KEYS", "from_namespace", "load_profile", "resolve"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
@@ -55,9 +59,9 @@ TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "ini
                  "patch_size", "train_subset", "test_subset", "fast", "precision")
 FIELDS = {f.name: f for f in dataclasses.fields(Params)}
 DEFAULTS = Params().as_dict()
-CHOICES = {"optimizer": ("adam", "sgd", "asgd"),
-           "init": ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal"),
-           "fast": ("auto", "on", "off"), "precision": ("fp32", "tf32", "bf16")}
+# Taken from the registries themselves, so a new optimizer or init is allowed here at once.
+CHOICES = {"optimizer": tuple(OPTIMIZERS), "init": tuple(INITS), "fast": ("auto", "on", "off"),
+           "precision": PRECISIONS}
 
 
 def load_profile(name):
@@ -142,7 +146,6 @@ def _check(p: Params):
          f"patch_size must divide 28: one of [1, 2, 4, 7, 14, 28], got {p.patch_size}")
     for name, allowed in CHOICES.items():
         need(getattr(p, name) in allowed, f"{name} must be one of {list(allowed)}, got {getattr(p, name)!r}")
-    from .train import resolve_device
     device = resolve_device(p.device)  # raises for "cuda" without CUDA
     fast_path = p.fast == "on" or (p.fast == "auto" and device.type == "cuda")
     need(p.precision == "fp32" or fast_path,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .experiment import reports_root
 from .io import atomic_write_text
+from .run import read_status
 
 COLUMNS = ("run", "status", "epochs", "batch", "lr", "weight decay", "optimizer", "init", "subset",
            "hardware", "max test acc (epoch)", "final test acc", "train time")
@@ -25,9 +26,8 @@ def _pid_alive(pid):
 
 def run_state(folder: Path):
     """finished / failed / interrupted (killed while running) / running / interactive."""
-    try:
-        status = json.loads((folder / "status.json").read_text())
-    except (OSError, ValueError):
+    status = read_status(folder)
+    if status is None:
         return "interactive"
     state = status.get("state", "unknown")
     if state == "running" and not _pid_alive(status.get("pid")):

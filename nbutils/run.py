@@ -11,6 +11,7 @@ metrics and figures. A failed cell stops the run: papermill's failed notebook st
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -36,7 +37,7 @@ def notebooks():
 
 
 def read_status(folder: Path):
-    import json
+    """The run folder's status.json as a dict, or None (an interactive folder has none)."""
     try:
         return json.loads((folder / STATUS).read_text())
     except (OSError, ValueError):
