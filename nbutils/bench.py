@@ -12,8 +12,11 @@ Modes, always measured in this order (the fast path tunes the process's allocato
 * ``fast-tf32``, ``fast-bf16``  the mixed-precision modes; the best one is reported as such.
 
 With ``--epochs 0`` an epoch is projected from ``--steps`` timed steps and ``--eval-images`` timed test
-images; with ``--epochs N`` (GPU) the whole protocol is run and timed for N epochs. The table is
-printed and the JSON written to ``--out`` (default ``reports/bench/bench-<device>.json``).
+images; with ``--epochs N`` (GPU) the fast modes run and time the whole protocol for N epochs, and the
+two DataLoader loops run ``--baseline-epochs`` full epochs (default 1: they cost minutes) whose mean is
+projected to 30. The table is printed and the JSON written to ``--out`` (default
+``reports/bench/bench-<device>.json``). ``--profile MODE`` prints where the device time of one eager
+training step goes instead (torch.profiler, top kernels).
 """
 from __future__ import annotations
 
@@ -96,9 +99,12 @@ def _timed(fn, device):
     return time.perf_counter() - start, out
 
 
-def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0):
+def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
+            baseline_epochs=1):
     """Time one mode; returns its row (FIELDS) plus the accuracy it reached."""
     fast = mode.startswith("fast")
+    if epochs and not fast:
+        epochs = min(epochs, baseline_epochs)
     precision = mode.split("-")[1] if fast else "fp32"
     loss = nn.CrossEntropyLoss()
     net, opt, sched = _setup(device, seed, precision, fast)
@@ -126,7 +132,7 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
         steps_per_epoch = math.ceil(N_TRAIN / batch_size)
         row = dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
                    images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
-                   setup_s=None, measured=f"{epochs} full epochs",
+                   setup_s=None, measured=f"{epochs} full epochs" + ("" if fast else ", projected"),
                    final_test_acc=history[-1]["test_acc"])
         return row
 
@@ -160,10 +166,10 @@ def hardware(device):
 
 
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
-        batch_size=128):
+        batch_size=128, baseline_epochs=1):
     device = resolve_device(device)
-    if steps < 1 or eval_images < 1 or epochs < 0:
-        raise ValueError("steps and eval_images must be >= 1 and epochs >= 0")
+    if steps < 1 or eval_images < 1 or epochs < 0 or baseline_epochs < 1:
+        raise ValueError("steps, eval_images and baseline_epochs must be >= 1 and epochs >= 0")
     root = nbdata.prepare_fashion_mnist(root)
     modes = modes or ["my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16"]
     if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured, never a CPU default
@@ -171,7 +177,8 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     rows = []
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
     for mode in modes:
-        rows.append(measure(mode, root, device, steps, eval_images, epochs, batch_size))
+        rows.append(measure(mode, root, device, steps, eval_images, epochs, batch_size,
+                            baseline_epochs=baseline_epochs))
     base = next((r for r in rows if r["mode"] == "my_utils"), rows[0])
     for r in rows:
         r["speedup_vs_my_utils"] = base["epoch_s"] / r["epoch_s"]
@@ -180,6 +187,7 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         device=str(device), hardware=hardware(device), torch=torch.__version__,
         cuda=torch.version.cuda if device.type == "cuda" else None,
         parameters=dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
+                        baseline_epochs=baseline_epochs if epochs else None,
                         optimizer="adam", lr=1e-3, weight_decay=5e-4),
         best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
         created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
@@ -204,6 +212,39 @@ def format_table(result):
     return "\n".join(lines)
 
 
+def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None, rows=15):
+    """Where one eager training step's device time goes: torch.profiler's top kernels, printed.
+
+    Eager on purpose: a replayed graph runs the same kernels, so their sum is what a graph step costs
+    at best, and the gap to the measured graph step is what is left between kernels.
+    """
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    device = resolve_device(device)
+    precision = mode.split("-")[1] if mode.startswith("fast") else "fp32"
+    net, opt, _ = _setup(device, 0, precision, fast=True)
+    train_iter, _ = nbdata.load_data_fashion_mnist_device(
+        batch_size, device, root=nbdata.prepare_fashion_mnist(root),
+        train_subset=batch_size * (steps + 2), test_subset=batch_size)
+    trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, device, precision, graphs=False)
+    idx = torch.arange(batch_size, device=device)
+    for _ in range(2):
+        trainer._train_step(train_iter, idx)
+    _sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer._train_step(train_iter, idx)
+        _sync(device)
+    key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    events = prof.key_averages()
+    kernels = sum(getattr(e, "self_device_time_total", 0) for e in events) / steps / 1000
+    print(f"{mode} on {hardware(device)}: {kernels:.3f} ms of device kernels per step")
+    print(events.table(sort_by=key.replace("device", "self_device" if device.type == "cuda" else "cpu"),
+                       row_limit=rows))
+    return kernels
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,10 +254,17 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=0)
     parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--baseline-epochs", type=int, default=1)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--profile", default=None, metavar="MODE",
+                        help="print the kernel profile of one mode's eager step instead")
     args = parser.parse_args(argv)
+    if args.profile:
+        profile(args.profile, args.device, batch_size=args.batch_size)
+        return
     run(args.device, args.steps, args.eval_images, args.epochs,
-        [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size)
+        [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
+        baseline_epochs=args.baseline_epochs)
 
 
 if __name__ == "__main__":

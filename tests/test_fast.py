@@ -133,6 +133,25 @@ def test_cuda_graphs_train_and_learn(tiny_root):
 
 
 @pytest.mark.cuda
+def test_cuda_graph_epoch_equals_eager_epoch(tiny_root):
+    """With dropout off nothing random is drawn, so replaying the captured step must give what eager
+    steps give: capture's warm-up left no trace, and every replay read the new batch and weights."""
+    results = []
+    for graphs in (False, True):
+        net, opt = fresh("cuda")
+        for m in net.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        train_iter, _ = device_loaders(tiny_root, device="cuda", seed=3)
+        trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, "cuda", graphs=graphs)
+        stats = trainer.train_epoch(net, train_iter, nn.CrossEntropyLoss(), opt, "cuda")
+        results.append((stats, [p.detach().clone() for p in net.parameters()]))
+    (a, weights_a), (b, weights_b) = results
+    assert a == pytest.approx(b, abs=1e-5)
+    assert max(float((x - y).abs().max()) for x, y in zip(weights_a, weights_b)) < 1e-4
+
+
+@pytest.mark.cuda
 def test_cuda_graph_sees_scheduler_cut(tiny_root):
     net, opt = fresh("cuda")
     train_iter, test_iter = device_loaders(tiny_root, device="cuda", drop_last=True)
