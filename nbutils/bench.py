@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import data as nbdata
-from .fast import FastTrainer, make_fast_optimizer
+from .fast import EVAL_BATCH_SIZE, FastTrainer, make_fast_optimizer
 from .io import atomic_write_json
 from .model import NeuralNetwork, init_weights
 from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device, train_epoch_ch3
@@ -113,7 +113,8 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
     if fast:
         train_iter, test_iter = nbdata.load_data_fashion_mnist_device(
             batch_size, device, root=root, train_subset=0 if epochs else n_train,
-            test_subset=0 if epochs else n_test, seed=seed)
+            test_subset=0 if epochs else n_test, seed=seed,
+            eval_batch_size=max(batch_size, EVAL_BATCH_SIZE))
         trainer = FastTrainer(net, loss, opt, device, precision)
         train_epoch, evaluate_fn = trainer.train_epoch, trainer.evaluate
     else:

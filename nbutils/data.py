@@ -242,9 +242,9 @@ def subset_indices(n_total: int, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
 
 
-def _check_batch_size(batch_size):
+def _check_batch_size(batch_size, name="batch_size"):
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ValueError(f"{name} must be a positive integer, got {batch_size!r}")
 
 
 def _checked_subsets(root, download, spec, train_subset, test_subset, seed):
@@ -343,15 +343,21 @@ class DeviceLoader:
 
 def load_data_fashion_mnist_device(batch_size=128, device=None, root=None, train_subset=0,
                                    test_subset=0, seed=0, download=True, drop_last=False,
-                                   spec: DatasetSpec = FASHION_MNIST):
-    """Like :func:`load_data_fashion_mnist`, but both splits live on ``device`` (:class:`DeviceLoader`)."""
+                                   spec: DatasetSpec = FASHION_MNIST, eval_batch_size=None):
+    """Like :func:`load_data_fashion_mnist`, but both splits live on ``device`` (:class:`DeviceLoader`).
+
+    ``eval_batch_size`` (default ``batch_size``) batches the test split only: evaluation has no
+    dropout and BatchNorm uses its running statistics, so its batch size changes nothing but speed.
+    """
     from .train import resolve_device
     _check_batch_size(batch_size)
+    eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+    _check_batch_size(eval_batch_size, "eval_batch_size")
     device = resolve_device(device)
     train_split, test_split, (mean, std) = _checked_subsets(root, download, spec, train_subset,
                                                             test_subset, seed)
     return (DeviceLoader(*train_split, batch_size, True, mean, std, device, seed, drop_last),
-            DeviceLoader(*test_split, batch_size, False, mean, std, device, seed))
+            DeviceLoader(*test_split, eval_batch_size, False, mean, std, device, seed))
 
 
 # ----------------------------------------------------------------------------- patches

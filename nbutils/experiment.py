@@ -19,7 +19,7 @@ from torch import nn
 
 from . import data as nbdata
 from .checkpoint import CHECKPOINT, load_checkpoint, restore_checkpoint, save_checkpoint
-from .fast import make_fast_optimizer, train_fast
+from .fast import EVAL_BATCH_SIZE, make_fast_optimizer, train_fast
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .model import NeuralNetwork, init_weights
 from .params import Params
@@ -66,7 +66,8 @@ def make_loaders(params: Params):
     kw = dict(root=params.data_root or None, train_subset=params.train_subset,
               test_subset=params.test_subset, seed=params.seed)
     if use_fast(params):
-        return nbdata.load_data_fashion_mnist_device(params.batch_size, device, **kw)
+        return nbdata.load_data_fashion_mnist_device(
+            params.batch_size, device, eval_batch_size=max(params.batch_size, EVAL_BATCH_SIZE), **kw)
     return nbdata.load_data_fashion_mnist(params.batch_size, **kw)
 
 

@@ -27,9 +27,12 @@ from .data import DeviceLoader
 from .train import (_per_example, check_finite, check_optimizer_args, fit, make_optimizer,
                     resolve_device)
 
-__all__ = ["PRECISIONS", "FastTrainer", "make_fast_optimizer", "train_fast", "tune_cpu_allocator"]
+__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "make_fast_optimizer", "train_fast", "tune_cpu_allocator"]
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+# The fast path evaluates in batches of at least this many images: 10 graph replays per test pass
+# instead of 79 (results are the same; see load_data_fashion_mnist_device).
+EVAL_BATCH_SIZE = 1000
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
 
@@ -55,8 +58,10 @@ def make_fast_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, device=
     (a float lr would be baked into the graph, and a scheduler's cut would never reach it)."""
     check_optimizer_args(name, lr, weight_decay)
     if torch.device(device).type == "cuda" and name == "adam":
+        # fused: the update of all 20 parameters is one kernel, not ~200 tiny ones (measured on an
+        # H100, the unfused capturable update was about a third of a graphed bf16 step).
         return make_optimizer(params, name, torch.tensor(float(lr), device=device), weight_decay,
-                              capturable=True)
+                              capturable=True, fused=True)
     return make_optimizer(params, name, lr, weight_decay)
 
 
@@ -120,8 +125,9 @@ class FastTrainer:
         self.batch_no += 1
 
     def _train_step(self, loader, idx):
-        # Zeroing in place (inside the graph too) keeps .grad at the addresses the graph uses.
-        self.optimizer.zero_grad(set_to_none=False)
+        # set_to_none: backward then writes fresh gradients instead of adding into zeroed ones (20
+        # kernels fewer); inside a graph they come from the graph's pool, at the same place each replay.
+        self.optimizer.zero_grad(set_to_none=True)
         y_hat, y, l_sum = self._forward(loader, idx)
         (l_sum / y.numel()).backward()
         self.optimizer.step()
