@@ -247,14 +247,49 @@ def _check_batch_size(batch_size, name="batch_size"):
         raise ValueError(f"{name} must be a positive integer, got {batch_size!r}")
 
 
-def _checked_subsets(root, download, spec, train_subset, test_subset, seed):
-    """Both splits (seeded subsets) and the *full* training set's pixel mean and std."""
+VAL_SEED = 0  # one held-out set for every run, so runs differ only by their own seed
+
+
+def stratified_split(labels: torch.Tensor, n_val: int, seed: int = VAL_SEED):
+    """``(kept, held_out)`` index tensors: ``n_val`` images held out, each class in its share.
+
+    Quotas are the classes' proportions of ``n_val``, rounded down, with the remainder going to the
+    largest fractions; within a class the images are a seeded random draw.
+    """
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or not 0 < n_val < len(labels):
+        raise ValueError(f"val_size must be an integer between 1 and {len(labels) - 1} (the training "
+                         f"images available), got {n_val!r}")
+    classes, counts = labels.unique(return_counts=True)
+    share = counts.double() * n_val / len(labels)
+    quota = share.floor().long()
+    quota[(share - quota).argsort(descending=True)[:n_val - int(quota.sum())]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for c, q in zip(classes, quota):
+        members = (labels == c).nonzero().flatten()
+        held.append(members[torch.randperm(len(members), generator=generator)[:q]])
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[torch.cat(held)] = False
+    return keep.nonzero().flatten(), (~keep).nonzero().flatten()
+
+
+def _checked_subsets(root, download, spec, train_subset, test_subset, seed, val_size=0):
+    """The splits (seeded subsets) and the training pixels' mean and std.
+
+    Without ``val_size``: ``(train, test, stats)``, stats from the *full* training set as in the
+    coursework. With it: ``(train, val, test, stats)``, the stratified held-out images taken out of
+    the training subset, and the stats from the images that remain for training.
+    """
     root = prepare_fashion_mnist(root, download, spec)
     (x_train, y_train), (x_test, y_test) = load_split(root, True, spec), load_split(root, False, spec)
-    mean, std = pixel_stats(x_train)
     i_train = subset_indices(len(y_train), train_subset, seed)
     i_test = subset_indices(len(y_test), test_subset, seed)
-    return (x_train[i_train], y_train[i_train]), (x_test[i_test], y_test[i_test]), (mean, std)
+    train, test = (x_train[i_train], y_train[i_train]), (x_test[i_test], y_test[i_test])
+    if not val_size:
+        return train, test, pixel_stats(x_train)
+    kept, held = stratified_split(train[1], val_size)
+    return ((train[0][kept], train[1][kept]), (train[0][held], train[1][held]), test,
+            pixel_stats(train[0][kept]))
 
 
 # ----------------------------------------------------------------------------- my_utils' loaders
@@ -274,25 +309,27 @@ class _TensorImages(data.Dataset):
 
 def load_data_fashion_mnist(batch_size=128, resize=None, root=None, num_workers=None,
                             train_subset=0, test_subset=0, seed=0, download=True,
-                            spec: DatasetSpec = FASHION_MNIST):
+                            spec: DatasetSpec = FASHION_MNIST, val_size=0):
     """``(train_iter, test_iter)`` as in my_utils: ToTensor (+Resize) + Normalize, train shuffled, test not.
 
     Normalize uses the training set's own mean and std (:func:`pixel_stats`).
     ``train_subset``/``test_subset`` keep a seeded random subset of that size (0: all).
+    ``val_size > 0`` holds that many training images out (:func:`stratified_split`) and returns
+    ``(train_iter, val_iter, test_iter)``.
     """
     from torchvision import transforms
     _check_batch_size(batch_size)
-    train_split, test_split, (mean, std) = _checked_subsets(root, download, spec, train_subset,
-                                                            test_subset, seed)
+    *splits, (mean, std) = _checked_subsets(root, download, spec, train_subset, test_subset, seed,
+                                            val_size)
     trans = [transforms.ToTensor(), transforms.Normalize((mean,), (std,))]
     if resize:
         trans.insert(0, transforms.Resize(resize))
     trans = transforms.Compose(trans)
     workers = get_dataloader_workers() if num_workers is None else num_workers
-    train, test = _TensorImages(*train_split, trans), _TensorImages(*test_split, trans)
+    train, *held_out = [_TensorImages(*split, trans) for split in splits]
     return (data.DataLoader(train, batch_size, shuffle=True, num_workers=workers,
                             generator=torch.Generator().manual_seed(seed)),
-            data.DataLoader(test, batch_size, shuffle=False, num_workers=workers))
+            *(data.DataLoader(d, batch_size, shuffle=False, num_workers=workers) for d in held_out))
 
 
 # ----------------------------------------------------------------------------- the GPU-resident loader
@@ -343,21 +380,24 @@ class DeviceLoader:
 
 def load_data_fashion_mnist_device(batch_size=128, device=None, root=None, train_subset=0,
                                    test_subset=0, seed=0, download=True, drop_last=False,
-                                   spec: DatasetSpec = FASHION_MNIST, eval_batch_size=None):
+                                   spec: DatasetSpec = FASHION_MNIST, eval_batch_size=None,
+                                   val_size=0):
     """Like :func:`load_data_fashion_mnist`, but both splits live on ``device`` (:class:`DeviceLoader`).
 
     ``eval_batch_size`` (default ``batch_size``) batches the test split only: evaluation has no
     dropout and BatchNorm uses its running statistics, so its batch size changes nothing but speed.
+    ``val_size > 0`` returns ``(train_iter, val_iter, test_iter)`` as in :func:`load_data_fashion_mnist`.
     """
     from .train import resolve_device
     _check_batch_size(batch_size)
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
     _check_batch_size(eval_batch_size, "eval_batch_size")
     device = resolve_device(device)
-    train_split, test_split, (mean, std) = _checked_subsets(root, download, spec, train_subset,
-                                                            test_subset, seed)
+    train_split, *held_out, (mean, std) = _checked_subsets(root, download, spec, train_subset,
+                                                           test_subset, seed, val_size)
     return (DeviceLoader(*train_split, batch_size, True, mean, std, device, seed, drop_last),
-            DeviceLoader(*test_split, eval_batch_size, False, mean, std, device, seed))
+            *(DeviceLoader(*split, eval_batch_size, False, mean, std, device, seed)
+              for split in held_out))
 
 
 # ----------------------------------------------------------------------------- patches

@@ -56,15 +56,18 @@ def checkpoint_path(params: Params, folder: Path) -> Path:
 
 
 def use_fast(params: Params) -> bool:
-    """The fast path: when asked for, or by default on CUDA."""
-    return params.fast == "on" or (params.fast == "auto" and resolve_device(params.device).type == "cuda")
+    """The fast path: when asked for ("on", or "eager": its data and loop without CUDA graphs), or by
+    default on CUDA."""
+    return params.fast in ("on", "eager") or (params.fast == "auto" and
+                                              resolve_device(params.device).type == "cuda")
 
 
-def make_loaders(params: Params):
-    """``(train_iter, test_iter)``: GPU-resident for the fast path, my_utils' DataLoaders otherwise."""
+def make_loaders(params: Params, val_size=0):
+    """``(train_iter, test_iter)``: GPU-resident for the fast path, my_utils' DataLoaders otherwise;
+    with ``val_size``, ``(train_iter, val_iter, test_iter)`` (the honest protocol)."""
     device = resolve_device(params.device)
     kw = dict(root=params.data_root or None, train_subset=params.train_subset,
-              test_subset=params.test_subset, seed=params.seed)
+              test_subset=params.test_subset, seed=params.seed, val_size=val_size)
     if use_fast(params):
         return nbdata.load_data_fashion_mnist_device(
             params.batch_size, device, eval_batch_size=max(params.batch_size, EVAL_BATCH_SIZE), **kw)
@@ -136,7 +139,8 @@ def train(params: Params, animator=None, log=print):
         kw = dict(scheduler=scheduler, device=device, animator=animator, on_epoch_end=on_epoch_end)
         if use_fast(params):
             history = train_fast(net, train_iter, test_iter, loss, params.epochs, optimizer,
-                                 precision=params.precision, history=history, **kw)
+                                 precision=params.precision, history=history,
+                                 graphs=False if params.fast == "eager" else None, **kw)
         else:
             history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer,
                                 history=history, **kw)
@@ -151,7 +155,8 @@ def write_history(folder: Path, history):
     """``history.json`` and ``history.csv``, each written atomically."""
     atomic_write_json(folder / "history.json", list(history))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=History.FIELDS)
+    honest = any("val_acc" in r for r in history)
+    writer = csv.DictWriter(buffer, fieldnames=History.VAL_FIELDS if honest else History.FIELDS)
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(folder / "history.csv", buffer.getvalue())

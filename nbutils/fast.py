@@ -104,7 +104,7 @@ class FastTrainer:
         self.correct = torch.zeros((), dtype=torch.long, **zeros)
         self.first_bad = torch.full((), -1, dtype=torch.long, **zeros)
         self.batch_no = torch.zeros((), dtype=torch.long, **zeros)
-        self._train_graph = self._eval_graph = None
+        self._graphs = {}
         self._lr_tensors = [g["lr"] for g in optimizer.param_groups]
         if self.device.type == "cpu":
             tune_cpu_allocator()
@@ -185,16 +185,17 @@ class FastTrainer:
             step(loader, idx)
         for t, saved in zip((self.loss_sum, self.correct, self.first_bad, self.batch_no), counters):
             t.copy_(saved)
-        return graph, idx
+        return graph, idx, loader  # the loader is kept so that its id is never reused
 
     def _run(self, loader, step, train):
-        graph_slot = "_train_graph" if train else "_eval_graph"
+        # A graph gathers from the images of the loader it was captured on: one graph per loader.
+        key = (train, id(loader))
         for idx in loader.batch_indices():
             full = len(idx) == loader.batch_size
             if self.graphs and full:
-                if getattr(self, graph_slot) is None:
-                    setattr(self, graph_slot, self._capture(step, loader))
-                graph, static_idx = getattr(self, graph_slot)
+                if key not in self._graphs:
+                    self._graphs[key] = self._capture(step, loader)
+                graph, static_idx, _ = self._graphs[key]
                 static_idx.copy_(idx)
                 graph.replay()
             else:
@@ -229,12 +230,13 @@ def _require_device_loader(loader, name):
 
 
 def train_fast(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
-               precision="fp32", graphs=None, animator=None, on_epoch_end=None, history=None):
+               precision="fp32", graphs=None, animator=None, on_epoch_end=None, history=None,
+               val_iter=None):
     """:func:`~nbutils.train.train_ch3`'s semantics on the fast path; returns the same History."""
     device = resolve_device(device if device is not None else train_iter.device)
     net.to(device)
     trainer = FastTrainer(net, loss, updater, device, precision, graphs)
     return fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler, device, animator,
                train_epoch=trainer.train_epoch, evaluate_fn=trainer.evaluate,
-               on_epoch_end=on_epoch_end, history=history)
+               on_epoch_end=on_epoch_end, history=history, val_iter=val_iter)
 

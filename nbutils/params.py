@@ -38,7 +38,7 @@ class Params:
     train_subset: int = 0      # 0: all 60,000 training images
     test_subset: int = 0       # 0: all 10,000 test images
     device: str = "auto"       # "auto", "cpu", "cuda", "cuda:N"
-    fast: str = "auto"         # "auto" (the fast path on CUDA), "on", "off" (the my_utils loop)
+    fast: str = "auto"         # "auto" (the fast path on CUDA), "on", "eager" (no graphs), "off" (my_utils)
     precision: str = "fp32"    # "fp32", "tf32", "bf16" (autocast); only fp32 is sensible on CPU
     data_root: str = ""        # "": $NBUTILS_DATA or data/ at the repository root
     run_dir: str = ""          # "": reports/interactive-<profile>
@@ -60,7 +60,7 @@ TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "ini
 FIELDS = {f.name: f for f in dataclasses.fields(Params)}
 DEFAULTS = Params().as_dict()
 # Taken from the registries themselves, so a new optimizer or init is allowed here at once.
-CHOICES = {"optimizer": tuple(OPTIMIZERS), "init": tuple(INITS), "fast": ("auto", "on", "off"),
+CHOICES = {"optimizer": tuple(OPTIMIZERS), "init": tuple(INITS), "fast": ("auto", "on", "eager", "off"),
            "precision": PRECISIONS}
 
 

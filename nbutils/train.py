@@ -259,16 +259,18 @@ def check_finite(first_bad_batch, epoch=None):
 
 
 class History(list):
-    """Per-epoch records: epoch, train_loss, train_acc, test_loss, test_acc, lr, seconds."""
+    """Per-epoch records: epoch, train_loss, train_acc, test_loss, test_acc, lr, seconds; with a
+    validation set (the honest protocol) also val_loss and val_acc, and the test columns stay empty."""
 
     FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+    VAL_FIELDS = FIELDS + ("val_loss", "val_acc")
 
     def column(self, name):
         return [r[name] for r in self]
 
-    def best(self):
-        """The record with the highest test accuracy (the first one on a tie)."""
-        return max(self, key=lambda r: (r["test_acc"], -r["epoch"]))
+    def best(self, key="test_acc"):
+        """The record with the highest ``key`` accuracy (the first one on a tie)."""
+        return max(self, key=lambda r: (r[key], -r["epoch"]))
 
 
 def training_animator(num_epochs, live=None):
@@ -283,7 +285,8 @@ def training_animator(num_epochs, live=None):
 
 
 def fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
-        animator=None, train_epoch=None, evaluate_fn=None, on_epoch_end=None, history=None):
+        animator=None, train_epoch=None, evaluate_fn=None, on_epoch_end=None, history=None,
+        val_iter=None):
     """The epoch loop shared by :func:`train_ch3` and the fast path.
 
     ``train_epoch(net, train_iter, loss, updater, device)`` runs one epoch (default
@@ -291,6 +294,10 @@ def fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, d
     :func:`evaluate`). Each epoch is followed by one evaluation on ``test_iter``, a scheduler
     step on the mean test loss (as in the report), a :class:`History` record, the animator and
     ``on_epoch_end(history)``. Pass ``history`` to continue a resumed run.
+
+    With ``val_iter`` (the honest protocol) the held-out validation set takes the test set's place:
+    it is evaluated every epoch and the scheduler steps on its loss, while ``test_iter`` is never
+    touched here (the caller evaluates the selected model on it once, at the end).
     """
     if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
         raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
@@ -305,21 +312,24 @@ def fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, d
             train_loss, train_acc = train_epoch(net, train_iter, loss, updater, device)
         except TrainingDiverged as e:
             raise TrainingDiverged(f"epoch {epoch}: {e}") from None
-        test_loss, test_acc = evaluate_fn(net, test_iter, loss, device)
-        if loss is not None and not math.isfinite(test_loss):
-            raise TrainingDiverged(f"epoch {epoch}: the test loss is {test_loss}; the weights are no "
-                                   f"longer finite (the learning rate is the likely cause)")
+        eval_loss, eval_acc = evaluate_fn(net, val_iter or test_iter, loss, device)
+        if loss is not None and not math.isfinite(eval_loss):
+            raise TrainingDiverged(f"epoch {epoch}: the {'validation' if val_iter else 'test'} loss "
+                                   f"is {eval_loss}; the weights are no longer finite (the learning "
+                                   f"rate is the likely cause)")
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(test_loss)
+                scheduler.step(eval_loss)
             else:
                 scheduler.step()
-        record = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                      test_acc=test_acc, lr=_current_lr(updater),
+        record = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=eval_loss,
+                      test_acc=eval_acc, lr=_current_lr(updater),
                       seconds=time.perf_counter() - start)
+        if val_iter is not None:
+            record.update(test_loss=None, test_acc=None, val_loss=eval_loss, val_acc=eval_acc)
         history.append(record)
         if animator:
-            animator.add(epoch, (train_loss, train_acc, test_acc))
+            animator.add(epoch, (train_loss, train_acc, eval_acc))
             if record["lr"] is not None:
                 animator.add(epoch, record["lr"], axis=1)
         if on_epoch_end is not None:
@@ -336,7 +346,7 @@ def _current_lr(updater):
 
 
 def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
-              animator=True, on_epoch_end=None, history=None):
+              animator=True, on_epoch_end=None, history=None, val_iter=None):
     """Train ``net`` (my_utils' signature); returns the per-epoch :class:`History`.
 
     ``animator=True`` draws :func:`training_animator` (live in a notebook, silent elsewhere); pass an
@@ -345,4 +355,4 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     if animator is True:
         animator = training_animator(num_epochs)
     return fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler, device,
-               animator or None, on_epoch_end=on_epoch_end, history=history)
+               animator or None, on_epoch_end=on_epoch_end, history=history, val_iter=val_iter)

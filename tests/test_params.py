@@ -21,7 +21,7 @@ from nbutils import run
     (dict(resume="maybe"), "resume must be True or False"),
     (dict(patience=-1), "patience must be >= 0, got -1"),
     (dict(precision="fp16"), r"precision must be one of \['fp32', 'tf32', 'bf16'\]"),
-    (dict(fast="sometimes"), r"fast must be one of \['auto', 'on', 'off'\]"),
+    (dict(fast="sometimes"), r"fast must be one of \['auto', 'on', 'eager', 'off'\]"),
     (dict(precision="bf16", fast="off"), "precision='bf16' needs the fast path"),
     (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     (dict(wheels=4), r"unknown parameter\(s\) \['wheels'\]"),

@@ -1,0 +1,399 @@
+"""The coursework's claims as tables: a grid of runs over seeds, through the training code of notebook 04.
+
+    python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [--profile seed] [--jobs 1]
+                             [--precision auto] [--tables-only]
+
+A claim is a list of variants of the report's protocol; its first variant is the choice the report
+made. Every (variant, seed) is a run folder ``reports/ablations/runs/<variant>-s<seed>/`` (params,
+history, metrics), trained in its own process (``--jobs`` at once), with the fast path on a GPU. A
+finished run is never trained again, so an interrupted sweep resumes where it stopped. Then every
+claim whose runs are complete gets a table (mean ± std over seeds of the final and the best test
+accuracy, training time), a plot and a verdict in ``reports/ablations/``; an incomplete claim is
+listed as such and gets no numbers.
+
+Two protocols. ``report``: the scheduler steps on the test loss and "max" is the best test epoch,
+as in the coursework, so the test set chooses. ``honest``: 5,000 training images are held out
+(stratified, one fixed draw); the scheduler steps on their loss, the epoch with the best validation
+accuracy is selected, and the test set is evaluated once, on that model.
+
+The ``epochs`` claim reads the 10-, 20-, ... epoch results off one run per seed of the longest
+length: ReduceLROnPlateau does not depend on the planned number of epochs, so the first N epochs of
+a long run *are* an N-epoch run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .io import atomic_write_json, atomic_write_text
+
+__all__ = ["CLAIMS", "Claim", "plan", "summarize", "verdict", "run_one", "main"]
+
+VAL_SIZE = 5000
+SEEDS = (0, 1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    key: str
+    statement: str
+    variants: tuple  # ((label, overrides), ...); the first is the report's choice
+
+    @property
+    def choice(self):
+        return self.variants[0][0]
+
+
+def _grid(name, values, chosen):
+    return tuple((f"{name} {v}", {name: v}) for v in [chosen] + [v for v in values if v != chosen])
+
+
+def _run_name(label, overrides, base_params):
+    """The run folder's name: a variant that changes nothing of the base *is* the base run."""
+    if all(k not in SWEEP_KEYS and base_params.get(k) == v for k, v in overrides.items()):
+        return BASE[0]
+    return label
+
+
+BASE = ("report protocol", {})
+CLAIMS = {c.key: c for c in (
+    Claim("fast_path", "The fast path (CUDA graphs, mixed precision) keeps the accuracy of eager fp32",
+          (("eager fp32", {"fast": "eager", "precision": "fp32"}),
+           ("graphs fp32", {"fast": "on", "precision": "fp32"}),
+           ("graphs bf16", {"fast": "on", "precision": "bf16"}))),
+    Claim("protocol", "The report's numbers survive an honest protocol (validation split, one test)",
+          (BASE, ("honest protocol", {"protocol": "honest"}))),
+    Claim("scheduler", 'The scheduler was "the key" to 90 %',
+          (BASE, ("no scheduler", {"scheduler": "none"}))),
+    Claim("init", "kaiming_uniform beat xavier_normal, xavier_uniform and kaiming_normal",
+          _grid("init", ("xavier_normal", "xavier_uniform", "kaiming_normal"), "kaiming_uniform")),
+    Claim("batch_size", "Batch size 128 beat 64, 256, 512, 1024, 2048 and 4096",
+          _grid("batch_size", (64, 256, 512, 1024, 2048, 4096), 128)),
+    Claim("optimizer", "Adam at lr 1e-3 beat SGD and ASGD",
+          _grid("optimizer", ("sgd", "asgd"), "adam")),
+    Claim("epochs", "30 epochs beat 10, 20, 40, 50, 100 and 200",
+          _grid("epochs", (10, 20, 40, 50, 100, 200), 30)),
+)}
+SWEEP_KEYS = ("protocol", "scheduler")  # run options beyond Params
+
+
+# ----------------------------------------------------------------------------- planning
+def _slug(label):
+    return label.replace(" ", "-").replace("_", "-")
+
+
+def plan(claims, seeds, base_params: dict, root: Path):
+    """Every run the claims need, deduplicated: ``{folder: spec}``, in the order the claims ask.
+
+    ``base_params`` are the resolved parameters of the report's protocol (profile, precision, device).
+    """
+    runs = {}
+    longest = max((v.get("epochs", 0) for c in claims if c.key == "epochs" for _, v in c.variants),
+                  default=0)
+    for claim in claims:
+        for seed in seeds:  # seeds inside claims: a claim's runs finish together, early ones first
+            for label, overrides in claim.variants:
+                overrides = dict(overrides)
+                if claim.key == "epochs":
+                    label, overrides = f"epochs {longest}", {"epochs": longest}
+                spec = _spec(_run_name(label, overrides, base_params), overrides, seed,
+                             base_params, root)
+                runs.setdefault(spec["folder"], spec)
+    return runs
+
+
+def _spec(label, overrides, seed, base_params, root):
+    options = {k: overrides.pop(k) for k in SWEEP_KEYS if k in overrides}
+    params = dict(base_params, **overrides, seed=seed)
+    folder = root / "runs" / f"{_slug(label)}-s{seed}"
+    params.update(run_dir=str(folder), live_plot=False, resume=False)
+    return dict(label=label, seed=seed, params=params, folder=str(folder),
+                protocol=options.get("protocol", "report"), scheduler=options.get("scheduler", "plateau"))
+
+
+def val_size_for(params):
+    """5,000 held-out images of 60,000; a training subset (the smoke profile) holds out its share."""
+    if not params.train_subset:
+        return VAL_SIZE
+    return max(10, round(VAL_SIZE * params.train_subset / 60_000))
+
+
+# ----------------------------------------------------------------------------- one run
+def run_one(spec):
+    """Train one run folder (in this process) and write its params, history and metrics."""
+    from .experiment import build, environment, make_loaders, use_fast, write_history
+    from .fast import train_fast
+    from .params import Params
+    from .train import evaluate, train_ch3
+
+    params = Params(**spec["params"])
+    folder = Path(spec["folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    honest = spec["protocol"] == "honest"
+    train_iter, *val, test_iter = make_loaders(params, val_size_for(params) if honest else 0)
+    net, loss, optimizer, scheduler = build(params)
+    if spec["scheduler"] == "none":
+        scheduler = None
+    best = {}
+
+    def keep_best(history):  # the honest protocol's model selection, on validation accuracy only
+        if honest and history[-1]["val_acc"] > best.get("val_acc", -1.0):
+            best.update(val_acc=history[-1]["val_acc"], epoch=history[-1]["epoch"],
+                        state={k: v.detach().clone() for k, v in net.state_dict().items()})
+
+    kw = dict(scheduler=scheduler, on_epoch_end=keep_best, val_iter=val[0] if val else None)
+    if use_fast(params):
+        history = train_fast(net, train_iter, test_iter, loss, params.epochs, optimizer,
+                             precision=params.precision,
+                             graphs=False if params.fast == "eager" else None, **kw)
+    else:
+        history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer,
+                            animator=False, **kw)
+    metrics = dict(label=spec["label"], seed=params.seed, protocol=spec["protocol"],
+                   scheduler=spec["scheduler"], epochs_run=len(history),
+                   train_seconds=sum(r["seconds"] for r in history),
+                   environment=environment(params.device), params=params.as_dict())
+    if honest:
+        net.load_state_dict(best["state"])
+        test_loss, test_acc = evaluate(net, test_iter, loss)  # the only time the test set is seen
+        metrics.update(selected_epoch=best["epoch"], val_acc=best["val_acc"], test_loss=test_loss,
+                       final_test_acc=test_acc, max_test_acc=None)
+    else:
+        top = max(history, key=lambda r: (r["test_acc"], -r["epoch"]))
+        metrics.update(final_test_acc=history[-1]["test_acc"], max_test_acc=top["test_acc"],
+                       max_epoch=top["epoch"])
+    atomic_write_json(folder / "params.json", dict(params.as_dict(), protocol=spec["protocol"],
+                                                   scheduler=spec["scheduler"]))
+    write_history(folder, history)
+    atomic_write_json(folder / "metrics.json", metrics)  # last: its presence means "finished"
+    return metrics
+
+
+def _execute(specs, jobs, log=print):
+    """Run the unfinished specs, ``jobs`` processes at a time; a failed run is logged, not fatal."""
+    todo = [s for s in specs if not (Path(s["folder"]) / "metrics.json").exists()]
+    log(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to go, "
+        f"{jobs} at a time")
+
+    def one(spec):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "nbutils.sweep", "--one", json.dumps(spec)],
+                              capture_output=True, text=True)
+        took = time.perf_counter() - start
+        if done.returncode:
+            log(f"FAILED {spec['folder']} after {took:.0f} s:\n{done.stderr[-2000:]}")
+        else:
+            log(f"done {Path(spec['folder']).name} in {took:.0f} s")
+        return done.returncode
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return sum(1 for rc in pool.map(one, todo) if rc)
+
+
+# ----------------------------------------------------------------------------- tables
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _metrics_for(claim, label, overrides, seed, root: Path, longest, base_params):
+    """One run's numbers for one row (for ``epochs``: the prefix of the longest run)."""
+    if claim.key == "epochs":
+        folder = root / "runs" / f"{_slug(f'epochs {longest}')}-s{seed}"
+        try:
+            history = json.loads((folder / "history.json").read_text())
+            done = json.loads((folder / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return None
+        prefix = history[:overrides["epochs"]]
+        per_epoch = done["train_seconds"] / max(len(history), 1)
+        return dict(final_test_acc=prefix[-1]["test_acc"],
+                    max_test_acc=max(r["test_acc"] for r in prefix),
+                    train_seconds=per_epoch * len(prefix))
+    name = _run_name(label, overrides, base_params)
+    try:
+        return json.loads((root / "runs" / f"{_slug(name)}-s{seed}" / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def summarize(claim, seeds, root: Path, base_params):
+    """The claim's rows (label, n, final mean/std, max mean/std, seconds), or None if incomplete."""
+    longest = max((v.get("epochs", 0) for _, v in claim.variants), default=0)
+    rows = []
+    for label, overrides in claim.variants:
+        found = [_metrics_for(claim, label, overrides, s, root, longest, base_params) for s in seeds]
+        if any(m is None for m in found):
+            return None
+        final, final_sd = _stats([m["final_test_acc"] for m in found])
+        top, top_sd = _stats([m.get("max_test_acc") for m in found])
+        seconds, _ = _stats([m["train_seconds"] for m in found])
+        rows.append(dict(label=label, n=len(found), final=final, final_sd=final_sd, max=top,
+                         max_sd=top_sd, seconds=seconds,
+                         finals=[m["final_test_acc"] for m in found]))
+    return rows
+
+
+def verdict(claim, rows):
+    """The claim against the data, on the final test accuracy: "holds" only if the report's choice
+    beats every alternative by more than twice the standard error of the difference."""
+    choice, others = rows[0], rows[1:]
+    better, worse, tied = [], [], []
+    for r in others:
+        se = math.sqrt(choice["final_sd"] ** 2 / choice["n"] + r["final_sd"] ** 2 / r["n"])
+        diff = choice["final"] - r["final"]
+        (worse if diff > 2 * se else better if -diff > 2 * se else tied).append(r["label"])
+    if claim.key == "protocol":  # the report's headline (best test epoch) against one honest test
+        honest = others[0]
+        gap = choice["max"] - honest["final"]
+        se = math.sqrt(choice["max_sd"] ** 2 / choice["n"] + honest["final_sd"] ** 2 / honest["n"])
+        if gap > 2 * se:
+            return (f"does not hold: chosen on the test set the report scores {100 * gap:.2f} points "
+                    f"more than the honest protocol's single test, beyond the seed-to-seed spread")
+        return (f"holds: the honest protocol's single test is within {100 * abs(gap):.2f} points of "
+                f"the report's best test epoch (within the seed-to-seed spread)")
+    if claim.key == "fast_path":
+        gaps = [abs(r["final"] - choice["final"]) for r in others]
+        ok = all(g <= 0.003 for g in gaps)
+        return (f"{'holds' if ok else 'does not hold'}: mean final accuracy within "
+                f"{100 * max(gaps):.2f} points of eager fp32 (target 0.30)")
+    if better:
+        return f"does not hold: {', '.join(better)} did better, beyond the seed-to-seed spread"
+    if tied:
+        return (f"not supported: {choice['label']} is within the noise of {', '.join(tied)}"
+                + (f"; it beat {', '.join(worse)}" if worse else ""))
+    return f"holds: {choice['label']} beat every alternative beyond the seed-to-seed spread"
+
+
+def format_table(claim, rows):
+    pct = lambda m, sd: "–" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
+    lines = [f"| variant | seeds | final test acc % | max test acc % | train s |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['n']} | {pct(r['final'], r['final_sd'])} | "
+                     f"{pct(r['max'], r['max_sd'])} | {r['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot_claim(claim, rows, path):
+    from .plotting import save_figure
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(rows)), 3))
+    x = range(len(rows))
+    ax.errorbar(x, [100 * r["final"] for r in rows], [100 * r["final_sd"] for r in rows], fmt="o",
+                capsize=4, label="final")
+    if all(r["max"] is not None for r in rows):
+        ax.errorbar(x, [100 * r["max"] for r in rows], [100 * r["max_sd"] for r in rows], fmt="s",
+                    capsize=4, alpha=0.6, label="max over epochs (chosen on test)")
+    ax.set_xticks(list(x), [r["label"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title(claim.statement, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def write_tables(claims, seeds, root: Path, context: dict, base_params):
+    """``README.md``, ``ablations.json`` and one PNG per complete claim, in ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    report = dict(context, seeds=list(seeds), claims={})
+    text = ["# Ablations", "", "Generated by `python3 -m nbutils sweep` "
+            f"({context['command']}); do not edit.", "",
+            f"Hardware: {context['hardware']}. torch {context['torch']}. Seeds {list(seeds)}; "
+            "every number is a mean ± standard deviation over them. Protocol: "
+            f"{context['protocol']}. Runs shared the device {context['jobs']} at a time, so "
+            "\"train s\" is wall time under that sharing.", ""]
+    for claim in claims:
+        rows = summarize(claim, seeds, root, base_params)
+        text += [f"## {claim.key}: {claim.statement}", ""]
+        if rows is None:
+            text += ["Not all of this claim's runs have finished, so it has no table yet.", ""]
+            report["claims"][claim.key] = None
+            continue
+        said = verdict(claim, rows)
+        plot_claim(claim, rows, root / f"{claim.key}.png")
+        text += [format_table(claim, rows), "", f"**Verdict:** {said}", "",
+                 f"![{claim.key}]({claim.key}.png)", ""]
+        report["claims"][claim.key] = dict(statement=claim.statement, verdict=said, rows=rows)
+    atomic_write_text(root / "README.md", "\n".join(text))
+    atomic_write_json(root / "ablations.json", report)
+    return report
+
+
+# ----------------------------------------------------------------------------- the command
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python3 -m nbutils sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--claims", default="all", help=f"comma-separated, of {list(CLAIMS)}")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--profile", default="seed")
+    parser.add_argument("--precision", default="auto",
+                        help="auto: bf16 on CUDA (its parity is the fast_path claim), fp32 elsewhere")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", default=None, help="default: reports/ablations")
+    parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        run_one(json.loads(args.one))
+        return 0
+    names = list(CLAIMS) if args.claims == "all" else [c for c in args.claims.split(",") if c]
+    unknown = [c for c in names if c not in CLAIMS]
+    if unknown:
+        parser.error(f"--claims: unknown {unknown}; allowed: {list(CLAIMS)} or all")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not seeds or min(seeds) < 0:
+        parser.error("--seeds needs at least one seed >= 0")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+
+    import torch
+
+    from .bench import hardware
+    from .experiment import reports_root
+    from .params import resolve
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    precision = args.precision if args.precision != "auto" else (
+        "bf16" if device.type == "cuda" else "fp32")
+    # On CUDA the base runs the fast path explicitly, so that "graphs bf16" and the base are one run.
+    base = resolve(args.profile, device=args.device, precision=precision,
+                   fast="on" if device.type == "cuda" else "auto").as_dict()
+    claims = [CLAIMS[c] for c in names]
+    root = Path(args.out) if args.out else reports_root() / "ablations"
+    specs = plan(claims, seeds, base, root)
+    for spec in specs.values():  # every run's parameters are checked before the first one trains
+        resolve(args.profile, **{k: v for k, v in spec["params"].items() if k != "profile"})
+    failed = 0 if args.tables_only else _execute(list(specs.values()), args.jobs)
+    context = dict(command=" ".join(["python3 -m nbutils sweep", *(argv or sys.argv[1:])]),
+                   hardware=hardware(device), torch=torch.__version__, profile=args.profile,
+                   precision=precision, created=time.strftime("%Y-%m-%d %H:%M:%S"), jobs=args.jobs,
+                   protocol=f"profile {args.profile!r}, {precision} on {device.type}, "
+                            f"{'the fast path' if device.type == 'cuda' else 'the my_utils loop'} "
+                            f"unless a row says otherwise")
+    report = write_tables(claims, seeds, root, context, base)
+    for key, claim in report["claims"].items():
+        print(f"{key}: {claim['verdict'] if claim else 'incomplete'}")
+    print(f"written: {root / 'README.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

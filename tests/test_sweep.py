@@ -1,0 +1,132 @@
+"""nbutils.sweep: the plan, the honest protocol, the tables and their verdicts."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import nbutils as nb
+from nbutils import sweep
+from nbutils.data import stratified_split
+from nbutils.io import atomic_write_json
+from nbutils.params import resolve
+
+
+def base(**kw):
+    return resolve("seed", device="cpu", **kw).as_dict()
+
+
+def test_stratified_split_holds_out_each_class_in_its_share():
+    labels = torch.tensor([0] * 600 + [1] * 300 + [2] * 100)
+    kept, held = stratified_split(labels, 100)
+    assert torch.bincount(labels[held]).tolist() == [60, 30, 10]
+    assert len(set(kept.tolist()) | set(held.tolist())) == 1000 and not set(kept.tolist()) & set(held.tolist())
+    assert torch.equal(held, stratified_split(labels, 100)[1])  # one fixed draw
+    for bad in (0, 1000, 2.5):
+        with pytest.raises(ValueError, match="val_size must be an integer between 1 and 999"):
+            stratified_split(labels, bad)
+
+
+def test_plan_shares_runs_and_reads_epochs_off_the_longest():
+    claims = [sweep.CLAIMS["fast_path"], sweep.CLAIMS["batch_size"], sweep.CLAIMS["epochs"]]
+    specs = sweep.plan(claims, [0, 1], base(precision="bf16", fast="on"), sweep.Path("/x"))
+    names = [sweep.Path(f).name for f in specs]
+    # "graphs bf16" and "batch_size 128" are the base run; the epochs claim trains 200 epochs once
+    assert names.count("report-protocol-s0") == 1 and "graphs-bf16-s0" not in names
+    assert "batch-size-128-s0" not in names and "epochs-200-s1" in names
+    assert not [n for n in names if n.startswith("epochs-") and n[7:10] != "200"]
+    assert len(names) == 2 * (3 + 6 + 1)  # eager, graphs fp32, base; 6 batch sizes; epochs 200
+
+
+def fake_run(root, name, seed, final, top=None, history=None, seconds=10.0):
+    folder = root / "runs" / f"{name}-s{seed}"
+    folder.mkdir(parents=True)
+    if history is not None:
+        atomic_write_json(folder / "history.json", history)
+    atomic_write_json(folder / "metrics.json", dict(final_test_acc=final, max_test_acc=top or final,
+                                                    train_seconds=seconds))
+
+
+def test_verdicts_follow_the_data(tmp_path):
+    claim = sweep.CLAIMS["optimizer"]
+    for seed, noise in enumerate((-0.001, 0.0, 0.001)):
+        fake_run(tmp_path, "report-protocol", seed, 0.89 + noise)
+        fake_run(tmp_path, "optimizer-sgd", seed, 0.80 + noise)
+        fake_run(tmp_path, "optimizer-asgd", seed, 0.891 + noise)
+    rows = sweep.summarize(claim, [0, 1, 2], tmp_path, base())
+    assert rows[0]["final"] == pytest.approx(0.89) and rows[0]["final_sd"] == pytest.approx(0.001)
+    said = sweep.verdict(claim, rows)
+    assert said.startswith("not supported") and "optimizer asgd" in said and "optimizer sgd" in said
+    rows[2]["final"] = 0.95  # far above the spread: the claim is refuted
+    assert sweep.verdict(claim, rows).startswith("does not hold: optimizer asgd")
+    rows[2]["final"] = 0.70
+    assert sweep.verdict(claim, rows).startswith("holds")
+
+
+def test_a_missing_seed_leaves_the_claim_without_a_table(tmp_path):
+    claim = sweep.CLAIMS["scheduler"]
+    for seed in (0, 1):
+        fake_run(tmp_path, "report-protocol", seed, 0.9)
+        fake_run(tmp_path, "no-scheduler", seed, 0.9)
+    assert sweep.summarize(claim, [0, 1, 2], tmp_path, base()) is None
+    report = sweep.write_tables([claim], [0, 1, 2], tmp_path, dict(
+        command="test", hardware="cpu", torch="x", protocol="p", jobs=1), base())
+    assert report["claims"]["scheduler"] is None
+    assert "has no table yet" in (tmp_path / "README.md").read_text()
+
+
+def test_epochs_rows_are_prefixes_of_the_long_run(tmp_path):
+    claim = sweep.CLAIMS["epochs"]
+    history = [dict(epoch=e, test_acc=e / 1000) for e in range(1, 201)]
+    history[14]["test_acc"] = 0.5  # a peak at epoch 15 is the max of every prefix that contains it
+    fake_run(tmp_path, "epochs-200", 0, 0.2, history=history, seconds=200.0)
+    rows = {r["label"]: r for r in sweep.summarize(claim, [0], tmp_path, base())}
+    assert rows["epochs 10"]["final"] == 0.010 and rows["epochs 10"]["max"] == 0.010
+    assert rows["epochs 30"]["final"] == 0.030 and rows["epochs 30"]["max"] == 0.5
+    assert rows["epochs 200"]["final"] == 0.200 and rows["epochs 30"]["seconds"] == pytest.approx(30.0)
+
+
+def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
+    """Validation drives the scheduler and the selection; the test set is evaluated once, at the end."""
+    seen = []
+    real = nb.train.evaluate
+
+    def counting(net, data_iter, *a, **kw):
+        seen.append(len(data_iter.dataset))
+        return real(net, data_iter, *a, **kw)
+
+    monkeypatch.setattr(nb.train, "evaluate", counting)
+    params = resolve("smoke", device="cpu", epochs=3, train_subset=120, test_subset=50).as_dict()
+    spec = sweep._spec("honest protocol", {"protocol": "honest"}, 0, params, tmp_path)
+    metrics = sweep.run_one(spec)
+    n_val = sweep.val_size_for(nb.params.Params(**spec["params"]))
+    assert seen == [n_val] * 3 + [50]
+    history = json.loads((tmp_path / "runs" / "honest-protocol-s0" / "history.json").read_text())
+    assert all(r["test_acc"] is None and r["val_acc"] is not None for r in history)
+    assert metrics["selected_epoch"] == max(history, key=lambda r: (r["val_acc"], -r["epoch"]))["epoch"]
+    assert metrics["max_test_acc"] is None and 0 <= metrics["final_test_acc"] <= 1
+
+
+def test_sweep_command_smoke(tmp_path):
+    """The command end to end on the CPU: runs in their own processes, then tables and plots."""
+    out = tmp_path / "ablations"
+    cmd = [sys.executable, "-m", "nbutils.sweep", "--profile", "smoke", "--claims", "scheduler",
+           "--seeds", "0,1", "--jobs", "2", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "ablations.json").read_text())
+    rows = report["claims"]["scheduler"]["rows"]
+    assert [r["label"] for r in rows] == ["report protocol", "no scheduler"] and rows[0]["n"] == 2
+    assert (out / "scheduler.png").stat().st_size > 0 and "**Verdict:**" in (out / "README.md").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # resumes: nothing to do
+    assert "4 of 4 runs already finished" in again.stdout
+
+
+def test_sweep_refuses_bad_arguments():
+    for args, message in ((["--claims", "colour"], "unknown ['colour']"),
+                          (["--seeds", "a"], "--seeds must be comma-separated integers"),
+                          (["--jobs", "0"], "--jobs must be >= 1")):
+        done = subprocess.run([sys.executable, "-m", "nbutils.sweep", *args], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr
