@@ -3,6 +3,7 @@
     python3 -m nbutils reproduce [--profile seed] [-p NAME VALUE ...]   run notebooks 01-05 into reports/
     python3 -m nbutils test [pytest args]                               the whole test suite
     python3 -m nbutils bench [--device auto] [...]                      my_utils loop vs the fast path
+    python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [...]       the ablations, into reports/ablations
     python3 -m nbutils results                                          regenerate reports/RESULTS.md
 
 Each command first sets the machine up, idempotently: the requirements (pip skips what is there),
@@ -59,7 +60,7 @@ def _exec_module(module, args, **env):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("reproduce", "test", "bench",
-                                                                   "results", "setup"):
+                                                                   "sweep", "results", "setup"):
         print(__doc__)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
@@ -68,7 +69,8 @@ def main(argv=None):
         return 0
     if command == "test":
         _exec_module("pytest", rest, NBUTILS_PROFILE="smoke", NBUTILS_HEADLESS="1")
-    module = {"reproduce": "nbutils.run", "results": "nbutils.results", "bench": "nbutils.bench"}
+    module = {"reproduce": "nbutils.run", "results": "nbutils.results", "bench": "nbutils.bench",
+              "sweep": "nbutils.sweep"}
     _exec_module(module[command], rest)
 
 

@@ -36,7 +36,8 @@ from pathlib import Path
 
 from .io import atomic_write_json, atomic_write_text
 
-__all__ = ["CLAIMS", "Claim", "plan", "summarize", "verdict", "run_one", "main"]
+__all__ = ["CLAIMS", "Claim", "ablations_folder", "load_report", "main", "plan", "run_one",
+           "show_report", "summarize", "verdict"]
 
 VAL_SIZE = 5000
 SEEDS = (0, 1, 2)
@@ -347,6 +348,36 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
     atomic_write_text(root / "README.md", "\n".join(text))
     atomic_write_json(root / "ablations.json", report)
     return report
+
+
+# ----------------------------------------------------------------------------- notebook 06
+def ablations_folder(folder=""):
+    """``folder``, else ``reports/ablations`` (where the sweep writes)."""
+    from .experiment import reports_root
+    return Path(folder).expanduser() if folder else reports_root() / "ablations"
+
+
+def load_report(folder=""):
+    """The sweep's ``ablations.json`` as a dict, or None where no sweep has written one."""
+    path = ablations_folder(folder) / "ablations.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def show_report(report, folder=""):
+    """Notebook 06's display: per claim, the table, the machine, the verdict and the plot."""
+    from IPython.display import Image, Markdown, display
+
+    folder = ablations_folder(folder)
+    for key, claim in report["claims"].items():
+        if claim is None:
+            display(Markdown(f"### {CLAIMS[key].statement}\n\nNo table yet: not all of this claim's "
+                             f"runs have finished (`python3 -m nbutils sweep --claims {key}`)."))
+            continue
+        ran_on = "; ".join(sorted({e for r in claim["rows"] for e in r["ran_on"]}))
+        display(Markdown(f"### {claim['statement']}\n\n{format_table(None, claim['rows'])}\n\n"
+                         f"Trained on {ran_on}.\n\n**Verdict:** {claim['verdict']}"))
+        if (folder / f"{key}.png").exists():
+            display(Image(filename=str(folder / f"{key}.png")))
 
 
 # ----------------------------------------------------------------------------- the command

@@ -20,8 +20,13 @@ def code_cells(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
-def test_the_five_tasks_are_there():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_"]
+# Notebooks 01-05 (the five tasks) take every run parameter; 06 takes the sweep's.
+OWN_PARAMETERS = {"06_ablations.ipynb": {"run_sweep", "claims", "seeds", "profile", "jobs",
+                                         "ablations_dir"}}
+
+
+def test_the_five_tasks_and_the_ablations_are_there():
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -39,7 +44,7 @@ def test_one_parameters_cell_of_plain_literals_naming_every_parameter(path):
     for stmt in tree.body:
         assert isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant), ast.dump(stmt)
         names.append(stmt.targets[0].id)
-    assert sorted(names) == sorted(FIELDS)
+    assert sorted(names) == sorted(OWN_PARAMETERS.get(path.name, FIELDS))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -69,3 +74,13 @@ def test_checked_cells_are_the_architecture_and_patches():
     assert "print(net)" in model_cells and "trace_shapes" in model_cells and "count_parameters" in model_cells
     assert any("patchify" in s for s in checked["01_data.ipynb"])
     assert nbval_reference.build()  # raises if a checked cell lacks its expected output
+
+
+def test_ablations_notebook_parameters_reach_the_sweep_command():
+    """Each parameter of 06 is an option the sweep accepts, and the defaults are the sweep's own."""
+    from nbutils import sweep
+    cell = next(c for c in load(NOTEBOOKS[5]).cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    exec(cell.source, values)
+    assert values["claims"] == "all" and values["seeds"] == ",".join(map(str, sweep.SEEDS))
+    assert set(values["claims"].split(",")) <= set(sweep.CLAIMS) | {"all"} and values["jobs"] == 1
