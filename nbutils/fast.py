@@ -87,10 +87,19 @@ class FastTrainer:
 
     ``graphs=None`` captures CUDA graphs when the device is CUDA and the optimizer is capturable
     (Adam from :func:`make_fast_optimizer`); other optimizers run the same step eagerly.
+
+    For recipes beyond the coursework's, the step takes hooks, captured with it: ``augment(X)`` on each
+    training batch, ``before_update()`` between backward and the optimizer (a per-step learning-rate
+    schedule), ``after_update()`` after it (an EMA of the weights); ``eval_net`` (default ``net``) is
+    what evaluation runs. A hook with mutable device state lists it in ``state_tensors()``, so that
+    the warm-up before capture leaves no trace.
     """
 
-    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None):
+    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, augment=None,
+                 before_update=None, after_update=None, eval_net=None):
         self.net, self.loss, self.optimizer = net, loss, optimizer
+        self.augment, self.before_update, self.after_update = augment, before_update, after_update
+        self.eval_net = net if eval_net is None else eval_net
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
@@ -110,10 +119,12 @@ class FastTrainer:
             tune_cpu_allocator()
 
     # -- the step, written once: eager on the CPU and for partial batches, captured on CUDA
-    def _forward(self, loader, idx):
+    def _forward(self, loader, idx, net, train):
         X, y = loader.batch(idx)
+        if train and self.augment is not None:
+            X = self.augment(X)
         with _precision(self.precision, self.device):
-            y_hat = self.net(X)
+            y_hat = net(X)
             l_sum = _per_example(self.loss, y_hat, y).float().sum()  # whatever the loss's reduction
         return y_hat, y, l_sum
 
@@ -128,14 +139,18 @@ class FastTrainer:
         # set_to_none: backward then writes fresh gradients instead of adding into zeroed ones (20
         # kernels fewer); inside a graph they come from the graph's pool, at the same place each replay.
         self.optimizer.zero_grad(set_to_none=True)
-        y_hat, y, l_sum = self._forward(loader, idx)
+        y_hat, y, l_sum = self._forward(loader, idx, self.net, train=True)
         (l_sum / y.numel()).backward()
+        if self.before_update is not None:
+            self.before_update()
         self.optimizer.step()
+        if self.after_update is not None:
+            self.after_update()
         self._accumulate(y_hat, y, l_sum)
 
     def _eval_step(self, loader, idx):
         with torch.no_grad():
-            y_hat, y, l_sum = self._forward(loader, idx)
+            y_hat, y, l_sum = self._forward(loader, idx, self.eval_net, train=False)
             self.loss_sum += l_sum
             self.correct += (y_hat.argmax(dim=1) == y).sum()
 
@@ -161,7 +176,7 @@ class FastTrainer:
         saved first and restored in place afterwards, keeping the tensors the graph points at.
         """
         idx = torch.arange(loader.batch_size, device=self.device)
-        model_state = {k: v.clone() for k, v in self.net.state_dict().items()}
+        saved = [(t, t.clone()) for t in self._mutable_tensors()]
         opt_state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
                      for p, s in self.optimizer.state.items()}
         rng = torch.cuda.get_rng_state(self.device)
@@ -173,8 +188,8 @@ class FastTrainer:
                 step(loader, idx)
         torch.cuda.current_stream(self.device).wait_stream(side)
         with torch.no_grad():
-            for k, v in self.net.state_dict().items():
-                v.copy_(model_state[k])
+            for t, value in saved:
+                t.copy_(value)
             for p, s in self.optimizer.state.items():
                 for k, v in s.items():
                     if torch.is_tensor(v):
@@ -186,6 +201,16 @@ class FastTrainer:
         for t, saved in zip((self.loss_sum, self.correct, self.first_bad, self.batch_no), counters):
             t.copy_(saved)
         return graph, idx, loader  # the loader is kept so that its id is never reused
+
+    def _mutable_tensors(self):
+        """What a training step may change in place, besides the optimizer's state."""
+        tensors = list(self.net.state_dict().values())
+        if self.eval_net is not self.net:
+            tensors += self.eval_net.state_dict().values()
+        tensors += [lr for lr in self._lr_tensors if torch.is_tensor(lr)]
+        for hook in (self.augment, self.before_update, self.after_update):
+            tensors += getattr(hook, "state_tensors", lambda: [])()
+        return tensors
 
     def _run(self, loader, step, train):
         # A graph gathers from the images of the loader it was captured on: one graph per loader.
@@ -214,11 +239,11 @@ class FastTrainer:
 
     def evaluate(self, net, loader, loss, device):
         _require_device_loader(loader, "test_iter")
-        was_training = net.training
-        net.eval()
+        was_training = self.eval_net.training
+        self.eval_net.eval()
         self._reset()
         self._run(loader, self._eval_step, train=False)
-        net.train(was_training)
+        self.eval_net.train(was_training)
         n = len(loader.labels)
         return float(self.loss_sum) / n, float(self.correct) / n
 

@@ -130,3 +130,14 @@ def test_sweep_refuses_bad_arguments():
         done = subprocess.run([sys.executable, "-m", "nbutils.sweep", *args], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 2 and message in done.stderr
+
+
+def test_recipe_run_is_honest_and_records_its_recipe(tmp_path):
+    params = resolve("smoke", device="cpu", train_subset=120, test_subset=100).as_dict()
+    spec = sweep._spec("no EMA", {"recipe": "no EMA"}, 0, params, tmp_path)
+    metrics = sweep.run_one(spec)
+    assert metrics["protocol"] == "honest" and metrics["max_test_acc"] is None
+    assert metrics["recipe"]["ema_decay"] == 0.0 and metrics["recipe"]["epochs"] == 1
+    assert (tmp_path / "runs" / "no-ema-s0" / "metrics.json").exists()
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        sweep.recipe_for(nb.params.Params(), "more layers")
