@@ -27,7 +27,8 @@ from .data import DeviceLoader
 from .train import (_per_example, check_finite, check_optimizer_args, fit, make_optimizer,
                     resolve_device)
 
-__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "make_fast_optimizer", "train_fast", "tune_cpu_allocator"]
+__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "make_fast_optimizer", "train_fast",
+           "tune_cpu_allocator"]
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The fast path evaluates in batches of at least this many images: 10 graph replays per test pass
@@ -58,8 +59,9 @@ def make_fast_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, device=
     (a float lr would be baked into the graph, and a scheduler's cut would never reach it)."""
     check_optimizer_args(name, lr, weight_decay)
     if torch.device(device).type == "cuda" and name == "adam":
-        # fused: the update of all 20 parameters is one kernel, not ~200 tiny ones (measured on an
-        # H100, the unfused capturable update was about a third of a graphed bf16 step).
+        # fused: the update of all 20 parameters in one kernel instead of ~200 tiny ones. Measured on
+        # an H100 (with set_to_none below): a graphed step went from 1.6 to 1.4 ms in bf16, 2.5 to
+        # 2.2 ms in fp32.
         return make_optimizer(params, name, torch.tensor(float(lr), device=device), weight_decay,
                               capturable=True, fused=True)
     return make_optimizer(params, name, lr, weight_decay)

@@ -176,3 +176,8 @@ def test_cuda_fast_and_classic_agree_statistically(tiny_root, precision):
         kw = {"precision": precision} if fast else {"animator": False}
         accs.append(run(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt, **kw)[-1]["test_acc"])
     assert abs(accs[0] - accs[1]) < 0.15
+
+
+def test_bench_profile_prints_the_top_kernels(capsys):
+    table = bench.profile("fast-fp32", "cpu", steps=1, batch_size=8)
+    assert "aten::mm" in table and "fast-fp32, 1 eager steps" in capsys.readouterr().out

@@ -109,18 +109,27 @@ def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
 
 
 def test_sweep_command_smoke(tmp_path):
-    """The command end to end on the CPU: runs in their own processes, then tables and plots."""
+    """The command end to end on the CPU: runs in this process (--jobs 1) or in their own (--jobs 2),
+    finished runs reused, then tables and plots."""
     out = tmp_path / "ablations"
-    cmd = [sys.executable, "-m", "nbutils.sweep", "--profile", "smoke", "--claims", "scheduler",
-           "--seeds", "0,1", "--jobs", "2", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "nbutils.sweep", "--profile", "smoke", "--seeds", "0,1",
+           "--out", str(out)]
+    done = subprocess.run(cmd + ["--claims", "scheduler", "--jobs", "1"], capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "ablations.json").read_text())
     rows = report["claims"]["scheduler"]["rows"]
     assert [r["label"] for r in rows] == ["report protocol", "no scheduler"] and rows[0]["n"] == 2
     assert (out / "scheduler.png").stat().st_size > 0 and "**Verdict:**" in (out / "README.md").read_text()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # resumes: nothing to do
-    assert "4 of 4 runs already finished" in again.stdout
+    # the protocol claim shares the base runs and trains only its honest ones, two processes at once
+    again = subprocess.run(cmd + ["--claims", "protocol", "--jobs", "2"], capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 of 4 runs already finished" in again.stdout and again.stdout.count("done ") == 2
+    tables = subprocess.run(cmd + ["--claims", "scheduler,protocol", "--tables-only"],
+                            capture_output=True, text=True, timeout=600)
+    assert "scheduler: " in tables.stdout and "protocol: " in tables.stdout
+    assert "incomplete" not in tables.stdout and "done " not in tables.stdout
 
 
 def test_sweep_refuses_bad_arguments():
