@@ -62,13 +62,6 @@ def _grid(name, values, chosen):
     return tuple((f"{name} {v}", {name: v}) for v in [chosen] + [v for v in values if v != chosen])
 
 
-def _run_name(label, overrides, base_params):
-    """The run folder's name: a variant that changes nothing of the base *is* the base run."""
-    if all(k not in SWEEP_KEYS and base_params.get(k) == v for k, v in overrides.items()):
-        return BASE[0]
-    return label
-
-
 BASE = ("report protocol", {})
 CLAIMS = {c.key: c for c in (
     Claim("fast_path", "The fast path (CUDA graphs, mixed precision) keeps the accuracy of eager fp32",
@@ -99,34 +92,83 @@ def _slug(label):
     return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
 
 
+def run_key(params: dict, protocol="report", scheduler="plateau", recipe=None):
+    """What a run computes, as text: the training parameters, the run options and the seed.
+
+    Runs are found by this key, not by folder name, so a finished run serves every claim and every
+    later sweep that asks for the same computation, whatever its folder is called.
+    """
+    from .params import TRAINING_KEYS
+    return json.dumps(dict({k: params[k] for k in TRAINING_KEYS}, protocol=protocol,
+                           scheduler=scheduler, recipe=recipe), sort_keys=True)
+
+
+def spec_key(spec):
+    return run_key(spec["params"], spec["protocol"], spec["scheduler"], spec["recipe"])
+
+
+def finished_runs(root: Path):
+    """``{key: metrics}`` of every finished run under ``root/runs`` (each with its ``folder``)."""
+    found = {}
+    for path in sorted((root / "runs").glob("*/metrics.json")):
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        key = run_key(m["params"], m.get("protocol", "report"), m.get("scheduler", "plateau"),
+                      m.get("ingredient"))
+        found[key] = dict(m, folder=str(path.parent))
+    return found
+
+
 def plan(claims, seeds, base_params: dict, root: Path):
-    """Every run the claims need, deduplicated: ``{folder: spec}``, in the order the claims ask.
+    """Every run the claims need, one per key, in the order the claims ask: ``{key: spec}``.
 
     ``base_params`` are the resolved parameters of the report's protocol (profile, precision, device).
+    A run already finished keeps its folder; a new one gets a folder named after its variant.
     """
+    done = {k: m["folder"] for k, m in finished_runs(root).items()}
+    taken = set(done.values())
     runs = {}
-    longest = max((v.get("epochs", 0) for c in claims if c.key == "epochs" for _, v in c.variants),
-                  default=0)
     for claim in claims:
         for seed in seeds:  # seeds inside claims: a claim's runs finish together, early ones first
-            for label, overrides in claim.variants:
-                overrides = dict(overrides)
-                if claim.key == "epochs":
-                    label, overrides = f"epochs {longest}", {"epochs": longest}
-                spec = _spec(_run_name(label, overrides, base_params), overrides, seed,
-                             base_params, root)
-                runs.setdefault(spec["folder"], spec)
+            for label, overrides in _variants_to_run(claim):
+                spec = _spec(label, dict(overrides), seed, base_params)
+                key = spec_key(spec)
+                if key in runs:
+                    continue
+                if key == spec_key(_spec(BASE[0], {}, seed, base_params)):  # named for what it is
+                    spec["label"] = label = BASE[0]
+                spec["folder"] = done.get(key) or _new_folder(root, label, spec, taken)
+                taken.add(spec["folder"])
+                runs[key] = spec
     return runs
 
 
-def _spec(label, overrides, seed, base_params, root):
+def _variants_to_run(claim):
+    """The epochs claim trains only its longest variant (the others are read off its history)."""
+    if claim.key != "epochs":
+        return claim.variants
+    longest = max(v["epochs"] for _, v in claim.variants)
+    return ((f"epochs {longest}", {"epochs": longest}),)
+
+
+def _new_folder(root, label, spec, taken):
+    stem = f"{_slug(label)}-s{spec['seed']}"  # only for people: runs are found by their key
+    folder, n = root / "runs" / stem, 1
+    while str(folder) in taken or folder.exists():
+        n += 1
+        folder = root / "runs" / f"{stem}-{n}"
+    return str(folder)
+
+
+def _spec(label, overrides, seed, base_params):
     options = {k: overrides.pop(k) for k in SWEEP_KEYS if k in overrides}
-    params = dict(base_params, **overrides, seed=seed)
-    folder = root / "runs" / f"{_slug(label)}-s{seed}"
-    params.update(run_dir=str(folder), live_plot=False, resume=False)
-    return dict(label=label, seed=seed, params=params, folder=str(folder),
-                protocol=options.get("protocol", "report"), scheduler=options.get("scheduler", "plateau"),
-                recipe=options.get("recipe"))
+    params = dict(base_params, **overrides, seed=seed, live_plot=False, resume=False)
+    recipe = options.get("recipe")
+    return dict(label=label, seed=seed, params=params, recipe=recipe,
+                protocol="honest" if recipe else options.get("protocol", "report"),
+                scheduler=options.get("scheduler", "plateau"))
 
 
 def val_size_for(params):
@@ -143,10 +185,10 @@ def run_one(spec):
     from .params import Params
     from .train import History, evaluate
 
-    params = Params(**spec["params"])
+    params = Params(**dict(spec["params"], run_dir=spec["folder"]))
     folder = Path(spec["folder"])
     folder.mkdir(parents=True, exist_ok=True)
-    honest = spec["protocol"] == "honest" or bool(spec.get("recipe"))
+    honest = spec["protocol"] == "honest"
     train = _train_recipe if spec.get("recipe") else _train_coursework
     best = {}
 
@@ -156,8 +198,9 @@ def run_one(spec):
                         state={k: v.detach().clone() for k, v in eval_net.state_dict().items()})
 
     history, eval_net, loss, test_iter, recipe = train(spec, params, honest, keep_best)
-    metrics = dict(label=spec["label"], seed=params.seed, protocol="honest" if honest else "report",
-                   scheduler=spec["scheduler"], epochs_run=len(history), jobs=spec.get("jobs", 1),
+    metrics = dict(label=spec["label"], seed=params.seed, protocol=spec["protocol"],
+                   scheduler=spec["scheduler"], ingredient=spec["recipe"], epochs_run=len(history),
+                   jobs=spec.get("jobs", 1),
                    train_seconds=sum(r["seconds"] for r in history),
                    environment=environment(params.device), params=params.as_dict(), recipe=recipe)
     if honest:
@@ -169,7 +212,7 @@ def run_one(spec):
         top = History(history).best()
         metrics.update(final_test_acc=history[-1]["test_acc"], max_test_acc=top["test_acc"],
                        max_epoch=top["epoch"])
-    atomic_write_json(folder / "params.json", dict(params.as_dict(), protocol=metrics["protocol"],
+    atomic_write_json(folder / "params.json", dict(params.as_dict(), protocol=spec["protocol"],
                                                    scheduler=spec["scheduler"], recipe=recipe))
     write_history(folder, history)
     atomic_write_json(folder / "metrics.json", metrics)  # last: its presence means "finished"
@@ -242,7 +285,8 @@ def _execute(specs, jobs, log=print):
     it. Measured on an H100 with 8 at a time, a 30-epoch bf16 run took 143-173 s instead of 19 s, and
     no more runs finished per minute than one at a time would have given.
     """
-    todo = [dict(s, jobs=jobs) for s in specs if not (Path(s["folder"]) / "metrics.json").exists()]
+    done = finished_runs(Path(specs[0]["folder"]).parents[1]) if specs else {}
+    todo = [dict(s, jobs=jobs) for s in specs if spec_key(s) not in done]
     log(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to go, "
         f"{jobs} at a time")
 
@@ -283,33 +327,27 @@ def _stats(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _metrics_for(claim, label, overrides, seed, root: Path, longest, base_params):
-    """One run's numbers for one row (for ``epochs``: the prefix of the longest run)."""
+def _metrics_for(claim, overrides, seed, finished, base_params):
+    """One run's numbers for one row, or None (for ``epochs``: the prefix of the longest run)."""
     if claim.key == "epochs":
-        folder = root / "runs" / f"{_slug(f'epochs {longest}')}-s{seed}"
-        try:
-            history = json.loads((folder / "history.json").read_text())
-            done = json.loads((folder / "metrics.json").read_text())
-        except (OSError, ValueError):
+        (label, long_run), = _variants_to_run(claim)
+        m = finished.get(spec_key(_spec(label, dict(long_run), seed, base_params)))
+        if m is None:
             return None
+        history = json.loads((Path(m["folder"]) / "history.json").read_text())
         prefix = history[:overrides["epochs"]]
-        per_epoch = done["train_seconds"] / max(len(history), 1)
-        return dict(final_test_acc=prefix[-1]["test_acc"],
+        return dict(m, final_test_acc=prefix[-1]["test_acc"],
                     max_test_acc=max(r["test_acc"] for r in prefix),
-                    train_seconds=per_epoch * len(prefix))
-    name = _run_name(label, overrides, base_params)
-    try:
-        return json.loads((root / "runs" / f"{_slug(name)}-s{seed}" / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
+                    train_seconds=m["train_seconds"] * len(prefix) / len(history))
+    return finished.get(spec_key(_spec("", dict(overrides), seed, base_params)))
 
 
 def summarize(claim, seeds, root: Path, base_params):
     """The claim's rows (label, n, final mean/std, max mean/std, seconds), or None if incomplete."""
-    longest = max((v.get("epochs", 0) for _, v in claim.variants), default=0)
+    finished = finished_runs(root)
     rows = []
     for label, overrides in claim.variants:
-        found = [_metrics_for(claim, label, overrides, s, root, longest, base_params) for s in seeds]
+        found = [_metrics_for(claim, overrides, s, finished, base_params) for s in seeds]
         if any(m is None for m in found):
             return None
         final, final_sd = _stats([m["final_test_acc"] for m in found])
@@ -318,6 +356,7 @@ def summarize(claim, seeds, root: Path, base_params):
         rows.append(dict(label=label, n=len(found), final=final, final_sd=final_sd, max=top,
                          max_sd=top_sd, seconds=seconds,
                          finals=[m["final_test_acc"] for m in found],
+                         runs=[Path(m["folder"]).name for m in found],
                          ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
                          jobs=max((m.get("jobs") or 0) for m in found)))  # 0: not recorded
     return rows
@@ -465,8 +504,9 @@ def main(argv=None):
     parser.add_argument("--claims", default="all", help=f"comma-separated, of {list(CLAIMS)}")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--profile", default="seed")
-    parser.add_argument("--precision", default="auto",
-                        help="auto: bf16 on CUDA (its parity is the fast_path claim), fp32 elsewhere")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32 (the report's), or tf32/bf16 for cheaper runs: the fast_path claim "
+                             "says what they cost in accuracy")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=None, help="default: reports/ablations")
@@ -491,24 +531,12 @@ def main(argv=None):
 
     from .experiment import reports_root
     from .params import resolve
-    from .train import resolve_device
 
-    device = resolve_device(args.device)
-    precision = args.precision if args.precision != "auto" else (
-        "bf16" if device.type == "cuda" else "fp32")
+    precision = args.precision
     claims = [CLAIMS[c] for c in names]
     root = Path(args.out) if args.out else reports_root() / "ablations"
-    # The base is recorded, so that tables made later (--tables-only, on any machine) name the same
-    # run folders. It runs the fast path explicitly: "graphs bf16" and a bf16 base are one run.
-    recorded = root / "sweep.json"
-    if args.tables_only and recorded.exists():
-        base = json.loads(recorded.read_text())["base"]
-        precision = base["precision"]
-    else:
-        base = resolve(args.profile, device=args.device, precision=precision, fast="on").as_dict()
-        if not args.tables_only:
-            root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(recorded, dict(base=base, seeds=seeds))
+    # The base runs the fast path explicitly, so that "graphs fp32" and the base are one run.
+    base = resolve(args.profile, device=args.device, precision=precision, fast="on").as_dict()
     specs = plan(claims, seeds, base, root)
     for spec in specs.values():  # every run's parameters are checked before the first one trains
         resolve(args.profile, **{k: v for k, v in spec["params"].items() if k != "profile"})

@@ -28,33 +28,38 @@ def test_stratified_split_holds_out_each_class_in_its_share():
             stratified_split(labels, bad)
 
 
-def test_plan_shares_runs_and_reads_epochs_off_the_longest():
+def test_plan_shares_runs_and_reads_epochs_off_the_longest(tmp_path):
     claims = [sweep.CLAIMS["fast_path"], sweep.CLAIMS["batch_size"], sweep.CLAIMS["epochs"]]
-    specs = sweep.plan(claims, [0, 1], base(precision="bf16", fast="on"), sweep.Path("/x"))
-    names = [sweep.Path(f).name for f in specs]
-    # "graphs bf16" and "batch_size 128" are the base run; the epochs claim trains 200 epochs once
-    assert names.count("report-protocol-s0") == 1 and "graphs-bf16-s0" not in names
+    specs = sweep.plan(claims, [0, 1], base(fast="on"), tmp_path)
+    names = [sweep.Path(s["folder"]).name for s in specs.values()]
+    # "graphs fp32" and "batch_size 128" are the base run; the epochs claim trains 200 epochs once
+    assert names.count("report-protocol-s0") == 1 and "graphs-fp32-s0" not in names
     assert "batch-size-128-s0" not in names and "epochs-200-s1" in names
+    assert "graphs-bf16-s0" in names and "eager-fp32-s1" in names
     assert not [n for n in names if n.startswith("epochs-") and n[7:10] != "200"]
-    assert len(names) == 2 * (3 + 6 + 1)  # eager, graphs fp32, base; 6 batch sizes; epochs 200
+    assert len(names) == 2 * (3 + 6 + 1)  # eager, bf16, base; 6 batch sizes; epochs 200
 
 
-def fake_run(root, name, seed, final, top=None, history=None, seconds=10.0):
-    folder = root / "runs" / f"{name}-s{seed}"
+def fake_run(root, label, seed, final, top=None, history=None, seconds=10.0, **overrides):
+    """A finished run folder, as run_one writes it, with made-up numbers."""
+    spec = sweep._spec(label, dict(overrides), seed, base(fast="on"))
+    folder = root / "runs" / f"{sweep._slug(label)}-s{seed}"
     folder.mkdir(parents=True)
     if history is not None:
         atomic_write_json(folder / "history.json", history)
-    atomic_write_json(folder / "metrics.json", dict(final_test_acc=final, max_test_acc=top or final,
-                                                    train_seconds=seconds))
+    atomic_write_json(folder / "metrics.json", dict(
+        final_test_acc=final, max_test_acc=top or final, train_seconds=seconds, params=spec["params"],
+        protocol=spec["protocol"], scheduler=spec["scheduler"], ingredient=spec["recipe"]))
+    return folder
 
 
 def test_verdicts_follow_the_data(tmp_path):
     claim = sweep.CLAIMS["optimizer"]
     for seed, noise in enumerate((-0.001, 0.0, 0.001)):
-        fake_run(tmp_path, "report-protocol", seed, 0.89 + noise)
-        fake_run(tmp_path, "optimizer-sgd", seed, 0.80 + noise)
-        fake_run(tmp_path, "optimizer-asgd", seed, 0.891 + noise)
-    rows = sweep.summarize(claim, [0, 1, 2], tmp_path, base())
+        fake_run(tmp_path, "report protocol", seed, 0.89 + noise)
+        fake_run(tmp_path, "sgd", seed, 0.80 + noise, optimizer="sgd")
+        fake_run(tmp_path, "asgd", seed, 0.891 + noise, optimizer="asgd")
+    rows = sweep.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"))
     assert rows[0]["final"] == pytest.approx(0.89) and rows[0]["final_sd"] == pytest.approx(0.001)
     said = sweep.verdict(claim, rows)
     assert said.startswith("not supported") and "optimizer asgd" in said and "optimizer sgd" in said
@@ -67,11 +72,13 @@ def test_verdicts_follow_the_data(tmp_path):
 def test_a_missing_seed_leaves_the_claim_without_a_table(tmp_path):
     claim = sweep.CLAIMS["scheduler"]
     for seed in (0, 1):
-        fake_run(tmp_path, "report-protocol", seed, 0.9)
-        fake_run(tmp_path, "no-scheduler", seed, 0.9)
-    assert sweep.summarize(claim, [0, 1, 2], tmp_path, base()) is None
-    report = sweep.write_tables([claim], [0, 1, 2], tmp_path, dict(
-        command="test", hardware="cpu", torch="x", protocol="p", jobs=1), base())
+        fake_run(tmp_path, "report protocol", seed, 0.9)
+        fake_run(tmp_path, "no scheduler", seed, 0.9, scheduler="none")
+    assert sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))[1]["runs"] == \
+        ["no-scheduler-s0", "no-scheduler-s1"]
+    assert sweep.summarize(claim, [0, 1, 2], tmp_path, base(fast="on")) is None
+    report = sweep.write_tables([claim], [0, 1, 2], tmp_path, dict(command="test", protocol="p"),
+                                base(fast="on"))
     assert report["claims"]["scheduler"] is None
     assert "has no table yet" in (tmp_path / "README.md").read_text()
 
@@ -80,8 +87,8 @@ def test_epochs_rows_are_prefixes_of_the_long_run(tmp_path):
     claim = sweep.CLAIMS["epochs"]
     history = [dict(epoch=e, test_acc=e / 1000) for e in range(1, 201)]
     history[14]["test_acc"] = 0.5  # a peak at epoch 15 is the max of every prefix that contains it
-    fake_run(tmp_path, "epochs-200", 0, 0.2, history=history, seconds=200.0)
-    rows = {r["label"]: r for r in sweep.summarize(claim, [0], tmp_path, base())}
+    fake_run(tmp_path, "a long run", 0, 0.2, history=history, seconds=200.0, epochs=200)
+    rows = {r["label"]: r for r in sweep.summarize(claim, [0], tmp_path, base(fast="on"))}
     assert rows["epochs 10"]["final"] == 0.010 and rows["epochs 10"]["max"] == 0.010
     assert rows["epochs 30"]["final"] == 0.030 and rows["epochs 30"]["max"] == 0.5
     assert rows["epochs 200"]["final"] == 0.200 and rows["epochs 30"]["seconds"] == pytest.approx(30.0)
@@ -98,7 +105,8 @@ def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(nb.train, "evaluate", counting)
     params = resolve("smoke", device="cpu", epochs=3, train_subset=120, test_subset=50).as_dict()
-    spec = sweep._spec("honest protocol", {"protocol": "honest"}, 0, params, tmp_path)
+    spec = dict(sweep._spec("honest protocol", {"protocol": "honest"}, 0, params),
+                folder=str(tmp_path / "runs" / "honest-protocol-s0"))
     metrics = sweep.run_one(spec)
     n_val = sweep.val_size_for(nb.params.Params(**spec["params"]))
     assert seen == [n_val] * 3 + [50]
@@ -143,7 +151,8 @@ def test_sweep_refuses_bad_arguments():
 
 def test_recipe_run_is_honest_and_records_its_recipe(tmp_path):
     params = resolve("smoke", device="cpu", train_subset=120, test_subset=100).as_dict()
-    spec = sweep._spec("no EMA", {"recipe": "no EMA"}, 0, params, tmp_path)
+    spec = dict(sweep._spec("no EMA", {"recipe": "no EMA"}, 0, params),
+                folder=str(tmp_path / "runs" / "no-ema-s0"))
     metrics = sweep.run_one(spec)
     assert metrics["protocol"] == "honest" and metrics["max_test_acc"] is None
     assert metrics["recipe"]["ema_decay"] == 0.0 and metrics["recipe"]["epochs"] == 1
