@@ -1,15 +1,16 @@
 """The coursework's claims as tables: a grid of runs over seeds, through the training code of notebook 04.
 
     python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [--profile seed] [--jobs 1]
-                             [--precision auto] [--tables-only]
+                             [--precision fp32] [--tables-only]
 
 A claim is a list of variants of the report's protocol; its first variant is the choice the report
 made. Every (variant, seed) is a run folder ``reports/ablations/runs/<variant>-s<seed>/`` (params,
-history, metrics), trained in its own process (``--jobs`` at once), with the fast path on a GPU. A
-finished run is never trained again, so an interrupted sweep resumes where it stopped. Then every
-claim whose runs are complete gets a table (mean ± std over seeds of the final and the best test
-accuracy, training time), a plot and a verdict in ``reports/ablations/``; an incomplete claim is
-listed as such and gets no numbers.
+history, metrics), trained by the fast path (CUDA graphs on a GPU), one after another in this process
+or ``--jobs`` processes at once. Runs are found by what they compute, not by their folder's name: a
+finished run serves every claim that needs it and is never trained again, so an interrupted sweep
+resumes where it stopped. Then every claim whose runs are complete gets a table (mean ± std over
+seeds of the final and the best test accuracy, training time), a plot and a verdict in
+``reports/ablations/``; an incomplete claim is listed as such and gets no numbers.
 
 Two protocols. ``report``: the scheduler steps on the test loss and "max" is the best test epoch,
 as in the coursework, so the test set chooses. ``honest``: 5,000 training images are held out
@@ -52,10 +53,6 @@ class Claim:
     key: str
     statement: str
     variants: tuple  # ((label, overrides), ...); the first is the report's choice
-
-    @property
-    def choice(self):
-        return self.variants[0][0]
 
 
 def _grid(name, values, chosen):
