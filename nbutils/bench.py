@@ -21,7 +21,6 @@ training step goes instead (torch.profiler, top kernels).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform

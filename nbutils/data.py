@@ -16,7 +16,6 @@ import dataclasses
 import gzip
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path

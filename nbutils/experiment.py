@@ -26,8 +26,8 @@ from .params import Params
 from .train import (History, make_optimizer, make_scheduler, resolve_device,
                     seed_everything, train_ch3, training_animator)
 
-__all__ = ["build", "environment", "load_trained", "make_loaders", "reports_root", "run_folder",
-           "train", "use_fast", "write_history", "write_metrics"]
+__all__ = ["build", "environment", "fit_params", "load_trained", "make_loaders", "reports_root",
+           "run_folder", "train", "use_fast", "write_history", "write_metrics"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +87,16 @@ def build(params: Params):
     return net, nn.CrossEntropyLoss(), optimizer, make_scheduler(optimizer, params.patience)
 
 
+def fit_params(params: Params, net, train_iter, test_iter, loss, optimizer, **kw):
+    """Train ``params.epochs`` epochs with the loop ``params`` choose: the fast path (without CUDA
+    graphs for ``fast="eager"``) or the my_utils loop. ``kw`` goes to ``train_fast``/``train_ch3``."""
+    if use_fast(params):
+        return train_fast(net, train_iter, test_iter, loss, params.epochs, optimizer,
+                          precision=params.precision,
+                          graphs=False if params.fast == "eager" else None, **kw)
+    return train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer, **kw)
+
+
 def _archive_previous(folder: Path, ckpt: Path):
     """``resume=False``: move the old run's results aside (never delete them)."""
     names = ("model.pt", "history.csv", "history.json", "metrics.json", "params.json", "figures")
@@ -137,13 +147,8 @@ def train(params: Params, animator=None, log=print):
     device = resolve_device(params.device)
     if len(history) < params.epochs:
         kw = dict(scheduler=scheduler, device=device, animator=animator, on_epoch_end=on_epoch_end)
-        if use_fast(params):
-            history = train_fast(net, train_iter, test_iter, loss, params.epochs, optimizer,
-                                 precision=params.precision, history=history,
-                                 graphs=False if params.fast == "eager" else None, **kw)
-        else:
-            history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer,
-                                history=history, **kw)
+        history = fit_params(params, net, train_iter, test_iter, loss, optimizer, history=history,
+                             **kw)
     history = History(history)
     animator.save(folder / "figures" / "training.png")  # fit() already showed the final frame
     atomic_torch_save({"model": net.state_dict(), "params": params.as_dict()}, folder / "model.pt")

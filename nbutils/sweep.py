@@ -218,23 +218,14 @@ def run_one(spec):
 
 def _train_coursework(spec, params, honest, keep_best):
     """The coursework's model through notebook 04's code: ``(history, net, loss, test_iter, None)``."""
-    from .experiment import build, make_loaders, use_fast
-    from .fast import train_fast
-    from .train import train_ch3
+    from .experiment import build, fit_params, make_loaders
 
     train_iter, *val, test_iter = make_loaders(params, val_size_for(params) if honest else 0)
     net, loss, optimizer, scheduler = build(params)
-    if spec["scheduler"] == "none":
-        scheduler = None
-    kw = dict(scheduler=scheduler, on_epoch_end=lambda h: keep_best(h, net),
-              val_iter=val[0] if val else None)
-    if use_fast(params):
-        history = train_fast(net, train_iter, test_iter, loss, params.epochs, optimizer,
-                             precision=params.precision,
-                             graphs=False if params.fast == "eager" else None, **kw)
-    else:
-        history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer,
-                            animator=False, **kw)
+    history = fit_params(params, net, train_iter, test_iter, loss, optimizer, animator=None,
+                         scheduler=None if spec["scheduler"] == "none" else scheduler,
+                         on_epoch_end=lambda h: keep_best(h, net),
+                         val_iter=val[0] if val else None)
     return history, net, loss, test_iter, None
 
 

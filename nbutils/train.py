@@ -11,7 +11,6 @@ import random
 import time
 
 import torch
-from torch import nn
 
 __all__ = [
     "Accumulator", "History", "OPTIMIZERS", "Timer", "TrainingDiverged", "accuracy", "evaluate",
