@@ -47,7 +47,7 @@ class Recipe:
     batch_size: int = 256
     augment: bool = True           # random translation (up to 2 px) and horizontal flip
     ema_decay: float = 0.999       # 0: no EMA, the raw weights are evaluated
-    precision: str = "bf16"        # on CUDA; the CPU runs fp32
+    precision: str = "bf16"        # autocast, as the sweep's recipe rows train; "fp32" also works
 
     def __post_init__(self):
         for name, allowed in (("norm", ("layernorm", "batchnorm")), ("activation", ("gelu", "relu")),

@@ -1,7 +1,7 @@
 """The coursework's claims as tables: a grid of runs over seeds, through the training code of notebook 04.
 
     python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [--profile seed] [--jobs 1]
-                             [--precision fp32] [--tables-only]
+                             [--precision fp32] [--max-runs N] [--tables-only]
 
 A claim is a list of variants of the report's protocol; its first variant is the choice the report
 made. Every (variant, seed) is a run folder ``reports/ablations/runs/<variant>-s<seed>/`` (params,
@@ -22,7 +22,7 @@ length: ReduceLROnPlateau does not depend on the planned number of epochs, so th
 a long run *are* an N-epoch run.
 
 The ``recipe`` claim is the stronger conv-free model of :mod:`nbutils.recipe` under the honest
-protocol, then the same with one ingredient taken out per row.
+protocol, in bf16 autocast, then the same with one ingredient taken out per row.
 """
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ CLAIMS = {c.key: c for c in (
           _grid("epochs", (10, 20, 40, 50, 100, 200), 30)),
     Claim("recipe", "A modern conv-free patch MLP reaches 93 % under the honest protocol; "
                     "each ingredient's share",
-          tuple((name, {"recipe": name}) for name in INGREDIENTS)),
+          # bf16 autocast: the recipe's target is a time (60 s), and it is what the recipe is for
+          tuple((name, {"recipe": name, "precision": "bf16"}) for name in INGREDIENTS)),
 )}
 SWEEP_KEYS = ("protocol", "scheduler", "recipe")  # run options beyond Params
 
@@ -264,8 +265,9 @@ def _train_recipe(spec, params, honest, keep_best):
     return history, eval_net, loss, test_iter, dataclasses.asdict(recipe)
 
 
-def _execute(specs, jobs, log=print):
-    """Run the unfinished specs; a failed run is logged, not fatal. Returns the number that failed.
+def _execute(specs, jobs, max_runs=None, log=print):
+    """Run the unfinished specs (the first ``max_runs`` of them); a failed run is logged, not fatal.
+    Returns the number that failed.
 
     ``jobs=1`` trains them one after the other in this process, which pays for the imports, the CUDA
     context and the data once. ``jobs > 1`` runs that many processes at a time: for a CPU with cores
@@ -276,7 +278,8 @@ def _execute(specs, jobs, log=print):
     done = finished_runs(Path(specs[0]["folder"]).parents[1]) if specs else {}
     todo = [dict(s, jobs=jobs) for s in specs if spec_key(s) not in done]
     log(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to go, "
-        f"{jobs} at a time")
+        f"{jobs} at a time" + ("" if max_runs is None else f", {min(max_runs, len(todo))} now"))
+    todo = todo[:max_runs]
 
     def in_process(spec):
         try:
@@ -497,6 +500,9 @@ def main(argv=None):
                              "says what they cost in accuracy")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--max-runs", type=int, default=None, metavar="N",
+                        help="train at most N of the unfinished runs, in plan order (a sweep in "
+                             "pieces, e.g. across short GPU leases)")
     parser.add_argument("--out", default=None, help="default: reports/ablations")
     parser.add_argument("--tables-only", action="store_true")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -516,6 +522,8 @@ def main(argv=None):
         parser.error("--seeds needs at least one seed >= 0")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.max_runs is not None and args.max_runs < 0:
+        parser.error(f"--max-runs must be >= 0, got {args.max_runs}")
 
     from .experiment import reports_root
     from .params import resolve
@@ -528,7 +536,7 @@ def main(argv=None):
     specs = plan(claims, seeds, base, root)
     for spec in specs.values():  # every run's parameters are checked before the first one trains
         resolve(args.profile, **{k: v for k, v in spec["params"].items() if k != "profile"})
-    failed = 0 if args.tables_only else _execute(list(specs.values()), args.jobs)
+    failed = 0 if args.tables_only else _execute(list(specs.values()), args.jobs, args.max_runs)
     context = dict(command=" ".join(["python3 -m nbutils sweep", *(argv or sys.argv[1:])]),
                    profile=args.profile, precision=precision,
                    created=time.strftime("%Y-%m-%d %H:%M:%S"),

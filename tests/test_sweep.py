@@ -40,6 +40,12 @@ def test_plan_shares_runs_and_reads_epochs_off_the_longest(tmp_path):
     assert len(names) == 2 * (3 + 6 + 1)  # eager, bf16, base; 6 batch sizes; epochs 200
 
 
+def test_recipe_rows_train_honestly_in_bf16(tmp_path):
+    specs = sweep.plan([sweep.CLAIMS["recipe"]], [0], base(fast="on"), tmp_path).values()
+    assert len(specs) == len(sweep.INGREDIENTS)
+    assert {(s["params"]["precision"], s["protocol"]) for s in specs} == {("bf16", "honest")}
+
+
 def fake_run(root, label, seed, final, top=None, history=None, seconds=10.0, **overrides):
     """A finished run folder, as run_one writes it, with made-up numbers."""
     spec = sweep._spec(label, dict(overrides), seed, base(fast="on"))
@@ -140,8 +146,20 @@ def test_sweep_command_smoke(tmp_path):
     assert "incomplete" not in tables.stdout and "done " not in tables.stdout
 
 
+def test_max_runs_trains_the_first_unfinished_runs_in_plan_order(tmp_path, monkeypatch):
+    specs = list(sweep.plan([sweep.CLAIMS["scheduler"]], [0, 1], base(fast="on"), tmp_path).values())
+    fake_run(tmp_path, "report protocol", 0, 0.89)  # finished already: not counted
+    trained = []
+    monkeypatch.setattr(sweep, "run_one", lambda spec: trained.append(spec["folder"]))
+    logged = []
+    assert sweep._execute(specs, jobs=1, max_runs=2, log=logged.append) == 0
+    assert trained == [specs[1]["folder"], specs[2]["folder"]]
+    assert logged[0] == "1 of 4 runs already finished; 3 to go, 1 at a time, 2 now"
+
+
 def test_sweep_refuses_bad_arguments():
     for args, message in ((["--claims", "colour"], "unknown ['colour']"),
+                          (["--max-runs", "-1"], "--max-runs must be >= 0"),
                           (["--seeds", "a"], "--seeds must be comma-separated integers"),
                           (["--jobs", "0"], "--jobs must be >= 1")):
         done = subprocess.run([sys.executable, "-m", "nbutils.sweep", *args], capture_output=True,
