@@ -349,8 +349,24 @@ def summarize(claim, seeds, root: Path, base_params):
                          finals=[m["final_test_acc"] for m in found],
                          runs=[Path(m["folder"]).name for m in found],
                          ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
-                         jobs=max((m.get("jobs") or 0) for m in found)))  # 0: not recorded
+                         jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
+                         lr_cut=_count(_lr_was_cut(m) for m in found)))
     return rows
+
+
+def _lr_was_cut(metrics):
+    """Whether the learning rate ever fell below its first value in the run; None without a history."""
+    path = Path(metrics["folder"]) / "history.json"
+    if not path.exists():
+        return None
+    lrs = [r["lr"] for r in json.loads(path.read_text()) if r.get("lr") is not None]
+    return bool(lrs) and min(lrs) < lrs[0]
+
+
+def _count(flags):
+    """How many are True, or None if any is unknown."""
+    flags = list(flags)
+    return None if None in flags else sum(flags)
 
 
 def _ran_on(metrics):
@@ -389,22 +405,44 @@ def verdict(claim, rows):
         ok = all(abs(r["final"] - choice["final"]) <= 0.003 for r in others)
         return (f"{'holds' if ok else 'does not hold'}: mean final accuracy against eager fp32: "
                 f"{gaps} points (allowed: within 0.30)")
+    idle = ""
+    if claim.key == "scheduler" and choice["lr_cut"] == 0:  # what the data say about *why*
+        idle = (f"; the scheduler never cut the learning rate in any of the {choice['n']} runs, so "
+                f"both rows trained the same way")
     if better:
-        return f"does not hold: {', '.join(better)} did better, beyond the seed-to-seed spread"
+        return f"does not hold: {', '.join(better)} did better, beyond the seed-to-seed spread{idle}"
     if tied:
         return (f"not supported: {choice['label']} is within the noise of {', '.join(tied)}"
-                + (f"; it beat {', '.join(worse)}" if worse else ""))
+                + (f"; it beat {', '.join(worse)}" if worse else "") + idle)
     return f"holds: {choice['label']} beat every alternative beyond the seed-to-seed spread"
 
 
 def format_table(claim, rows):
+    """The rows as Markdown; a time marked * comes from runs that shared the device (see notes)."""
     pct = lambda m, sd: "–" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
     lines = [f"| variant | seeds | final test acc % | max test acc % | train s |",
              "|---|---|---|---|---|"]
     for r in rows:
+        shared = "" if r["jobs"] == 1 else " *"
         lines.append(f"| {r['label']} | {r['n']} | {pct(r['final'], r['final_sd'])} | "
-                     f"{pct(r['max'], r['max_sd'])} | {r['seconds']:.1f} |")
+                     f"{pct(r['max'], r['max_sd'])} | {r['seconds']:.1f}{shared} |")
     return "\n".join(lines)
+
+
+def table_notes(rows):
+    """The sentences under a table: where its runs trained, and which times are inflated."""
+    ran_on = "; ".join(sorted({e for r in rows for e in r["ran_on"]}))
+    text = f"Trained on {ran_on}."
+    unknown = [r["label"] for r in rows if r["jobs"] == 0]
+    shared = [r for r in rows if r["jobs"] > 1]
+    if unknown:
+        text += (f" \\* {', '.join(unknown)}: these runs trained before the sweep recorded how many "
+                 f"runs shared the device, so their time may be inflated (the sweep's log in "
+                 f"reports/gpu-check/ says).")
+    for r in shared:
+        text += (f" \\* {r['label']}: {r['jobs']} runs shared the device at a time, so its time is "
+                 f"inflated about {r['jobs']}-fold.")
+    return text
 
 
 def plot_claim(claim, rows, path):
@@ -443,13 +481,7 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
             continue
         said = verdict(claim, rows)
         plot_claim(claim, rows, root / f"{claim.key}.png")
-        ran_on = sorted({e for r in rows for e in r["ran_on"]})
-        jobs = max(r["jobs"] for r in rows)
-        shared = {0: " How many runs shared the device was not recorded (before the runs kept "
-                     "it), so \"train s\" may be inflated; the sweep's log says.",
-                  1: ""}.get(jobs, f" {jobs} runs shared the device at a time, so \"train s\" is "
-                                   f"inflated about {jobs}-fold.")
-        text += [format_table(claim, rows), "", f"Trained on {'; '.join(ran_on)}.{shared}", "",
+        text += [format_table(claim, rows), "", table_notes(rows), "",
                  f"**Verdict:** {said}", "",
                  f"![{claim.key}]({claim.key}.png)", ""]
         report["claims"][claim.key] = dict(statement=claim.statement, verdict=said, rows=rows)
@@ -481,9 +513,8 @@ def show_report(report, folder=""):
             display(Markdown(f"### {CLAIMS[key].statement}\n\nNo table yet: not all of this claim's "
                              f"runs have finished (`python3 -m nbutils sweep --claims {key}`)."))
             continue
-        ran_on = "; ".join(sorted({e for r in claim["rows"] for e in r["ran_on"]}))
         display(Markdown(f"### {claim['statement']}\n\n{format_table(None, claim['rows'])}\n\n"
-                         f"Trained on {ran_on}.\n\n**Verdict:** {claim['verdict']}"))
+                         f"{table_notes(claim['rows'])}\n\n**Verdict:** {claim['verdict']}"))
         if (folder / f"{key}.png").exists():
             display(Image(filename=str(folder / f"{key}.png")))
 

@@ -75,6 +75,32 @@ def test_verdicts_follow_the_data(tmp_path):
     assert sweep.verdict(claim, rows).startswith("holds")
 
 
+def test_scheduler_verdict_says_whether_the_scheduler_ever_acted(tmp_path):
+    claim = sweep.CLAIMS["scheduler"]
+    flat = [dict(epoch=e, test_acc=0.89, lr=1e-3) for e in (1, 2)]
+    for seed in (0, 1):
+        fake_run(tmp_path, "report protocol", seed, 0.89 + seed / 1000, history=flat)
+        fake_run(tmp_path, "no scheduler", seed, 0.89 + seed / 1000, history=flat, scheduler="none")
+    rows = sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))
+    assert [r["lr_cut"] for r in rows] == [0, 0]
+    assert "never cut the learning rate in any of the 2 runs" in sweep.verdict(claim, rows)
+    cut = [dict(epoch=1, test_acc=0.89, lr=1e-3), dict(epoch=2, test_acc=0.9, lr=1e-4)]
+    atomic_write_json(tmp_path / "runs" / "report-protocol-s1" / "history.json", cut)
+    rows = sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))
+    assert rows[0]["lr_cut"] == 1 and "never cut" not in sweep.verdict(claim, rows)
+
+
+def test_table_marks_times_of_runs_that_shared_the_device():
+    row = dict(label="a", n=3, final=0.9, final_sd=0.01, max=None, max_sd=None, seconds=30.0,
+               ran_on=["H100"])
+    rows = [dict(row, jobs=1), dict(row, label="b", jobs=8), dict(row, label="c", jobs=0)]
+    table = sweep.format_table(None, rows).splitlines()
+    assert table[2].endswith("| 30.0 |") and table[3].endswith("| 30.0 * |")
+    notes = sweep.table_notes(rows)
+    assert notes.startswith("Trained on H100.") and "b: 8 runs shared the device" in notes
+    assert "c: these runs trained before the sweep recorded" in notes and " a:" not in notes
+
+
 def test_a_missing_seed_leaves_the_claim_without_a_table(tmp_path):
     claim = sweep.CLAIMS["scheduler"]
     for seed in (0, 1):
