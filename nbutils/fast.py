@@ -7,9 +7,9 @@ What this path does instead:
 * the data stay on the device (:class:`~nbutils.data.DeviceLoader`); the step gathers its batch by
   index, so an epoch costs one tiny index copy per batch and no host-to-device traffic;
 * loss, accuracy and the NaN check accumulate on the device and are read once per epoch;
-* on CUDA with Adam, the whole step (gather, forward, loss, backward, Adam) is captured once as a CUDA
-  graph and replayed; the learning rate is a device tensor, so a ReduceLROnPlateau cut takes effect
-  in the graph; evaluation is a second graph;
+* on CUDA the whole step (gather, forward, loss, backward, the update of Adam, SGD or ASGD) is
+  captured once as a CUDA graph and replayed; the learning rate is a device tensor, so a
+  ReduceLROnPlateau cut takes effect in the graph; evaluation is a second graph;
 * mixed precision (``tf32``, ``bf16`` autocast) only when asked for;
 * on the CPU, glibc is told to keep freed memory (see :func:`tune_cpu_allocator`).
 
@@ -27,8 +27,8 @@ from .data import DeviceLoader
 from .train import (_per_example, check_finite, check_optimizer_args, fit, make_optimizer,
                     resolve_device)
 
-__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "make_fast_optimizer", "train_fast",
-           "tune_cpu_allocator"]
+__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "make_fast_optimizer",
+           "train_fast", "tune_cpu_allocator"]
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The fast path evaluates in batches of at least this many images: 10 graph replays per test pass
@@ -55,16 +55,29 @@ def tune_cpu_allocator():
 
 
 def make_fast_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, device="cpu"):
-    """The optimizer for the fast path: on CUDA, Adam with a device-tensor lr, capturable in a graph
-    (a float lr would be baked into the graph, and a scheduler's cut would never reach it)."""
+    """The optimizer for the fast path. On CUDA each of the three is built so that its step can be
+    captured in a CUDA graph: a device-tensor lr (a float would be baked into the graph, and a
+    scheduler's cut would never reach it) and a step that reads nothing back to the host."""
     check_optimizer_args(name, lr, weight_decay)
-    if torch.device(device).type == "cuda" and name == "adam":
-        # fused: the update of all 20 parameters in one kernel instead of ~200 tiny ones. Measured on
-        # an H100 (with set_to_none below): a graphed step went from 1.6 to 1.4 ms in bf16, 2.5 to
-        # 2.2 ms in fp32.
-        return make_optimizer(params, name, torch.tensor(float(lr), device=device), weight_decay,
-                              capturable=True, fused=True)
-    return make_optimizer(params, name, lr, weight_decay)
+    if torch.device(device).type != "cuda":
+        return make_optimizer(params, name, lr, weight_decay)
+    # Adam fused: the update of all 20 parameters in one kernel instead of ~200 tiny ones. Measured on
+    # an H100 (with set_to_none below): a graphed step went from 1.6 to 1.4 ms in bf16, 2.5 to 2.2 ms
+    # in fp32. SGD has no capturable mode; fused, it is one kernel that takes the lr as a tensor.
+    graph_safe = {"adam": dict(capturable=True, fused=True), "asgd": dict(capturable=True),
+                  "sgd": dict(fused=True)}[name]
+    return make_optimizer(params, name, torch.tensor(float(lr), device=device), weight_decay,
+                          **graph_safe)
+
+
+def graph_safe(optimizer):
+    """Whether ``optimizer.step()`` can be captured in a CUDA graph: it says so (``capturable``, Adam
+    and ASGD), or it is fused SGD with a tensor lr (see :func:`make_fast_optimizer`)."""
+    def safe(group):
+        return group.get("capturable", False) or (
+            isinstance(optimizer, torch.optim.SGD) and bool(group.get("fused"))
+            and torch.is_tensor(group["lr"]))
+    return all(safe(g) for g in optimizer.param_groups)
 
 
 @contextlib.contextmanager
@@ -87,8 +100,9 @@ def _precision(precision, device):
 class FastTrainer:
     """Train and evaluate ``net`` on :class:`DeviceLoader` data with static, capturable steps.
 
-    ``graphs=None`` captures CUDA graphs when the device is CUDA and the optimizer is capturable
-    (Adam from :func:`make_fast_optimizer`); other optimizers run the same step eagerly.
+    ``graphs=None`` captures CUDA graphs when the device is CUDA and the optimizer's step can be
+    captured (:func:`graph_safe`: Adam, SGD and ASGD from :func:`make_fast_optimizer`); other
+    optimizers run the same step eagerly.
 
     For recipes beyond the coursework's, the step takes hooks, captured with it: ``augment(X)`` on each
     training batch, ``before_update()`` between backward and the optimizer (a per-step learning-rate
@@ -106,16 +120,18 @@ class FastTrainer:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.precision = precision
-        capturable = all(g.get("capturable", False) for g in optimizer.param_groups)
+        capturable = graph_safe(optimizer)
         self.graphs = (self.device.type == "cuda" and capturable) if graphs is None else graphs
         if self.graphs and not (self.device.type == "cuda" and capturable):
-            raise ValueError("graphs=True needs CUDA and a capturable optimizer (make_fast_optimizer)")
+            raise ValueError("graphs=True needs CUDA and an optimizer whose step can be captured "
+                             "(make_fast_optimizer)")
         zeros = dict(device=self.device)
         self.loss_sum = torch.zeros((), **zeros)
         self.correct = torch.zeros((), dtype=torch.long, **zeros)
         self.first_bad = torch.full((), -1, dtype=torch.long, **zeros)
         self.batch_no = torch.zeros((), dtype=torch.long, **zeros)
         self._graphs = {}
+        self._stepped = False  # whether a training step has run (and made the optimizer's state)
         self._lr_tensors = [g["lr"] for g in optimizer.param_groups]
         if self.device.type == "cpu":
             tune_cpu_allocator()
@@ -194,7 +210,8 @@ class FastTrainer:
                 t.copy_(value)
             for p, s in self.optimizer.state.items():
                 for k, v in s.items():
-                    if torch.is_tensor(v):
+                    if torch.is_tensor(v):  # state the warm-up made (none after the eager first
+                        # step, unless a parameter had no gradient then) starts from zero
                         v.copy_(opt_state[id(p)][k]) if id(p) in opt_state else v.zero_()
         torch.cuda.set_rng_state(rng, self.device)
         graph = torch.cuda.CUDAGraph()
@@ -219,7 +236,12 @@ class FastTrainer:
         key = (train, id(loader))
         for idx in loader.batch_indices():
             full = len(idx) == loader.batch_size
-            if self.graphs and full:
+            if self.graphs and full and train and not self._stepped:
+                # The first update runs eagerly: it creates the optimizer's state with its true
+                # initial values (ASGD's eta is the lr, not 0), which capture's warm-up then restores.
+                step(loader, idx)
+                self._stepped = True
+            elif self.graphs and full:
                 if key not in self._graphs:
                     self._graphs[key] = self._capture(step, loader)
                 graph, static_idx, _ = self._graphs[key]

@@ -7,7 +7,7 @@ from torch import nn
 
 import nbutils as nb
 from nbutils import bench
-from nbutils.fast import FastTrainer, make_fast_optimizer, train_fast, tune_cpu_allocator
+from nbutils.fast import FastTrainer, graph_safe, make_fast_optimizer, train_fast, tune_cpu_allocator
 from conftest import TINY
 
 
@@ -15,10 +15,10 @@ def device_loaders(root, batch_size=64, device="cpu", **kw):
     return nb.load_data_fashion_mnist_device(batch_size, device, root=root, spec=TINY, **kw)
 
 
-def fresh(device="cpu", seed=0):
+def fresh(device="cpu", seed=0, optimizer="adam"):
     nb.seed_everything(seed)
     net = nb.init_weights(nb.NeuralNetwork()).to(device)
-    opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 5e-4, device)
+    opt = make_fast_optimizer(net.parameters(), optimizer, 1e-3, 5e-4, device)
     return net, opt
 
 
@@ -122,6 +122,26 @@ def test_bench_json_has_every_field(real_root, tmp_path):
     assert saved["rows"][0]["speedup_vs_my_utils"] == 1.0
 
 
+def test_graph_safe_optimizers():
+    """Which steps FastTrainer captures: those that say so, and fused SGD with a tensor lr."""
+    params = list(nn.Linear(3, 2).parameters())
+    lr = torch.tensor(1e-3)
+    assert graph_safe(torch.optim.Adam(params, lr=lr, capturable=True))
+    assert graph_safe(torch.optim.ASGD(params, lr=lr, capturable=True))
+    assert graph_safe(torch.optim.SGD(params, lr=lr, fused=True))
+    assert not graph_safe(torch.optim.SGD(params, lr=1e-3, fused=True))  # a float lr is baked in
+    assert not graph_safe(torch.optim.Adam(params)) and not graph_safe(torch.optim.SGD(params, lr=1))
+    for name in nb.OPTIMIZERS:  # on the CPU nothing is captured: the plain optimizers, float lr
+        assert not graph_safe(make_fast_optimizer(params, name, 1e-3, 5e-4, "cpu"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("optimizer", sorted(nb.OPTIMIZERS))
+def test_cuda_optimizers_are_captured(optimizer):
+    opt = make_fast_optimizer(nn.Linear(3, 2).cuda().parameters(), optimizer, 1e-3, 5e-4, "cuda")
+    assert graph_safe(opt) and all(torch.is_tensor(g["lr"]) for g in opt.param_groups)
+
+
 @pytest.mark.cuda
 def test_cuda_graphs_train_and_learn(tiny_root):
     net, opt = fresh("cuda")
@@ -133,12 +153,13 @@ def test_cuda_graphs_train_and_learn(tiny_root):
 
 
 @pytest.mark.cuda
-def test_cuda_graph_epoch_equals_eager_epoch(tiny_root):
+@pytest.mark.parametrize("optimizer", sorted(nb.OPTIMIZERS))
+def test_cuda_graph_epoch_equals_eager_epoch(tiny_root, optimizer):
     """With dropout off nothing random is drawn, so replaying the captured step must give what eager
     steps give: capture's warm-up left no trace, and every replay read the new batch and weights."""
     results = []
     for graphs in (False, True):
-        net, opt = fresh("cuda")
+        net, opt = fresh("cuda", optimizer=optimizer)
         for m in net.modules():
             if isinstance(m, nn.Dropout):
                 m.p = 0.0
@@ -152,8 +173,9 @@ def test_cuda_graph_epoch_equals_eager_epoch(tiny_root):
 
 
 @pytest.mark.cuda
-def test_cuda_graph_sees_scheduler_cut(tiny_root):
-    net, opt = fresh("cuda")
+@pytest.mark.parametrize("optimizer", sorted(nb.OPTIMIZERS))
+def test_cuda_graph_sees_scheduler_cut(tiny_root, optimizer):
+    net, opt = fresh("cuda", optimizer=optimizer)
     train_iter, test_iter = device_loaders(tiny_root, device="cuda", drop_last=True)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=1e-12, threshold=1e9)
     for g in opt.param_groups:
