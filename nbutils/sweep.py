@@ -301,7 +301,10 @@ def _execute(specs, jobs, max_runs=None, log=print):
         if error:
             log(f"FAILED {spec['folder']} after {took:.0f} s:\n{error[-2000:]}")
         else:
-            log(f"done {Path(spec['folder']).name} in {took:.0f} s")
+            # the result in the log too: a log outlives run folders that fail to come back
+            m = json.loads((Path(spec["folder"]) / "metrics.json").read_text())
+            log(f"done {Path(spec['folder']).name} in {took:.0f} s: final test acc "
+                f"{100 * m['final_test_acc']:.2f} %")
         return error is not None
 
     if jobs == 1:

@@ -1,5 +1,6 @@
 """nbutils.sweep: the plan, the honest protocol, the tables and their verdicts."""
 import json
+import re
 import subprocess
 import sys
 
@@ -166,6 +167,7 @@ def test_sweep_command_smoke(tmp_path):
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "2 of 4 runs already finished" in again.stdout and again.stdout.count("done ") == 2
+    assert re.search(r"done honest-protocol-s0 in \d+ s: final test acc \d+\.\d\d %", again.stdout)
     tables = subprocess.run(cmd + ["--claims", "scheduler,protocol", "--tables-only"],
                             capture_output=True, text=True, timeout=600)
     assert "scheduler: " in tables.stdout and "protocol: " in tables.stdout
@@ -176,11 +178,18 @@ def test_max_runs_trains_the_first_unfinished_runs_in_plan_order(tmp_path, monke
     specs = list(sweep.plan([sweep.CLAIMS["scheduler"]], [0, 1], base(fast="on"), tmp_path).values())
     fake_run(tmp_path, "report protocol", 0, 0.89)  # finished already: not counted
     trained = []
-    monkeypatch.setattr(sweep, "run_one", lambda spec: trained.append(spec["folder"]))
+
+    def train(spec):
+        trained.append(spec["folder"])
+        sweep.Path(spec["folder"]).mkdir(parents=True)
+        atomic_write_json(sweep.Path(spec["folder"]) / "metrics.json", dict(final_test_acc=0.8812))
+
+    monkeypatch.setattr(sweep, "run_one", train)
     logged = []
     assert sweep._execute(specs, jobs=1, max_runs=2, log=logged.append) == 0
     assert trained == [specs[1]["folder"], specs[2]["folder"]]
     assert logged[0] == "1 of 4 runs already finished; 3 to go, 1 at a time, 2 now"
+    assert logged[1].startswith("done no-scheduler-s0 in ") and logged[1].endswith(": final test acc 88.12 %")
 
 
 def test_sweep_refuses_bad_arguments():
