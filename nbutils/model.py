@@ -6,8 +6,44 @@ from torch import nn
 
 from .data import IMAGE_SIZE, _check_patch_size, patchify
 
-__all__ = ["INITS", "NeuralNetwork", "compare_inits", "count_parameters", "init_weights", "trace_shapes",
+__all__ = ["INITS", "Dropout", "NeuralNetwork", "compare_inits", "count_parameters", "init_weights", "trace_shapes",
            "format_shape_table", "parameter_table"]
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a cheaper mask on the CPU; the same module everywhere else.
+
+    Why: on a CPU torch draws the mask with ``bernoulli_``, one float per element, and that was a quarter
+    of a training step of this model on 2 cores (145 of 570 ms; four dropout calls over 22 M
+    activations). Comparing 32 random bits per element with (1 - p)·2³² draws the same Bernoulli(1 - p)
+    mask (to 2⁻³²) for under half the cost (68 against 153 ms for 16.7 M elements), and the mask is kept
+    as bytes, not floats. The stream of masks differs from torch's, so a seeded CPU run differs from one
+    with a stock ``nn.Dropout``, never from itself. CUDA (where a captured graph draws its masks with
+    torch's own kernel), evaluation and p of 0 or 1 take the stock path.
+    """
+
+    def forward(self, x):
+        if not self.training or x.device.type != "cpu" or self.inplace or not 0 < self.p < 1:
+            return super().forward(x)
+        return _BitsDropout.apply(x, self.p)
+
+
+class _BitsDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p):
+        # 64-bit draws are generated fastest; each one gives two 32-bit samples.
+        bits = torch.empty((x.numel() + 1) // 2, dtype=torch.int64).random_(-2 ** 63, 2 ** 63 - 1)
+        samples = bits.view(torch.int32)[:x.numel()].view(x.shape)
+        keep = samples < round((1 - p) * 2 ** 32) - 2 ** 31  # P(keep) = 1 - p
+        ctx.scale = 1 / (1 - p)
+        ctx.save_for_backward(keep)
+        return torch.where(keep, x * ctx.scale, 0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        keep, = ctx.saved_tensors
+        return torch.where(keep, grad * ctx.scale, 0), None
 
 
 class NeuralNetwork(nn.Module):
@@ -32,14 +68,14 @@ class NeuralNetwork(nn.Module):
         self.Block1_Linear4 = nn.Linear(128, 64)
         self.batchnorm1 = nn.BatchNorm1d(256)
         self.Block1_ReLU = nn.ReLU()
-        self.Block1_Dropout = nn.Dropout(0.1)
+        self.Block1_Dropout = Dropout(0.1)
         self.Block2_Linear1 = nn.Linear(256, 64)
         self.Block2_Linear2 = nn.Linear(64, 128)
         self.Block2_Linear3 = nn.Linear(64, 32)
         self.Block2_Linear4 = nn.Linear(32, 16)
         self.batchnorm2 = nn.BatchNorm1d(128)
         self.Block2_ReLU = nn.ReLU()
-        self.Block2_Dropout = nn.Dropout(0.2)
+        self.Block2_Dropout = Dropout(0.2)
         self.ClassifierLinear = nn.Linear(16, num_classes)
 
     def forward(self, x):
