@@ -16,7 +16,8 @@ images; with ``--epochs N`` (GPU) the fast modes run and time the whole protocol
 two DataLoader loops run ``--baseline-epochs`` full epochs (default 1: they cost minutes) whose mean is
 projected to 30. The table is printed and the JSON written to ``--out`` (default
 ``reports/bench/bench-<device>.json``). ``--profile MODE`` prints where the device time of one eager
-training step goes instead (torch.profiler, top kernels).
+training step goes instead (torch.profiler, top kernels). ``--stock-dropout`` puts torch's
+``nn.Dropout`` back into the model, to measure what :class:`nbutils.model.Dropout` saves on a CPU.
 """
 from __future__ import annotations
 
@@ -75,9 +76,11 @@ def _my_utils_evaluate(net, test_iter, loss, device):
 
 
 # ----------------------------------------------------------------------------- one mode
-def _setup(device, seed, precision, fast):
+def _setup(device, seed, precision, fast, stock_dropout=False):
     torch.manual_seed(seed)
     net = init_weights(NeuralNetwork()).to(device)
+    if stock_dropout:  # what nbutils.model.Dropout saves on a CPU (on CUDA it is the stock one)
+        net.Block1_Dropout, net.Block2_Dropout = nn.Dropout(0.1), nn.Dropout(0.2)
     if fast:
         opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 5e-4, device)
     else:
@@ -99,14 +102,14 @@ def _timed(fn, device):
 
 
 def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
-            baseline_epochs=1):
+            baseline_epochs=1, stock_dropout=False):
     """Time one mode; returns its row (FIELDS) plus the accuracy it reached."""
     fast = mode.startswith("fast")
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
     precision = mode.split("-")[1] if fast else "fp32"
     loss = nn.CrossEntropyLoss()
-    net, opt, sched = _setup(device, seed, precision, fast)
+    net, opt, sched = _setup(device, seed, precision, fast, stock_dropout)
     n_train = N_TRAIN if epochs else steps * batch_size
     n_test = N_TEST if epochs else eval_images
     if fast:
@@ -166,7 +169,7 @@ def hardware(device):
 
 
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
-        batch_size=128, baseline_epochs=1):
+        batch_size=128, baseline_epochs=1, stock_dropout=False):
     device = resolve_device(device)
     if steps < 1 or eval_images < 1 or epochs < 0 or baseline_epochs < 1:
         raise ValueError("steps, eval_images and baseline_epochs must be >= 1 and epochs >= 0")
@@ -178,7 +181,7 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
     for mode in modes:
         rows.append(measure(mode, root, device, steps, eval_images, epochs, batch_size,
-                            baseline_epochs=baseline_epochs))
+                            baseline_epochs=baseline_epochs, stock_dropout=stock_dropout))
     base = next((r for r in rows if r["mode"] == "my_utils"), rows[0])
     for r in rows:
         r["speedup_vs_my_utils"] = base["epoch_s"] / r["epoch_s"]
@@ -188,7 +191,8 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         cuda=torch.version.cuda if device.type == "cuda" else None,
         parameters=dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
                         baseline_epochs=baseline_epochs if epochs else None,
-                        optimizer="adam", lr=1e-3, weight_decay=5e-4),
+                        optimizer="adam", lr=1e-3, weight_decay=5e-4,
+                        dropout="torch" if stock_dropout else "nbutils"),
         best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
         created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
     print(format_table(result))
@@ -256,6 +260,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--baseline-epochs", type=int, default=1)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--stock-dropout", action="store_true",
+                        help="torch's nn.Dropout in the model instead of nbutils.model.Dropout")
     parser.add_argument("--profile", default=None, metavar="MODE",
                         help="print the kernel profile of one mode's eager step instead")
     args = parser.parse_args(argv)
@@ -264,7 +270,7 @@ def main(argv=None):
         return
     run(args.device, args.steps, args.eval_images, args.epochs,
         [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
-        baseline_epochs=args.baseline_epochs)
+        baseline_epochs=args.baseline_epochs, stock_dropout=args.stock_dropout)
 
 
 if __name__ == "__main__":

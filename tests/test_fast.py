@@ -120,6 +120,7 @@ def test_bench_json_has_every_field(real_root, tmp_path):
     for row in saved["rows"]:
         assert set(bench.FIELDS) <= set(row) and row["ms_per_step"] > 0 and row["epoch_s"] > 0
     assert saved["rows"][0]["speedup_vs_my_utils"] == 1.0
+    assert saved["parameters"]["dropout"] == "nbutils"
 
 
 def test_graph_safe_optimizers():
