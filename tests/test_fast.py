@@ -77,7 +77,9 @@ def test_scheduler_cut_takes_effect(tiny_root):
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_each_precision_mode_runs(tiny_root, precision):
     net, opt = fresh()
-    train_iter, test_iter = device_loaders(tiny_root, batch_size=100)
+    # 50 images each way: bf16 is emulated, and slow, on CPUs without bf16 instructions.
+    train_iter, test_iter = device_loaders(tiny_root, batch_size=25, train_subset=50,
+                                           test_subset=50)
     history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt,
                          precision=precision)
     assert 0 < history[0]["train_loss"] < 10 and 0 <= history[0]["test_acc"] <= 1
@@ -111,7 +113,8 @@ def test_cpu_allocator_tuning_is_accepted():
 
 def test_bench_json_has_every_field(real_root, tmp_path):
     out = tmp_path / "bench.json"
-    result = bench.run("cpu", steps=1, eval_images=128, out=out, root=real_root)
+    # Batch 32: bf16 is emulated, and slow, on CPUs without bf16 instructions.
+    result = bench.run("cpu", steps=1, eval_images=64, out=out, root=real_root, batch_size=32)
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
     for key in ("device", "hardware", "torch", "parameters", "best_mixed_precision", "rows"):
