@@ -35,7 +35,7 @@ from torch import nn
 from . import data as nbdata
 from .fast import EVAL_BATCH_SIZE, FastTrainer, make_fast_optimizer
 from .io import atomic_write_json
-from .model import NeuralNetwork, init_weights
+from .model import Dropout, NeuralNetwork, init_weights
 from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device, train_epoch_ch3
 
 N_TRAIN, N_TEST = 60_000, 10_000
@@ -80,7 +80,9 @@ def _setup(device, seed, precision, fast, stock_dropout=False):
     torch.manual_seed(seed)
     net = init_weights(NeuralNetwork()).to(device)
     if stock_dropout:  # what nbutils.model.Dropout saves on a CPU (on CUDA it is the stock one)
-        net.Block1_Dropout, net.Block2_Dropout = nn.Dropout(0.1), nn.Dropout(0.2)
+        for name, module in net.named_children():
+            if isinstance(module, Dropout):
+                setattr(net, name, nn.Dropout(module.p))
     if fast:
         opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 5e-4, device)
     else:

@@ -6,8 +6,8 @@ from torch import nn
 
 from .data import IMAGE_SIZE, _check_patch_size, patchify
 
-__all__ = ["INITS", "Dropout", "NeuralNetwork", "compare_inits", "count_parameters", "init_weights", "trace_shapes",
-           "format_shape_table", "parameter_table"]
+__all__ = ["INITS", "Dropout", "NeuralNetwork", "compare_inits", "count_parameters", "init_weights",
+           "trace_shapes", "format_shape_table", "parameter_table"]
 
 
 class Dropout(nn.Dropout):

@@ -8,6 +8,7 @@ from torch import nn
 import nbutils as nb
 from nbutils import bench
 from nbutils.fast import FastTrainer, graph_safe, make_fast_optimizer, train_fast, tune_cpu_allocator
+from nbutils.model import Dropout
 from conftest import TINY
 
 
@@ -124,6 +125,15 @@ def test_bench_json_has_every_field(real_root, tmp_path):
         assert set(bench.FIELDS) <= set(row) and row["ms_per_step"] > 0 and row["epoch_s"] > 0
     assert saved["rows"][0]["speedup_vs_my_utils"] == 1.0
     assert saved["parameters"]["dropout"] == "nbutils"
+
+
+def test_bench_stock_dropout_swaps_in_torchs_module_with_the_same_p():
+    ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
+    stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_dropout=True)
+    for name in ("Block1_Dropout", "Block2_Dropout"):
+        assert type(getattr(ours, name)) is Dropout
+        assert type(getattr(stock, name)) is nn.Dropout
+        assert getattr(stock, name).p == getattr(ours, name).p
 
 
 def test_graph_safe_optimizers():
