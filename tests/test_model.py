@@ -106,7 +106,7 @@ def test_cpu_dropout_keeps_1_minus_p_and_scales_what_it_keeps(p):
     n = keep.numel()
     assert abs(keep.sum().item() - (1 - p) * n) < 5 * math.sqrt(n * p * (1 - p))  # 5 sigma
     assert torch.allclose(y[keep], x[keep] / (1 - p))
-    # Rows and columns alike: the mask has no stripes from how the random words are split.
+    # Even and odd elements alike: both 32-bit halves of each 64-bit draw are uniform.
     assert abs(keep[:, 0::2].double().mean() - keep[:, 1::2].double().mean()) < 0.01
     y.backward(torch.full_like(y, 3.0))
     assert torch.allclose(x.grad, keep.double() * 3.0 / (1 - p))
