@@ -106,8 +106,9 @@ def test_cpu_dropout_keeps_1_minus_p_and_scales_what_it_keeps(p):
     n = keep.numel()
     assert abs(keep.sum().item() - (1 - p) * n) < 5 * math.sqrt(n * p * (1 - p))  # 5 sigma
     assert torch.allclose(y[keep], x[keep] / (1 - p))
-    # Even and odd elements alike: both 32-bit halves of each 64-bit draw are uniform.
-    assert abs(keep[:, 0::2].double().mean() - keep[:, 1::2].double().mean()) < 0.01
+    # No stripes: each of the four 16-bit quarters of a 64-bit draw keeps 1 - p of its elements.
+    for quarter in range(4):
+        assert abs(keep[:, quarter::4].double().mean() - (1 - p)) < 0.01
     y.backward(torch.full_like(y, 3.0))
     assert torch.allclose(x.grad, keep.double() * 3.0 / (1 - p))
 
@@ -119,6 +120,7 @@ def test_cpu_dropout_is_seeded_and_a_stock_dropout_elsewhere():
         torch.manual_seed(0)
         masks.append(Dropout(0.1)(x) != 0)
     assert torch.equal(*masks) and not masks[0].all()
+    assert Dropout(0.1)(x.bfloat16()).dtype == torch.bfloat16  # the mask takes the input's dtype
     assert torch.equal(Dropout(0.1).eval()(x), x)
     assert torch.equal(Dropout(0.0)(x), x)
     assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
