@@ -271,6 +271,14 @@ class History(list):
         """The record with the highest ``key`` accuracy (the first one on a tie)."""
         return max(self, key=lambda r: (r[key], -r["epoch"]))
 
+    def lr_cuts(self):
+        """``(epoch, lr before, lr after)`` for each fall of the learning rate after the first epoch.
+
+        A record's lr is the one after that epoch's scheduler step, so the cut came at its end."""
+        lrs = [(r["epoch"], r["lr"]) for r in self if r.get("lr") is not None]
+        return [(epoch, before, after)
+                for (_, before), (epoch, after) in zip(lrs, lrs[1:]) if after < before]
+
 
 def training_animator(num_epochs, live=None):
     """The live plot of ``train_ch3``: my_utils' three curves, plus the learning rate beside them."""

@@ -101,6 +101,13 @@ def test_scheduler_steps_on_the_test_loss_and_lr_is_recorded(tiny_root):
     assert history.column("lr") == [0.05, 0.025]
 
 
+def test_history_lists_each_cut_of_the_learning_rate_at_the_epoch_it_came():
+    history = nb.History(dict(epoch=e, lr=lr) for e, lr in enumerate([1e-3, 1e-3, 1e-4, 1e-4, 1e-5], 1))
+    assert history.lr_cuts() == [(3, 1e-3, 1e-4), (5, 1e-4, 1e-5)]
+    assert nb.History(dict(epoch=e, lr=1e-3) for e in (1, 2, 3)).lr_cuts() == []
+    assert nb.History([dict(epoch=1, lr=None), dict(epoch=2, lr=None)]).lr_cuts() == []  # no optimizer
+
+
 def test_my_utils_updater_function_still_works(tiny_root):
     train_iter, _ = tiny_loaders(tiny_root)
     net = nb.NeuralNetwork()
