@@ -23,7 +23,7 @@ import yaml
 
 from .experiment import reports_root
 from .io import atomic_write_json
-from .params import from_namespace
+from .params import from_namespace, resolve
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STATUS = "status.json"
@@ -56,15 +56,22 @@ def _parse_value(text):
     return yaml.safe_load(text) if text.strip() else text
 
 
-def prepare(profile="seed", overrides=None, name=None, root=None):
+def prepare(profile=None, overrides=None, name=None, root=None):
     """Validate the parameters and create the run folder; returns ``(params, folder, injected)``.
 
     ``injected`` is what papermill passes to every notebook: the profile, the overrides and the run
     folder. Each notebook resolves them with the same :func:`~nbutils.params.from_namespace`, so the
     notebooks and this runner agree on every value.
     """
-    injected = dict(overrides or {}, profile=profile)
-    from_namespace(dict(injected, run_dir=""))  # every check before any folder is made
+    overrides = dict(overrides or {})
+    given = overrides.pop("profile", profile)  # `-p profile smoke`, as papermill users write it
+    if profile not in (None, given):
+        raise ValueError(f"profile is given twice: --profile {profile} and -p profile {given}")
+    profile = given or "seed"
+    # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
+    # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
+    resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
+    injected = dict(overrides, profile=profile)
     name = name or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = (Path(root) if root else reports_root()) / name
     status = read_status(folder)
@@ -108,7 +115,8 @@ def execute(params, folder: Path, injected, log=print):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="seed", help="seed (the report's protocol) or smoke")
+    parser.add_argument("--profile", default=None,
+                        help="seed (the report's protocol, the default) or smoke")
     parser.add_argument("-f", "--parameters-file", action="append", default=[],
                         help="YAML file of parameters (papermill's -f)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],

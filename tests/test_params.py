@@ -71,3 +71,21 @@ def test_runner_refuses_bad_value_before_making_a_folder(tmp_path, monkeypatch, 
     assert run.main(["--profile", "smoke", "-p", "epochs", "ten", "--name", "bad"]) == 2
     assert "epochs must be an integer, got 'ten'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_runner_refuses_an_unknown_parameter_name(tmp_path, monkeypatch, capsys):
+    # A typo must not fall back to the report's 30 epochs: papermill would inject `epoch` unused.
+    monkeypatch.setenv("NBUTILS_REPORTS", str(tmp_path))
+    assert run.main(["--profile", "smoke", "-p", "epoch", "5", "--name", "typo"]) == 2
+    assert "unknown parameter(s) ['epoch']; allowed: ['batch_size'" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+
+
+def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path):
+    params, folder, injected = run.prepare(overrides={"profile": "smoke", "epochs": 2}, name="p",
+                                           root=tmp_path)
+    assert (params.profile, params.epochs, params.train_subset) == ("smoke", 2, 256)
+    assert injected["profile"] == "smoke" and folder == tmp_path / "p"
+    with pytest.raises(ValueError, match="profile is given twice: --profile seed and -p profile smoke"):
+        run.prepare("seed", {"profile": "smoke"}, name="q", root=tmp_path)
+    assert not (tmp_path / "q").exists()
