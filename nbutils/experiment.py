@@ -62,6 +62,19 @@ def use_fast(params: Params) -> bool:
                                               resolve_device(params.device).type == "cuda")
 
 
+def warn_if_slow(params: Params, runs=1):
+    """Say so before full-size training starts on a CPU: hours per run, not seconds."""
+    full_size = params.train_subset in (0, 60_000)
+    if not runs or not full_size or resolve_device(params.device).type != "cpu":
+        return
+    # Per full epoch on 2 cores, measured (reports/bench/bench-cpu.json): the fast path about 5.5 min,
+    # the my_utils loop about 8.5.
+    minutes = (5.5 if use_fast(params) else 8.5) * params.epochs * runs
+    print(f"note: no GPU here; {runs} full-size run{'s' * (runs > 1)} of {params.epochs} epochs: "
+          f"about {minutes / 60:.1f} h on 2 CPU cores. `--profile smoke` checks the pipeline in "
+          f"minutes.", flush=True)
+
+
 def make_loaders(params: Params, val_size=0):
     """``(train_iter, test_iter)``: GPU-resident for the fast path, my_utils' DataLoaders otherwise;
     with ``val_size``, ``(train_iter, val_iter, test_iter)`` (the honest protocol)."""

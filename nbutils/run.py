@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .experiment import reports_root
+from .experiment import reports_root, warn_if_slow
 from .io import atomic_write_json
 from .params import from_namespace, resolve
 
@@ -132,7 +132,7 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    _warn_if_slow(params)
+    warn_if_slow(params)
     signal.signal(signal.SIGTERM, _interrupt)  # a `kill` marks the run failed, like Ctrl-C
     try:
         return 0 if execute(params, folder, injected) else 1
@@ -142,14 +142,6 @@ def main(argv=None):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"stopped by signal {signum}")
-
-
-def _warn_if_slow(params):
-    from .train import resolve_device
-    if resolve_device(params.device).type == "cpu" and params.train_subset in (0, 60_000):
-        minutes = 8 * params.epochs  # measured: ~8 min per full epoch on 2 cores (reports/bench)
-        print(f"note: no GPU here; the full training set on a CPU takes about {minutes / 60:.1f} h on 2 "
-              f"cores ({params.epochs} epochs of ~8 min). `--profile smoke` checks the pipeline in ~1 min.")
 
 
 if __name__ == "__main__":

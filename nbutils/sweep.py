@@ -265,6 +265,12 @@ def _train_recipe(spec, params, honest, keep_best):
     return history, eval_net, loss, test_iter, dataclasses.asdict(recipe)
 
 
+def unfinished(specs):
+    """The specs whose run has not finished (runs are found by what they compute, see spec_key)."""
+    done = finished_runs(Path(specs[0]["folder"]).parents[1]) if specs else {}
+    return [s for s in specs if spec_key(s) not in done]
+
+
 def _execute(specs, jobs, max_runs=None, log=print):
     """Run the unfinished specs (the first ``max_runs`` of them); a failed run is logged, not fatal.
     Returns the number that failed.
@@ -275,8 +281,7 @@ def _execute(specs, jobs, max_runs=None, log=print):
     it. Measured on an H100 with 8 at a time, a 30-epoch bf16 run took 143-173 s instead of 19 s, and
     no more runs finished per minute than one at a time would have given.
     """
-    done = finished_runs(Path(specs[0]["folder"]).parents[1]) if specs else {}
-    todo = [dict(s, jobs=jobs) for s in specs if spec_key(s) not in done]
+    todo = [dict(s, jobs=jobs) for s in unfinished(specs)]
     log(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to go, "
         f"{jobs} at a time" + ("" if max_runs is None else f", {min(max_runs, len(todo))} now"))
     todo = todo[:max_runs]
@@ -554,22 +559,31 @@ def main(argv=None):
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     if not seeds or min(seeds) < 0:
         parser.error("--seeds needs at least one seed >= 0")
+    if len(set(seeds)) < len(seeds):  # a repeated seed would count one run twice in a mean ± std
+        parser.error(f"--seeds must not repeat a seed, got {args.seeds!r}")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.max_runs is not None and args.max_runs < 0:
         parser.error(f"--max-runs must be >= 0, got {args.max_runs}")
 
-    from .experiment import reports_root
+    from .experiment import reports_root, warn_if_slow
     from .params import resolve
 
     precision = args.precision
     claims = [CLAIMS[c] for c in names]
     root = Path(args.out) if args.out else reports_root() / "ablations"
-    # The base runs the fast path explicitly, so that "graphs fp32" and the base are one run.
-    base = resolve(args.profile, device=args.device, precision=precision, fast="on").as_dict()
-    specs = plan(claims, seeds, base, root)
-    for spec in specs.values():  # every run's parameters are checked before the first one trains
-        resolve(args.profile, **{k: v for k, v in spec["params"].items() if k != "profile"})
+    try:
+        # The base runs the fast path explicitly, so that "graphs fp32" and the base are one run.
+        base_params = resolve(args.profile, device=args.device, precision=precision, fast="on")
+        base = base_params.as_dict()
+        specs = plan(claims, seeds, base, root)
+        for spec in specs.values():  # every run's parameters are checked before the first one trains
+            resolve(args.profile, **{k: v for k, v in spec["params"].items() if k != "profile"})
+    except ValueError as e:  # a bad --profile, --device or --precision
+        parser.error(str(e))
+    if not args.tables_only:
+        todo = len(unfinished(list(specs.values())))
+        warn_if_slow(base_params, runs=todo if args.max_runs is None else min(todo, args.max_runs))
     failed = 0 if args.tables_only else _execute(list(specs.values()), args.jobs, args.max_runs)
     context = dict(command=" ".join(["python3 -m nbutils sweep", *(argv or sys.argv[1:])]),
                    profile=args.profile, precision=precision,

@@ -89,3 +89,15 @@ def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path):
     with pytest.raises(ValueError, match="profile is given twice: --profile seed and -p profile smoke"):
         run.prepare("seed", {"profile": "smoke"}, name="q", root=tmp_path)
     assert not (tmp_path / "q").exists()
+
+
+def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
+    from nbutils.experiment import warn_if_slow
+    warn_if_slow(P.resolve("seed", device="cpu"), runs=2)  # the my_utils loop: ~8.5 min an epoch
+    assert "2 full-size runs of 30 epochs: about 8.5 h on 2 CPU cores" in capsys.readouterr().out
+    warn_if_slow(P.resolve("seed", device="cpu", fast="on"))
+    assert "1 full-size run of 30 epochs: about 2.8 h" in capsys.readouterr().out
+    for quiet in (P.resolve("smoke", device="cpu"), P.resolve("seed", device="cpu", train_subset=500)):
+        warn_if_slow(quiet)
+    warn_if_slow(P.resolve("seed", device="cpu"), runs=0)
+    assert capsys.readouterr().out == ""

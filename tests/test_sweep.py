@@ -198,7 +198,10 @@ def test_sweep_refuses_bad_arguments(capsys):
     assert done.returncode == 2 and "unknown ['colour']" in done.stderr
     for args, message in ((["--max-runs", "-1"], "--max-runs must be >= 0"),
                           (["--seeds", "a"], "--seeds must be comma-separated integers"),
-                          (["--jobs", "0"], "--jobs must be >= 1")):
+                          (["--jobs", "0"], "--jobs must be >= 1"),
+                          (["--seeds", "0,1,0"], "--seeds must not repeat a seed, got '0,1,0'"),
+                          (["--precision", "fp16"], "precision must be one of ['fp32', 'tf32', 'bf16']"),
+                          (["--profile", "huge"], "profile must be one of ['seed', 'smoke'], got 'huge'")):
         with pytest.raises(SystemExit) as exit_:  # in process: a torch import per case costs seconds
             sweep.main(args)
         assert exit_.value.code == 2 and message in capsys.readouterr().err
