@@ -40,6 +40,7 @@ from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device
 
 N_TRAIN, N_TEST = 60_000, 10_000
 FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured")
+MODES = ("my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16")  # in the order they run
 
 
 # ----------------------------------------------------------------------------- the 2020 baseline
@@ -173,12 +174,17 @@ def hardware(device):
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
         batch_size=128, baseline_epochs=1, stock_dropout=False):
     device = resolve_device(device)
-    if steps < 1 or eval_images < 1 or epochs < 0 or baseline_epochs < 1:
-        raise ValueError("steps, eval_images and baseline_epochs must be >= 1 and epochs >= 0")
-    root = nbdata.prepare_fashion_mnist(root)
-    modes = modes or ["my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16"]
+    for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1),
+                               ("epochs", epochs, 0), ("baseline_epochs", baseline_epochs, 1),
+                               ("batch_size", batch_size, 1)):
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
+    modes = _check_modes(modes or MODES)
     if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured, never a CPU default
         modes = [m for m in modes if m != "fast-tf32"]
+        if not modes:
+            raise ValueError("modes: fast-tf32 is a GPU mode; on a CPU choose among the others")
+    root = nbdata.prepare_fashion_mnist(root)
     rows = []
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
     for mode in modes:
@@ -206,6 +212,13 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     return result
 
 
+def _check_modes(modes, allowed=MODES, name="modes"):
+    unknown = [m for m in modes if m not in allowed]
+    if unknown:
+        raise ValueError(f"{name} must be among {list(allowed)}, got {unknown}")
+    return [m for m in MODES if m in modes]  # the fast path tunes the allocator: it runs last
+
+
 def format_table(result):
     lines = [f"{result['hardware']} | torch {result['torch']} | "
              f"batch {result['parameters']['batch_size']}",
@@ -227,7 +240,8 @@ def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None,
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     device = resolve_device(device)
-    precision = mode.split("-")[1] if mode.startswith("fast") else "fp32"
+    _check_modes([mode], [m for m in MODES if m.startswith("fast")], name="profile")
+    precision = mode.split("-")[1]
     net, opt, _ = _setup(device, 0, precision, fast=True)
     train_iter, _ = nbdata.load_data_fashion_mnist_device(
         batch_size, device, root=nbdata.prepare_fashion_mnist(root),
@@ -267,12 +281,15 @@ def main(argv=None):
     parser.add_argument("--profile", default=None, metavar="MODE",
                         help="print the kernel profile of one mode's eager step instead")
     args = parser.parse_args(argv)
-    if args.profile:
-        profile(args.profile, args.device, batch_size=args.batch_size)
-        return
-    run(args.device, args.steps, args.eval_images, args.epochs,
-        [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
-        baseline_epochs=args.baseline_epochs, stock_dropout=args.stock_dropout)
+    try:
+        if args.profile:
+            profile(args.profile, args.device, batch_size=args.batch_size)
+            return
+        run(args.device, args.steps, args.eval_images, args.epochs,
+            [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
+            baseline_epochs=args.baseline_epochs, stock_dropout=args.stock_dropout)
+    except ValueError as e:  # a bad argument, or a missing or corrupt dataset: the message says which
+        parser.error(str(e))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,23 @@ def test_bench_json_has_every_field(real_root, tmp_path):
     assert saved["parameters"]["dropout"] == "nbutils"
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "steps must be >= 1, got 0"),
+    (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+    (["--epochs", "-1"], "epochs must be >= 0, got -1"),
+    (["--modes", "fast-fp32,fast"], "modes must be among ['my_utils', 'train_ch3', 'fast-fp32', "
+                                    "'fast-tf32', 'fast-bf16'], got ['fast']"),
+    (["--profile", "my_utils"], "profile must be among ['fast-fp32', 'fast-tf32', 'fast-bf16']"),
+    pytest.param(["--device", "cpu", "--modes", "fast-tf32"], "fast-tf32 is a GPU mode",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU-only refusal")),
+])
+def test_bench_refuses_bad_arguments_before_measuring(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main([*args, "--out", str(tmp_path / "bench.json")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "bench.json").exists()
+
+
 def test_bench_stock_dropout_swaps_in_torchs_module_with_the_same_p():
     ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
     stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_dropout=True)
