@@ -30,7 +30,7 @@ __all__ = [
     "CLASS_NAMES", "FASHION_MNIST", "DatasetError", "DatasetSpec", "DeviceLoader",
     "get_dataloader_workers", "get_fashion_mnist_labels", "load_data_fashion_mnist",
     "load_data_fashion_mnist_device", "load_split", "patchify", "pixel_stats",
-    "prepare_fashion_mnist", "show_images", "subset_indices", "unpatchify",
+    "prepare_fashion_mnist", "show_images", "subset_indices", "unpatchify", "verify_fashion_mnist",
 ]
 
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat",
@@ -219,6 +219,15 @@ def prepare_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_
         f"\nGet it with `apt-get install {DEBIAN_PACKAGE}` (offline, as root), with internet access "
         f"for torchvision's download, or point NBUTILS_DATA at a folder holding FashionMNIST/raw/.")
 
+
+
+def verify_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_MNIST) -> Path:
+    """:func:`prepare_fashion_mnist`, then read both splits once (about a second), so that a truncated
+    or corrupt file is refused before a caller starts work that would stop at its first read."""
+    root = prepare_fashion_mnist(root, download, spec)
+    for train in (True, False):
+        load_split(root, train, spec)
+    return root
 
 # ----------------------------------------------------------------------------- statistics and subsets
 def pixel_stats(images: torch.Tensor):

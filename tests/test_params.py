@@ -81,7 +81,7 @@ def test_runner_refuses_an_unknown_parameter_name(tmp_path, monkeypatch, capsys)
     assert not (tmp_path / "typo").exists()
 
 
-def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path):
+def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path, real_root):
     params, folder, injected = run.prepare(overrides={"profile": "smoke", "epochs": 2}, name="p",
                                            root=tmp_path)
     assert (params.profile, params.epochs, params.train_subset) == ("smoke", 2, 256)
@@ -101,3 +101,24 @@ def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
         warn_if_slow(quiet)
     warn_if_slow(P.resolve("seed", device="cpu"), runs=0)
     assert capsys.readouterr().out == ""
+
+
+def test_runner_refuses_a_corrupt_dataset_before_making_a_folder(tmp_path):
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"not an idx file")
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte: not an IDX images file"):
+        run.prepare("smoke", {"data_root": str(tmp_path / "data")}, name="r", root=tmp_path)
+    assert not (tmp_path / "r").exists()
+
+
+def test_runner_makes_relative_paths_mean_what_they_meant_where_typed(tmp_path, real_root, monkeypatch):
+    # The notebooks run inside the run folder, where "d" would name another folder.
+    (tmp_path / "d").symlink_to(real_root, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    params, _, injected = run.prepare("smoke", {"data_root": "d", "checkpoint_dir": "ck"}, name="r",
+                                      root=tmp_path / "reports")
+    assert params.data_root == injected["data_root"] == str(real_root.resolve())
+    assert params.checkpoint_dir == str(tmp_path.resolve() / "ck")
