@@ -3,10 +3,11 @@
     python3 -m nbutils reproduce [--profile seed|smoke] [-f params.yaml] [-p NAME VALUE]... [--name RUN]
 
 The parameters are validated here first (the notebooks validate them again), and the dataset is read
-once, so a bad value or a missing or corrupt file fails before any notebook runs. The run folder ``reports/<name>/`` (default ``<profile>-<timestamp>``) gets
-the executed notebooks, ``params.json`` and ``status.json``; the notebooks add history, checkpoint,
-metrics and figures. A failed cell stops the run: papermill's failed notebook stays in the folder and
-``status.json`` says ``failed``. A folder holding a finished run is never written into again.
+once, so a bad value or a missing or corrupt file fails before any notebook runs. The run folder
+``reports/<name>/`` (default ``<profile>-<timestamp>``) gets the executed notebooks, ``params.json``
+and ``status.json``; the notebooks add history, checkpoint, metrics and figures. A failed cell stops
+the run: papermill's failed notebook stays in the folder and ``status.json`` says ``failed``. A folder
+holding a finished run is never written into again.
 """
 from __future__ import annotations
 
@@ -69,12 +70,12 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     if profile not in (None, given):
         raise ValueError(f"profile is given twice: --profile {profile} and -p profile {given}")
     profile = given or "seed"
-    # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
-    # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
     # The notebooks run inside the run folder: a relative path must keep the meaning it had here.
     for key in ("data_root", "checkpoint_dir"):
         if isinstance(overrides.get(key), str) and overrides[key]:
             overrides[key] = str(Path(overrides[key]).expanduser().resolve())
+    # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
+    # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
     params = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
     verify_fashion_mnist(params.data_root or None)  # a missing or corrupt file stops here, not in 01
     injected = dict(overrides, profile=profile)
