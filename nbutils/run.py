@@ -27,7 +27,8 @@ from .experiment import reports_root, warn_if_slow
 from .io import atomic_write_json
 from .params import from_namespace, resolve
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO / "notebooks"
 STATUS = "status.json"
 
 
@@ -70,10 +71,11 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     if profile not in (None, given):
         raise ValueError(f"profile is given twice: --profile {profile} and -p profile {given}")
     profile = given or "seed"
-    # The notebooks run inside the run folder: a relative path must keep the meaning it had here.
+    # The notebooks run inside the run folder, so a relative path is made absolute here, from the
+    # repository root (where the commands run), never from whatever the current directory is.
     for key in ("data_root", "checkpoint_dir"):
         if isinstance(overrides.get(key), str) and overrides[key]:
-            overrides[key] = str(Path(overrides[key]).expanduser().resolve())
+            overrides[key] = str((REPO / Path(overrides[key]).expanduser()).resolve())
     # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
     # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
     params = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made

@@ -1,4 +1,6 @@
 """Bad parameters are refused before any work, with the parameter and what is allowed."""
+import os
+
 import pytest
 import torch
 
@@ -114,11 +116,11 @@ def test_runner_refuses_a_corrupt_dataset_before_making_a_folder(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_runner_makes_relative_paths_mean_what_they_meant_where_typed(tmp_path, real_root, monkeypatch):
-    # The notebooks run inside the run folder, where "d" would name another folder.
-    (tmp_path / "d").symlink_to(real_root, target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
-    params, _, injected = run.prepare("smoke", {"data_root": "d", "checkpoint_dir": "ck"}, name="r",
-                                      root=tmp_path / "reports")
+def test_runner_resolves_relative_paths_from_the_repository_root(tmp_path, real_root, monkeypatch):
+    # The notebooks run inside the run folder, where a relative path would name another folder.
+    monkeypatch.chdir(tmp_path)  # and the current directory must not matter either
+    relative = os.path.relpath(real_root, run.REPO)
+    params, _, injected = run.prepare("smoke", {"data_root": relative, "checkpoint_dir": "ck"},
+                                      name="r", root=tmp_path / "reports")
     assert params.data_root == injected["data_root"] == str(real_root.resolve())
-    assert params.checkpoint_dir == str(tmp_path.resolve() / "ck")
+    assert params.checkpoint_dir == str(run.REPO / "ck") and not (run.REPO / "ck").exists()
