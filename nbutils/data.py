@@ -242,7 +242,7 @@ def pixel_stats(images: torch.Tensor):
 
 
 def subset_indices(n_total: int, n: int, seed: int = 0) -> torch.Tensor:
-    """The first ``n`` of a seeded permutation of ``range(n_total)``; ``n == 0`` means everything, in order."""
+    """The first ``n`` of a seeded permutation of ``range(n_total)``; ``n == 0`` means all, in order."""
     if n < 0 or n > n_total:
         raise ValueError(f"subset size must be between 0 (all) and {n_total}, got {n}")
     if n == 0:
