@@ -220,7 +220,6 @@ def prepare_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_
         f"for torchvision's download, or point NBUTILS_DATA at a folder holding FashionMNIST/raw/.")
 
 
-
 def verify_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_MNIST) -> Path:
     """:func:`prepare_fashion_mnist`, then read both splits once (about a second), so that a truncated
     or corrupt file is refused before a caller starts work that would stop at its first read."""
@@ -228,6 +227,7 @@ def verify_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_M
     for train in (True, False):
         load_split(root, train, spec)
     return root
+
 
 # ----------------------------------------------------------------------------- statistics and subsets
 def pixel_stats(images: torch.Tensor):

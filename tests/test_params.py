@@ -6,6 +6,7 @@ import torch
 
 from nbutils import params as P
 from nbutils import run
+from nbutils.data import RAW_FILES
 
 
 @pytest.mark.parametrize("given, message", [
@@ -108,8 +109,7 @@ def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
 def test_runner_refuses_a_corrupt_dataset_before_making_a_folder(tmp_path):
     raw = tmp_path / "data" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for name in RAW_FILES:
         (raw / name).write_bytes(b"not an idx file")
     with pytest.raises(ValueError, match="train-images-idx3-ubyte: not an IDX images file"):
         run.prepare("smoke", {"data_root": str(tmp_path / "data")}, name="r", root=tmp_path)
