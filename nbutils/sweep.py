@@ -341,13 +341,18 @@ def _metrics_for(claim, overrides, seed, finished, base_params):
     return finished.get(spec_key(_spec("", dict(overrides), seed, base_params)))
 
 
-def summarize(claim, seeds, root: Path, base_params):
-    """The claim's rows (label, n, final mean/std, max mean/std, seconds), or None if incomplete."""
+def summarize(claim, seeds, root: Path, base_params, partial=False):
+    """The claim's rows (label, n, final mean/std, max mean/std, seconds), or None if incomplete.
+
+    ``partial=True`` returns the rows whose seeds have all finished, however many (None if none).
+    """
     finished = finished_runs(root)
     rows = []
     for label, overrides in claim.variants:
         found = [_metrics_for(claim, overrides, s, finished, base_params) for s in seeds]
         if any(m is None for m in found):
+            if partial:
+                continue
             return None
         final, final_sd = _stats([m["final_test_acc"] for m in found])
         top, top_sd = _stats([m.get("max_test_acc") for m in found])
@@ -359,7 +364,7 @@ def summarize(claim, seeds, root: Path, base_params):
                          ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
                          jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
                          lr_cut=_count(_lr_was_cut(m) for m in found)))
-    return rows
+    return rows or None
 
 
 def _lr_was_cut(metrics):
@@ -484,8 +489,7 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
         rows = summarize(claim, seeds, root, base_params)
         text += [f"## {claim.key}: {claim.statement}", ""]
         if rows is None:
-            text += ["Not all of this claim's runs have finished, so it has no table yet.", ""]
-            report["claims"][claim.key] = None
+            text += _partial_section(claim, seeds, root, base_params, report)
             continue
         said = verdict(claim, rows)
         plot_claim(claim, rows, root / f"{claim.key}.png")
@@ -496,6 +500,26 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
     atomic_write_text(root / "README.md", "\n".join(text))
     atomic_write_json(root / "ablations.json", report)
     return report
+
+
+def _partial_section(claim, seeds, root, base_params, report):
+    """An unfinished claim: the rows that have all their seeds, and no verdict. A verdict compares
+    every row, so it waits; the finished rows are shown because a row can answer its own question
+    (the recipe's first row against the 93 % target) and cost GPU time to get."""
+    rows = summarize(claim, seeds, root, base_params, partial=True)
+    if rows is None:
+        report["claims"][claim.key] = None
+        return ["Not all of this claim's runs have finished, so it has no table yet.", ""]
+    done = {r["label"] for r in rows}
+    missing = [label for label, _ in claim.variants if label not in done]
+    report["claims"][claim.key] = dict(statement=claim.statement, verdict=None, rows=rows,
+                                       missing=missing)
+    return [_partial_note(missing), "", format_table(claim, rows), "", table_notes(rows), ""]
+
+
+def _partial_note(missing):
+    return (f"Not all of this claim's runs have finished, so it has no verdict yet. The rows below have "
+            f"all their seeds; still missing: {', '.join(missing)}.")
 
 
 # ----------------------------------------------------------------------------- notebook 06
@@ -521,8 +545,10 @@ def show_report(report, folder=""):
             display(Markdown(f"### {CLAIMS[key].statement}\n\nNo table yet: not all of this claim's "
                              f"runs have finished (`python3 -m nbutils sweep --claims {key}`)."))
             continue
+        said = (f"**Verdict:** {claim['verdict']}" if claim["verdict"] is not None
+                else _partial_note(claim["missing"]))
         display(Markdown(f"### {claim['statement']}\n\n{format_table(None, claim['rows'])}\n\n"
-                         f"{table_notes(claim['rows'])}\n\n**Verdict:** {claim['verdict']}"))
+                         f"{table_notes(claim['rows'])}\n\n{said}"))
         if (folder / f"{key}.png").exists():
             display(Image(filename=str(folder / f"{key}.png")))
 
@@ -592,9 +618,17 @@ def main(argv=None):
                             f"row says otherwise")
     report = write_tables(claims, seeds, root, context, base)
     for key, claim in report["claims"].items():
-        print(f"{key}: {claim['verdict'] if claim else 'incomplete'}")
+        print(f"{key}: {_status(claim)}")
     print(f"written: {root / 'README.md'}")
     return 1 if failed else 0
+
+
+def _status(claim):
+    if claim is None:
+        return "incomplete"
+    if claim["verdict"] is None:
+        return f"incomplete ({len(claim['rows'])} of its rows finished)"
+    return claim["verdict"]
 
 
 if __name__ == "__main__":

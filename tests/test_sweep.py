@@ -116,6 +116,27 @@ def test_a_missing_seed_leaves_the_claim_without_a_table(tmp_path):
     assert "has no table yet" in (tmp_path / "README.md").read_text()
 
 
+def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path, monkeypatch):
+    claim = sweep.CLAIMS["scheduler"]
+    for seed in (0, 1, 2):
+        fake_run(tmp_path, "report protocol", seed, 0.89 + seed / 1000)
+    fake_run(tmp_path, "no scheduler", 0, 0.95, scheduler="none")  # seeds 1 and 2 missing
+    rows = sweep.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"), partial=True)
+    assert [r["label"] for r in rows] == ["report protocol"] and rows[0]["final"] == pytest.approx(0.891)
+    report = sweep.write_tables([claim], [0, 1, 2], tmp_path, dict(command="test", protocol="p"),
+                                base(fast="on"))
+    shown = report["claims"]["scheduler"]
+    assert shown["verdict"] is None and shown["missing"] == ["no scheduler"]
+    text = (tmp_path / "README.md").read_text()
+    assert "no verdict yet" in text and "| report protocol | 3 | 89.10 ± 0.10 |" in text
+    assert "**Verdict:**" not in text and "| no scheduler |" not in text
+    assert not (tmp_path / "scheduler.png").exists()
+    shown_md = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown_md.append(obj.data))
+    sweep.show_report(report, tmp_path)
+    assert "still missing: no scheduler" in shown_md[0] and "89.10 ± 0.10" in shown_md[0]
+
+
 def test_epochs_rows_are_prefixes_of_the_long_run(tmp_path):
     claim = sweep.CLAIMS["epochs"]
     history = [dict(epoch=e, test_acc=e / 1000) for e in range(1, 201)]
