@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from .data import IMAGE_SIZE, _check_patch_size, patchify
 
-__all__ = ["EMA", "INGREDIENTS", "Augment", "PatchMixer", "Recipe", "WarmupCosine", "make_recipe"]
+__all__ = ["EMA", "INGREDIENTS", "Augment", "PatchMixer", "Recipe", "WarmupCosine", "default_precision",
+           "make_recipe"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +185,16 @@ class EMA:
 
 
 # ----------------------------------------------------------------------------- putting it together
+def default_precision(device="auto"):
+    """The recipe's bf16 autocast on a GPU with bf16 units (compute capability 8.0 on: A100, H100,
+    L4...); fp32 elsewhere, where bf16 is emulated: about 20 times slower on this bundle's CPU (see
+    the README's Speed section), and slow on Colab's default T4."""
+    from .train import resolve_device
+    device = resolve_device(device)
+    native = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+    return "bf16" if native else "fp32"
+
+
 def make_recipe(recipe: Recipe, device, steps_per_epoch, background=0.0):
     """``(net, eval_net, loss, optimizer, scheduler, hooks)`` for :class:`~nbutils.fast.FastTrainer`.
 

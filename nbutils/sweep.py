@@ -41,8 +41,8 @@ from pathlib import Path
 from .io import atomic_write_json, atomic_write_text
 from .recipe import INGREDIENTS
 
-__all__ = ["CLAIMS", "Claim", "ablations_folder", "load_report", "main", "plan", "run_one",
-           "show_report", "summarize", "verdict"]
+__all__ = ["CLAIMS", "Claim", "ablations_folder", "load_report", "main", "plan", "recipe_spec",
+           "run_one", "show_report", "summarize", "verdict"]
 
 VAL_SIZE = 5000
 SEEDS = (0, 1, 2)
@@ -177,8 +177,11 @@ def val_size_for(params):
 
 
 # ----------------------------------------------------------------------------- one run
-def run_one(spec):
-    """Train one run folder (in this process) and write its params, history and metrics."""
+def run_one(spec, animator=None):
+    """Train one run folder (in this process) and write its params, history and metrics.
+
+    ``animator`` (:func:`~nbutils.train.training_animator`) plots it live, as in notebook 07.
+    """
     from .experiment import environment, write_history
     from .params import Params
     from .train import History, evaluate
@@ -195,7 +198,7 @@ def run_one(spec):
             best.update(val_acc=history[-1]["val_acc"], epoch=history[-1]["epoch"],
                         state={k: v.detach().clone() for k, v in eval_net.state_dict().items()})
 
-    history, eval_net, loss, test_iter, recipe = train(spec, params, honest, keep_best)
+    history, eval_net, loss, test_iter, recipe = train(spec, params, honest, keep_best, animator)
     metrics = dict(label=spec["label"], seed=params.seed, protocol=spec["protocol"],
                    scheduler=spec["scheduler"], ingredient=spec["recipe"], epochs_run=len(history),
                    jobs=spec.get("jobs", 1),
@@ -217,13 +220,13 @@ def run_one(spec):
     return metrics
 
 
-def _train_coursework(spec, params, honest, keep_best):
+def _train_coursework(spec, params, honest, keep_best, animator=None):
     """The coursework's model through notebook 04's code: ``(history, net, loss, test_iter, None)``."""
     from .experiment import build, fit_params, make_loaders
 
     train_iter, *val, test_iter = make_loaders(params, val_size_for(params) if honest else 0)
     net, loss, optimizer, scheduler = build(params)
-    history = fit_params(params, net, train_iter, test_iter, loss, optimizer, animator=None,
+    history = fit_params(params, net, train_iter, test_iter, loss, optimizer, animator=animator,
                          scheduler=None if spec["scheduler"] == "none" else scheduler,
                          on_epoch_end=lambda h: keep_best(h, net),
                          val_iter=val[0] if val else None)
@@ -241,7 +244,19 @@ def recipe_for(params, ingredient):
     return Recipe(**INGREDIENTS[ingredient], precision=params.precision, **short)
 
 
-def _train_recipe(spec, params, honest, keep_best):
+def recipe_spec(params, ingredient="full recipe"):
+    """One row of the recipe's table as a run of its own (notebook 07): the sweep's spec for
+    ``params`` (:class:`~nbutils.params.Params`, its precision kept), trained into ``run_dir``, else
+    ``<reports>/recipe-<profile>/``. An unknown ingredient is refused here, before any work."""
+    from .experiment import reports_root
+    recipe_for(params, ingredient)
+    folder = Path(params.run_dir).expanduser() if params.run_dir else \
+        reports_root() / f"recipe-{params.profile}"
+    return dict(_spec(ingredient, {"recipe": ingredient}, params.seed, params.as_dict()),
+                folder=str(folder))
+
+
+def _train_recipe(spec, params, honest, keep_best, animator=None):
     """The stronger recipe, honest protocol: ``(history, evaluated net, loss, test_iter, recipe)``."""
     import torch
 
@@ -260,7 +275,7 @@ def _train_recipe(spec, params, honest, keep_best):
                                                                    background)
     trainer = FastTrainer(net, loss, optimizer, device, recipe.precision, eval_net=eval_net, **hooks)
     history = fit(net, train_iter, test_iter, loss, recipe.epochs, optimizer, scheduler, device,
-                  train_epoch=trainer.train_epoch, evaluate_fn=trainer.evaluate,
+                  animator, train_epoch=trainer.train_epoch, evaluate_fn=trainer.evaluate,
                   on_epoch_end=lambda h: keep_best(h, eval_net), val_iter=val_iter)
     return history, eval_net, loss, test_iter, dataclasses.asdict(recipe)
 
@@ -529,12 +544,15 @@ def load_report(folder=""):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def show_report(report, folder=""):
-    """Notebook 06's display: per claim, the table, the machine, the verdict and the plot."""
+def show_report(report, folder="", keys=None):
+    """Notebook 06's display: per claim (or those in ``keys``), the table, the machine, the verdict
+    and the plot."""
     from IPython.display import Image, Markdown, display
 
     folder = ablations_folder(folder)
     for key, claim in report["claims"].items():
+        if keys is not None and key not in keys:
+            continue
         if claim is None:
             display(Markdown(f"### {CLAIMS[key].statement}\n\nNo table yet: not all of this claim's "
                              f"runs have finished (`python3 -m nbutils sweep --claims {key}`)."))

@@ -280,14 +280,18 @@ class History(list):
                 for (_, before), (epoch, after) in zip(lrs, lrs[1:]) if after < before]
 
 
-def training_animator(num_epochs, live=None):
-    """The live plot of ``train_ch3``: my_utils' three curves, plus the learning rate beside them."""
+def training_animator(num_epochs, live=None, eval_label="test acc", lr_scale="log"):
+    """The live plot of ``train_ch3``: my_utils' three curves, plus the learning rate beside them.
+
+    ``eval_label`` "val acc" for the honest protocol, whose per-epoch evaluation is the validation
+    split; ``lr_scale`` "linear" for a schedule that decays to zero (a log axis cannot show 0).
+    """
     from .plotting import Animator
     animator = Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)], ylim=[0.2, 1.0],
-                        legend=["train loss", "train acc", "test acc"], ncols=2, figsize=(7, 2.6),
+                        legend=["train loss", "train acc", eval_label], ncols=2, figsize=(7, 2.6),
                         live=live)
     animator.config(1, xlabel="epoch", ylabel="learning rate", xlim=[1, max(num_epochs, 2)],
-                    yscale="log")
+                    yscale=lr_scale)
     return animator
 
 

@@ -20,13 +20,15 @@ def code_cells(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
-# Notebooks 01-05 (the five tasks) take every run parameter; 06 takes the sweep's.
+# Notebooks 01-05 (the five tasks) take every run parameter; 06 takes the sweep's, 07 the recipe's.
 OWN_PARAMETERS = {"06_ablations.ipynb": {"run_sweep", "claims", "seeds", "profile", "jobs",
-                                         "ablations_dir"}}
+                                         "ablations_dir"},
+                  "07_recipe.ipynb": {"profile", "ingredient", "seed", "device", "precision",
+                                      "data_root", "run_dir", "live_plot", "ablations_dir"}}
 
 
-def test_the_five_tasks_and_the_ablations_are_there():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+def test_the_five_tasks_the_ablations_and_the_recipe_are_there():
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -84,3 +86,12 @@ def test_ablations_notebook_parameters_reach_the_sweep_command():
     exec(cell.source, values)
     assert values["claims"] == "all" and values["seeds"] == ",".join(map(str, sweep.SEEDS))
     assert set(values["claims"].split(",")) <= set(sweep.CLAIMS) | {"all"} and values["jobs"] == 1
+
+
+def test_recipe_notebook_defaults_are_the_sweeps_first_row():
+    from nbutils.recipe import INGREDIENTS
+    cell = next(c for c in load(NOTEBOOKS[6]).cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    exec(cell.source, values)
+    assert values["ingredient"] == next(iter(INGREDIENTS)) == "full recipe"
+    assert values["precision"] == "" and values["seed"] == 0  # "": bf16 only where the GPU has it

@@ -135,6 +135,8 @@ def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path,
     monkeypatch.setattr("IPython.display.display", lambda obj: shown_md.append(obj.data))
     sweep.show_report(report, tmp_path)
     assert "still missing: no scheduler" in shown_md[0] and "89.10 ± 0.10" in shown_md[0]
+    sweep.show_report(report, tmp_path, keys=["recipe"])  # notebook 07 shows only its own claim
+    assert len(shown_md) == 1
 
 
 def test_epochs_rows_are_prefixes_of_the_long_run(tmp_path):
@@ -238,3 +240,19 @@ def test_recipe_run_is_honest_and_records_its_recipe(tmp_path):
     assert (tmp_path / "runs" / "no-ema-s0" / "metrics.json").exists()
     with pytest.raises(ValueError, match="recipe must be one of"):
         sweep.recipe_for(nb.params.Params(), "more layers")
+
+
+def test_recipe_spec_is_one_row_of_the_recipe_table_in_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBUTILS_REPORTS", str(tmp_path))
+    params = resolve("smoke", device="cpu", fast="on", seed=2)
+    spec = sweep.recipe_spec(params, "no EMA")
+    assert spec["folder"] == str(tmp_path / "recipe-smoke") and spec["protocol"] == "honest"
+    assert spec["recipe"] == "no EMA" and spec["params"]["seed"] == 2
+    assert spec["params"]["precision"] == "fp32" == nb.recipe.default_precision("cpu")
+    # the same computation as the sweep's row, so its key is the row's key
+    row = sweep._spec("no EMA", {"recipe": "no EMA"}, 2, params.as_dict())
+    assert sweep.spec_key(spec) == sweep.spec_key(row)
+    assert sweep.recipe_spec(resolve("smoke", device="cpu", run_dir=str(tmp_path / "r")))["folder"] == \
+        str(tmp_path / "r")
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        sweep.recipe_spec(params, "more layers")
