@@ -249,7 +249,8 @@ def recipe_spec(params, ingredient="full recipe"):
     ``params`` (:class:`~nbutils.params.Params`, its precision kept), trained into ``run_dir``, else
     ``<reports>/recipe-<profile>/``. An unknown ingredient is refused here, before any work."""
     from .experiment import reports_root
-    recipe_for(params, ingredient)
+    if ingredient not in INGREDIENTS:
+        raise ValueError(f"ingredient must be one of {list(INGREDIENTS)}, got {ingredient!r}")
     folder = Path(params.run_dir).expanduser() if params.run_dir else \
         reports_root() / f"recipe-{params.profile}"
     return dict(_spec(ingredient, {"recipe": ingredient}, params.seed, params.as_dict()),

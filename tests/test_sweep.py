@@ -254,5 +254,5 @@ def test_recipe_spec_is_one_row_of_the_recipe_table_in_its_own_folder(tmp_path, 
     assert sweep.spec_key(spec) == sweep.spec_key(row)
     assert sweep.recipe_spec(resolve("smoke", device="cpu", run_dir=str(tmp_path / "r")))["folder"] == \
         str(tmp_path / "r")
-    with pytest.raises(ValueError, match="recipe must be one of"):
+    with pytest.raises(ValueError, match=r"ingredient must be one of \['full recipe', 'no residual'"):
         sweep.recipe_spec(params, "more layers")
