@@ -77,6 +77,19 @@ def test_results_table_flags_interrupted_and_skips_empty(reports):
     assert results.run_state(dead) == "running"
 
 
+def test_results_table_lists_a_recipe_run_with_its_own_settings(reports):
+    """Notebook 07's run folder: the recipe's batch, lr and optimizer, and no max (one test)."""
+    from nbutils import sweep
+    from nbutils.params import resolve
+    params = resolve("smoke", device="cpu", fast="on", train_subset=120, test_subset=100)
+    sweep.run_one(sweep.recipe_spec(params, "no EMA"))
+    (row,) = results.collect(reports)
+    assert row["run"] == "recipe-smoke" and row["status"] == "interactive"
+    assert (row["batch"], row["optimizer"], row["init"]) == (256, "adamw", "recipe: no EMA")
+    assert row["max test acc (epoch)"] == "– (one test)" and row["final test acc"].endswith(" %")
+    assert "| recipe-smoke | interactive |" in results.write_results_table(reports).read_text()
+
+
 def test_papermill_wrong_type_stops_at_the_validation_cell(tmp_path):
     """`papermill ... -p epochs ten`: the cell after the parameters names the parameter."""
     import papermill as pm
