@@ -71,7 +71,7 @@ INGREDIENTS = {
     "ReLU for GELU": {"activation": "relu"},
     "narrow MLPs": {"token_hidden": 64, "channel_hidden": 256},
     "no label smoothing": {"label_smoothing": 0.0},
-    "Adam 1e-3, no schedule": {"optimizer": "adam"},
+    "Adam 1e-3, no schedule": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4},
     "no augmentation": {"augment": False},
     "no EMA": {"ema_decay": 0.0},
 }
@@ -217,9 +217,10 @@ def make_recipe(recipe: Recipe, device, steps_per_epoch, background=0.0):
                                               recipe.warmup_epochs * steps_per_epoch,
                                               recipe.epochs * steps_per_epoch)
         scheduler = None
-    else:  # the coursework's optimizer and scheduler, on this model
-        lr = torch.tensor(1e-3, device=device) if cuda else 1e-3
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=5e-4, **fused)
+    else:  # the coursework's Adam and plateau scheduler (its ingredient sets lr 1e-3, decay 5e-4)
+        lr = torch.tensor(recipe.lr, device=device) if cuda else recipe.lr
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=recipe.weight_decay,
+                                     **fused)
         scheduler = make_scheduler(optimizer)
     eval_net = net
     if recipe.ema_decay:

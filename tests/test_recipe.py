@@ -20,6 +20,15 @@ def test_patch_mixer_shapes_and_ingredients():
         Recipe(norm="groupnorm")
 
 
+def test_the_adam_row_trains_the_coursework_way_and_records_it():
+    recipe = Recipe(dim=32, depth=1, **INGREDIENTS["Adam 1e-3, no schedule"])
+    assert (recipe.lr, recipe.weight_decay) == (1e-3, 5e-4)  # what a run's metrics record
+    _, _, _, opt, scheduler, hooks = make_recipe(recipe, "cpu", steps_per_epoch=10)
+    assert type(opt) is torch.optim.Adam and hooks["before_update"] is None
+    assert (opt.param_groups[0]["lr"], opt.param_groups[0]["weight_decay"]) == (1e-3, 5e-4)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
 def test_augment_shifts_and_flips_within_the_padding():
     torch.manual_seed(0)
     X = torch.arange(28 * 28, dtype=torch.float).reshape(1, 1, 28, 28).repeat(64, 1, 1, 1)
