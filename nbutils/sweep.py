@@ -94,7 +94,9 @@ def run_key(params: dict, protocol="report", scheduler="plateau", recipe=None):
     """What a run computes, as text: the training parameters, the run options and the seed.
 
     Runs are found by this key, not by folder name, so a finished run serves every claim and every
-    later sweep that asks for the same computation, whatever its folder is called.
+    later sweep that asks for the same computation, whatever its folder is called. ``recipe`` is the
+    recipe's every setting (a dict, None for the coursework's model), not its row's name: a run made
+    before the recipe changed is not the new recipe's run.
     """
     from .params import TRAINING_KEYS
     return json.dumps(dict({k: params[k] for k in TRAINING_KEYS}, protocol=protocol,
@@ -102,7 +104,15 @@ def run_key(params: dict, protocol="report", scheduler="plateau", recipe=None):
 
 
 def spec_key(spec):
-    return run_key(spec["params"], spec["protocol"], spec["scheduler"], spec["recipe"])
+    return run_key(spec["params"], spec["protocol"], spec["scheduler"], recipe_settings(spec))
+
+
+def recipe_settings(spec):
+    """The settings a recipe run trains with (what its metrics record as ``recipe``), or None."""
+    from .params import Params
+    if not spec["recipe"]:
+        return None
+    return dataclasses.asdict(recipe_for(Params(**spec["params"]), spec["recipe"]))
 
 
 def finished_runs(root: Path):
@@ -114,7 +124,7 @@ def finished_runs(root: Path):
         except (OSError, ValueError):
             continue
         key = run_key(m["params"], m.get("protocol", "report"), m.get("scheduler", "plateau"),
-                      m.get("ingredient"))
+                      m.get("recipe"))
         found[key] = dict(m, folder=str(path.parent))
     return found
 

@@ -56,7 +56,8 @@ def fake_run(root, label, seed, final, top=None, history=None, seconds=10.0, **o
         atomic_write_json(folder / "history.json", history)
     atomic_write_json(folder / "metrics.json", dict(
         final_test_acc=final, max_test_acc=top or final, train_seconds=seconds, params=spec["params"],
-        protocol=spec["protocol"], scheduler=spec["scheduler"], ingredient=spec["recipe"]))
+        protocol=spec["protocol"], scheduler=spec["scheduler"], ingredient=spec["recipe"],
+        recipe=sweep.recipe_settings(spec)))
     return folder
 
 
@@ -137,6 +138,19 @@ def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path,
     assert "still missing: no scheduler" in shown_md[0] and "89.10 ± 0.10" in shown_md[0]
     sweep.show_report(report, tmp_path, keys=["recipe"])  # notebook 07 shows only its own claim
     assert len(shown_md) == 1
+
+
+def test_a_recipe_run_is_found_by_its_settings_not_its_name(tmp_path, monkeypatch):
+    """A run made before the recipe changed must not stand in the new recipe's table."""
+    claim = sweep.CLAIMS["recipe"]
+    specs = sweep.plan([claim], [0], base(fast="on"), tmp_path)
+    first = next(iter(specs.values()))
+    fake_run(tmp_path, "full recipe", 0, 0.93, recipe="full recipe", precision="bf16")
+    assert sweep.spec_key(first) in sweep.finished_runs(tmp_path)
+    assert len(sweep.unfinished(list(specs.values()))) == len(specs) - 1
+    monkeypatch.setitem(sweep.INGREDIENTS, "full recipe", {"epochs": 50})  # the recipe changes
+    assert sweep.spec_key(first) not in sweep.finished_runs(tmp_path)
+    assert len(sweep.unfinished(list(specs.values()))) == len(specs)
 
 
 def test_epochs_rows_are_prefixes_of_the_long_run(tmp_path):
