@@ -23,11 +23,10 @@ from pathlib import Path
 import yaml
 
 from .data import verify_fashion_mnist
-from .experiment import reports_root, warn_if_slow
+from .experiment import REPO, reports_root, warn_if_slow
 from .io import atomic_write_json
 from .params import from_namespace, resolve
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO / "notebooks"
 STATUS = "status.json"
 

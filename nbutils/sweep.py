@@ -243,13 +243,14 @@ def _train_coursework(spec, params, honest, keep_best, animator=None):
     return history, net, loss, test_iter, None
 
 
-def recipe_for(params, ingredient):
+def recipe_for(params, ingredient, name="recipe"):
     """The :class:`~nbutils.recipe.Recipe` of one row of the recipe's ablation. A training subset
-    (the smoke profile) trains for the profile's epochs instead, without warm-up."""
-    from .recipe import INGREDIENTS, Recipe
+    (the smoke profile) trains for the profile's epochs instead, without warm-up. An unknown row is
+    refused with ``name``, the caller's word for it."""
+    from .recipe import Recipe
 
     if ingredient not in INGREDIENTS:
-        raise ValueError(f"recipe must be one of {list(INGREDIENTS)}, got {ingredient!r}")
+        raise ValueError(f"{name} must be one of {list(INGREDIENTS)}, got {ingredient!r}")
     short = dict(epochs=params.epochs, warmup_epochs=0) if params.train_subset else {}
     return Recipe(**INGREDIENTS[ingredient], precision=params.precision, **short)
 
@@ -259,8 +260,7 @@ def recipe_spec(params, ingredient="full recipe"):
     ``params`` (:class:`~nbutils.params.Params`, its precision kept), trained into ``run_dir``, else
     ``<reports>/recipe-<profile>/``. An unknown ingredient is refused here, before any work."""
     from .experiment import reports_root
-    if ingredient not in INGREDIENTS:
-        raise ValueError(f"ingredient must be one of {list(INGREDIENTS)}, got {ingredient!r}")
+    recipe_for(params, ingredient, name="ingredient")
     folder = Path(params.run_dir).expanduser() if params.run_dir else \
         reports_root() / f"recipe-{params.profile}"
     return dict(_spec(ingredient, {"recipe": ingredient}, params.seed, params.as_dict()),
