@@ -1,8 +1,9 @@
 """nbutils: the course's my_utils (d2l, 2020) ported with GPU support, plus the coursework's model.
 
 The my_utils names work as before: ``from nbutils import load_data_fashion_mnist, train_ch3, Animator``.
-One module per concern: data, model, train, fast, evaluation, plotting, params, checkpoint,
-experiment (a run from parameters), run (papermill), results, bench, io.
+One module per concern: data, model (cpu: its CPU kernels), train, fast, evaluation, plotting,
+params, checkpoint, experiment (a run from parameters), run (papermill), results, bench, sweep
+(ablations), recipe (the stronger model), io.
 
 Names are imported lazily, so ``python -m nbutils`` can set up a bare machine (install the
 requirements, fetch the data) before torch is importable.
@@ -29,7 +30,8 @@ _EXPORTS = {
               "training_animator", "try_all_gpus", "try_gpu"],
     "evaluation": ["confusion_matrix", "misclassified", "per_class_accuracy", "predict", "predict_ch3",
                    "report_lines"],
-    "fast": ["FastTrainer", "make_fast_optimizer", "train_fast", "tune_cpu_allocator"],
+    "fast": ["FastTrainer", "make_fast_optimizer", "train_fast"],
+    "cpu": ["tune_cpu_allocator"],
     "params": ["Params", "from_namespace", "resolve"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

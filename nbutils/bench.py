@@ -16,8 +16,9 @@ images; with ``--epochs N`` (GPU) the fast modes run and time the whole protocol
 two DataLoader loops run ``--baseline-epochs`` full epochs (default 1: they cost minutes) whose mean is
 projected to 30. The table is printed and the JSON written to ``--out`` (default
 ``reports/bench/bench-<device>.json``). ``--profile MODE`` prints where the device time of one eager
-training step goes instead (torch.profiler, top kernels). ``--stock-dropout`` puts torch's
-``nn.Dropout`` back into the model, to measure what :class:`nbutils.model.Dropout` saves on a CPU.
+training step goes instead (torch.profiler, top kernels). ``--stock-dropout`` and ``--stock-linear``
+put torch's ``nn.Dropout`` and ``nn.Linear`` back into the model, to measure what
+:class:`nbutils.cpu.Dropout` and :class:`nbutils.cpu.Linear` save on a CPU.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from torch import nn
 from . import data as nbdata
 from .fast import EVAL_BATCH_SIZE, FastTrainer, make_fast_optimizer
 from .io import atomic_write_json
-from .model import Dropout, NeuralNetwork, init_weights
+from .cpu import Dropout, Linear
+from .model import NeuralNetwork, init_weights
 from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device, train_epoch_ch3
 
 N_TRAIN, N_TEST = 60_000, 10_000
@@ -77,13 +79,18 @@ def _my_utils_evaluate(net, test_iter, loss, device):
 
 
 # ----------------------------------------------------------------------------- one mode
-def _setup(device, seed, precision, fast, stock_dropout=False):
+def _setup(device, seed, precision, fast, stock_dropout=False, stock_linear=False):
     torch.manual_seed(seed)
     net = init_weights(NeuralNetwork()).to(device)
-    if stock_dropout:  # what nbutils.model.Dropout saves on a CPU (on CUDA it is the stock one)
-        for name, module in net.named_children():
-            if isinstance(module, Dropout):
-                setattr(net, name, nn.Dropout(module.p))
+    # What nbutils.cpu's modules save on a CPU (on CUDA they are the stock ones): torch's in their
+    # place, with the same weights.
+    for name, module in net.named_children():
+        if stock_dropout and isinstance(module, Dropout):
+            setattr(net, name, nn.Dropout(module.p))
+        if stock_linear and isinstance(module, Linear):
+            stock = nn.Linear(module.in_features, module.out_features, device=device)
+            stock.load_state_dict(module.state_dict())
+            setattr(net, name, stock)
     if fast:
         opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 5e-4, device)
     else:
@@ -105,14 +112,14 @@ def _timed(fn, device):
 
 
 def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
-            baseline_epochs=1, stock_dropout=False):
+            baseline_epochs=1, stock_dropout=False, stock_linear=False):
     """Time one mode; returns its row (FIELDS) plus the accuracy it reached."""
     fast = mode.startswith("fast")
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
     precision = mode.split("-")[1] if fast else "fp32"
     loss = nn.CrossEntropyLoss()
-    net, opt, sched = _setup(device, seed, precision, fast, stock_dropout)
+    net, opt, sched = _setup(device, seed, precision, fast, stock_dropout, stock_linear)
     n_train = N_TRAIN if epochs else steps * batch_size
     n_test = N_TEST if epochs else eval_images
     if fast:
@@ -172,7 +179,7 @@ def hardware(device):
 
 
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
-        batch_size=128, baseline_epochs=1, stock_dropout=False):
+        batch_size=128, baseline_epochs=1, stock_dropout=False, stock_linear=False):
     device = resolve_device(device)
     for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1),
                                ("epochs", epochs, 0), ("baseline_epochs", baseline_epochs, 1),
@@ -189,7 +196,8 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
     for mode in modes:
         rows.append(measure(mode, root, device, steps, eval_images, epochs, batch_size,
-                            baseline_epochs=baseline_epochs, stock_dropout=stock_dropout))
+                            baseline_epochs=baseline_epochs, stock_dropout=stock_dropout,
+                            stock_linear=stock_linear))
     base = next((r for r in rows if r["mode"] == "my_utils"), rows[0])
     for r in rows:
         r["speedup_vs_my_utils"] = base["epoch_s"] / r["epoch_s"]
@@ -200,7 +208,8 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         parameters=dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
                         baseline_epochs=baseline_epochs if epochs else None,
                         optimizer="adam", lr=1e-3, weight_decay=5e-4,
-                        dropout="torch" if stock_dropout else "nbutils"),
+                        dropout="torch" if stock_dropout else "nbutils",
+                        linear="torch" if stock_linear else "nbutils"),
         best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
         created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
     print(format_table(result))
@@ -277,7 +286,9 @@ def main(argv=None):
     parser.add_argument("--baseline-epochs", type=int, default=1)
     parser.add_argument("--out", default=None)
     parser.add_argument("--stock-dropout", action="store_true",
-                        help="torch's nn.Dropout in the model instead of nbutils.model.Dropout")
+                        help="torch's nn.Dropout in the model instead of nbutils.cpu.Dropout")
+    parser.add_argument("--stock-linear", action="store_true",
+                        help="torch's nn.Linear in the model instead of nbutils.cpu.Linear")
     parser.add_argument("--profile", default=None, metavar="MODE",
                         help="print the kernel profile of one mode's eager step instead")
     args = parser.parse_args(argv)
@@ -287,7 +298,8 @@ def main(argv=None):
             return
         run(args.device, args.steps, args.eval_images, args.epochs,
             [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
-            baseline_epochs=args.baseline_epochs, stock_dropout=args.stock_dropout)
+            baseline_epochs=args.baseline_epochs, stock_dropout=args.stock_dropout,
+            stock_linear=args.stock_linear)
     except ValueError as e:  # a bad argument, or a missing or corrupt dataset: the message says which
         parser.error(str(e))
 

@@ -11,47 +11,28 @@ What this path does instead:
   captured once as a CUDA graph and replayed; the learning rate is a device tensor, so a
   ReduceLROnPlateau cut takes effect in the graph; evaluation is a second graph;
 * mixed precision (``tf32``, ``bf16`` autocast) only when asked for;
-* on the CPU, glibc is told to keep freed memory (see :func:`tune_cpu_allocator`).
+* on the CPU, glibc is told to keep freed memory (:func:`~nbutils.cpu.tune_cpu_allocator`).
 
 The last partial batch runs eagerly (a graph has static shapes); it is kept unless the loader drops it.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 
 import torch
 
+from .cpu import tune_cpu_allocator
 from .data import DeviceLoader
 from .train import (_per_example, check_finite, check_optimizer_args, fit, make_optimizer,
                     resolve_device)
 
 __all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "make_fast_optimizer",
-           "train_fast", "tune_cpu_allocator"]
+           "train_fast"]
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The fast path evaluates in batches of at least this many images: 10 graph replays per test pass
 # instead of 79 (results are the same; see load_data_fashion_mnist_device).
 EVAL_BATCH_SIZE = 1000
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
-
-
-def tune_cpu_allocator():
-    """Stop glibc from returning big blocks to the OS after every step.
-
-    Each step allocates and frees activations of up to 64 MB (128 x 256 x 512 floats). By default glibc
-    serves those with mmap and unmaps them on free, so every step pays page faults on hundreds of MB:
-    about a third of the step on a 2-core CPU. Keeping them in the heap removes that. Process-wide and
-    harmless elsewhere (the process keeps its peak memory). Returns False where glibc is absent.
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        ok = libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)
-        return bool(ok and libc.mallopt(_M_TOP_PAD, 256 << 20))
-    except (OSError, AttributeError, TypeError):
-        return False
 
 
 def make_fast_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, device="cpu"):

@@ -4,39 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cpu import Dropout, Linear
 from .data import IMAGE_SIZE, _check_patch_size, patchify
 
-__all__ = ["INITS", "Dropout", "NeuralNetwork", "compare_inits", "count_parameters", "init_weights",
+__all__ = ["INITS", "NeuralNetwork", "compare_inits", "count_parameters", "init_weights",
            "trace_shapes", "format_shape_table", "parameter_table"]
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a cheaper mask on the CPU; the same module everywhere else.
-
-    Why: on a CPU torch draws the mask with ``bernoulli_``, one float per element, then multiplies the
-    input by it. That was a quarter of a training step of this model on 2 cores (145 of 570 ms; four
-    dropout calls over 22 M activations). Here each element gets 16 random bits (four per 64-bit draw,
-    the cheapest draw of torch's CPU generator) compared with (1 - p)·2¹⁶: an element is dropped with
-    probability p to within 2⁻¹⁷ (GPU kernels often use 8-bit thresholds). The mask is then multiplied
-    in, as torch does. Mask, forward and backward over (128, 256, 512) take about 80 ms against torch's
-    170 to 230. The stream of masks differs from torch's, so a seeded CPU run differs from one with a
-    stock ``nn.Dropout``, never from itself. CUDA (where a captured graph draws its masks with torch's
-    own kernel), evaluation and p of 0 or 1 take the stock path.
-    """
-
-    def forward(self, x):
-        if not self.training or x.device.type != "cpu" or self.inplace or not 0 < self.p < 1:
-            return super().forward(x)
-        return x * _dropout_mask(x, self.p)  # autograd keeps only the mask for the backward
-
-
-def _dropout_mask(x, p):
-    """{0, 1/(1-p)} in ``x``'s shape and dtype, each element kept with probability (1 - p)."""
-    n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, 2 ** 63 - 1)
-    samples = bits.view(torch.int16)[:n].view(x.shape)
-    keep = samples < round((1 - p) * 2 ** 16) - 2 ** 15
-    return torch.where(keep, x.new_full((), 1 / (1 - p)), x.new_zeros(()))
 
 
 class NeuralNetwork(nn.Module):
@@ -45,7 +17,8 @@ class NeuralNetwork(nn.Module):
     Input: patches (B, 49, 16), or images (B, 1, 28, 28) which are cut into patches first so that the
     my_utils loops, which feed images, work unchanged. Output: (B, 10) logits.
     Module names and order reproduce the report's printed listing; one ReLU and one Dropout module per
-    block are reused, as there.
+    block are reused, as there. Its Linear and Dropout are torch's, made cheaper on a CPU
+    (:mod:`nbutils.cpu`); they print and behave as torch's.
     """
 
     def __init__(self, patch_size=4, num_classes=10):
@@ -53,23 +26,23 @@ class NeuralNetwork(nn.Module):
         _check_patch_size(patch_size)
         self.patch_size = patch_size
         n_patches, patch_dim = (IMAGE_SIZE // patch_size) ** 2, patch_size ** 2
-        self.stemLinear = nn.Linear(patch_dim, 256)
+        self.stemLinear = Linear(patch_dim, 256)
         self.batchnorm = nn.BatchNorm1d(n_patches)
-        self.Block1_Linear1 = nn.Linear(n_patches, 512)
-        self.Block1_Linear2 = nn.Linear(512, 256)
-        self.Block1_Linear3 = nn.Linear(256, 128)
-        self.Block1_Linear4 = nn.Linear(128, 64)
+        self.Block1_Linear1 = Linear(n_patches, 512)
+        self.Block1_Linear2 = Linear(512, 256)
+        self.Block1_Linear3 = Linear(256, 128)
+        self.Block1_Linear4 = Linear(128, 64)
         self.batchnorm1 = nn.BatchNorm1d(256)
         self.Block1_ReLU = nn.ReLU()
         self.Block1_Dropout = Dropout(0.1)
-        self.Block2_Linear1 = nn.Linear(256, 64)
-        self.Block2_Linear2 = nn.Linear(64, 128)
-        self.Block2_Linear3 = nn.Linear(64, 32)
-        self.Block2_Linear4 = nn.Linear(32, 16)
+        self.Block2_Linear1 = Linear(256, 64)
+        self.Block2_Linear2 = Linear(64, 128)
+        self.Block2_Linear3 = Linear(64, 32)
+        self.Block2_Linear4 = Linear(32, 16)
         self.batchnorm2 = nn.BatchNorm1d(128)
         self.Block2_ReLU = nn.ReLU()
         self.Block2_Dropout = Dropout(0.2)
-        self.ClassifierLinear = nn.Linear(16, num_classes)
+        self.ClassifierLinear = Linear(16, num_classes)
 
     def forward(self, x):
         if x.dim() == 4:

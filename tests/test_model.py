@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 import nbutils as nb
-from nbutils.model import Dropout
 
 DATA = Path(__file__).parent / "data"
 
@@ -96,36 +95,6 @@ def test_inits_differ_and_leave_biases():
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match=r"init must be one of \['kaiming_normal', 'kaiming_uniform'"):
         nb.init_weights(nn.Linear(2, 2), "he")
-
-
-@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
-def test_cpu_dropout_keeps_1_minus_p_and_scales_what_it_keeps(p):
-    x = (torch.rand(400, 1000, dtype=torch.float64) + 1).requires_grad_()
-    y = Dropout(p)(x)
-    keep = y != 0
-    n = keep.numel()
-    assert abs(keep.sum().item() - (1 - p) * n) < 5 * math.sqrt(n * p * (1 - p))  # 5 sigma
-    assert torch.allclose(y[keep], x[keep] / (1 - p))
-    # No stripes: each of the four 16-bit quarters of a 64-bit draw keeps 1 - p of its elements.
-    for quarter in range(4):
-        assert abs(keep[:, quarter::4].double().mean() - (1 - p)) < 0.01
-    y.backward(torch.full_like(y, 3.0))
-    assert torch.allclose(x.grad, keep.double() * 3.0 / (1 - p))
-
-
-def test_cpu_dropout_is_seeded_and_a_stock_dropout_elsewhere():
-    x = torch.ones(64, 256)
-    masks = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        masks.append(Dropout(0.1)(x) != 0)
-    assert torch.equal(*masks) and not masks[0].all()
-    assert Dropout(0.1)(x.bfloat16()).dtype == torch.bfloat16  # the mask takes the input's dtype
-    assert torch.equal(Dropout(0.1).eval()(x), x)
-    assert torch.equal(Dropout(0.0)(x), x)
-    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
-    assert str(Dropout(0.2)) == str(nn.Dropout(0.2)) == "Dropout(p=0.2, inplace=False)"
-    assert isinstance(Dropout(0.2), nn.Dropout)  # code that switches dropouts off still finds it
 
 
 def test_every_exported_name_resolves():

@@ -1,0 +1,156 @@
+"""nbutils.cpu: the model's CPU kernels compute what torch's modules compute, and only on a CPU."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nbutils as nb
+from nbutils import bench, cpu
+from nbutils.cpu import Dropout, Linear
+
+needs_onednn = pytest.mark.skipif(not cpu.onednn_available(), reason="torch without oneDNN")
+
+
+@pytest.fixture
+def gemm_calls(monkeypatch):
+    """Counts the oneDNN GEMMs, to tell which calls Linear routes there."""
+    calls = []
+    real = cpu._gemm
+
+    def counting(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(cpu, "_gemm", counting)
+    return calls
+
+
+def forward_backward(module, x):
+    x = x.detach().requires_grad_()
+    module.zero_grad(set_to_none=True)
+    y = module(x)
+    (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()  # an uneven upstream gradient
+    return [y, x.grad] + [p.grad for p in module.parameters()]
+
+
+def twins(bias=True):
+    """A stock nn.Linear and an nbutils Linear with the same weights."""
+    torch.manual_seed(0)
+    ours = Linear(49, 64, bias=bias)
+    stock = nn.Linear(49, 64, bias=bias)
+    stock.load_state_dict(ours.state_dict())
+    return stock, ours
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_gives_torchs_output_and_gradients(bias, gemm_calls):
+    stock, ours = twins(bias)
+    inputs = (torch.randn(8, 64, 49),                  # 3-D, as in the model
+              torch.randn(8, 49, 64).transpose(1, 2),  # 3-D, transposed (not contiguous)
+              torch.randn(5, 49), torch.randn(49))
+    for x in inputs:
+        for e, g in zip(forward_backward(stock, x), forward_backward(ours, x)):
+            assert g.shape == e.shape and torch.allclose(g, e, rtol=1e-5, atol=1e-5)
+    assert len(gemm_calls) == 2 * len(inputs)  # the forward and the input gradient of each
+
+
+@needs_onednn
+def test_the_model_trains_the_same_through_onednn(gemm_calls):
+    stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_linear=True)
+    ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
+    nets = (stock, ours)
+    X, y = torch.randn(16, 49, 16), torch.arange(16) % 10
+    losses = []
+    for net in nets:
+        torch.manual_seed(1)  # the same dropout masks
+        loss = F.cross_entropy(net(X), y)
+        loss.backward()
+        losses.append(loss)
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6)
+    for p, q in zip(*(n.parameters() for n in nets)):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+    assert len(gemm_calls) == 10 + 9  # 10 Linear layers; the stem's input needs no gradient
+
+
+@needs_onednn
+def test_what_linear_leaves_to_torch(gemm_calls, monkeypatch):
+    linear = Linear(4, 3)
+    linear.double()(torch.randn(2, 4, dtype=torch.float64))  # not fp32
+    linear.float()(torch.zeros(0, 4))                        # empty
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(torch.randn(2, 4)).dtype == torch.bfloat16  # autocast decides
+    with torch.no_grad():
+        linear(torch.randn(2, 4))                            # evaluation is routed too
+    assert len(gemm_calls) == 1
+    monkeypatch.setattr(cpu, "_ONEDNN", False)               # a torch without oneDNN
+    linear(torch.randn(2, 4))
+    assert len(gemm_calls) == 1
+    assert str(linear) == str(nn.Linear(4, 3)) and isinstance(linear, nn.Linear)
+
+
+def test_onednn_probe_draws_no_random_numbers_and_refuses_a_broken_op(monkeypatch):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    cpu.onednn_available()  # runs at import: a seeded run must not see it
+    assert torch.equal(torch.rand(3), expected)
+
+    def broken(*args):
+        raise RuntimeError("mkldnn::_linear_pointwise: no such signature")
+
+    monkeypatch.setattr(cpu, "_gemm", broken)
+    assert cpu.onednn_available() is False
+
+
+@pytest.mark.cuda
+def test_linear_is_torchs_on_cuda(gemm_calls):
+    stock, ours = twins()
+    stock, ours = stock.cuda(), ours.cuda()
+    x = torch.randn(8, 49, device="cuda")
+    assert torch.equal(ours(x), stock(x)) and gemm_calls == []
+
+
+def test_bench_stock_linear_swaps_in_torchs_module_with_the_same_weights():
+    ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
+    stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_linear=True)
+    assert type(ours.Block1_Linear2) is Linear and type(stock.Block1_Linear2) is nn.Linear
+    for a, b in zip(ours.state_dict().values(), stock.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_cpu_dropout_keeps_1_minus_p_and_scales_what_it_keeps(p):
+    x = (torch.rand(400, 1000, dtype=torch.float64) + 1).requires_grad_()
+    y = Dropout(p)(x)
+    keep = y != 0
+    n = keep.numel()
+    assert abs(keep.sum().item() - (1 - p) * n) < 5 * math.sqrt(n * p * (1 - p))  # 5 sigma
+    assert torch.allclose(y[keep], x[keep] / (1 - p))
+    # No stripes: each of the four 16-bit quarters of a 64-bit draw keeps 1 - p of its elements.
+    for quarter in range(4):
+        assert abs(keep[:, quarter::4].double().mean() - (1 - p)) < 0.01
+    y.backward(torch.full_like(y, 3.0))
+    assert torch.allclose(x.grad, keep.double() * 3.0 / (1 - p))
+
+
+def test_cpu_dropout_is_seeded_and_a_stock_dropout_elsewhere():
+    x = torch.ones(64, 256)
+    masks = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        masks.append(Dropout(0.1)(x) != 0)
+    assert torch.equal(*masks) and not masks[0].all()
+    assert Dropout(0.1)(x.bfloat16()).dtype == torch.bfloat16  # the mask takes the input's dtype
+    assert torch.equal(Dropout(0.1).eval()(x), x)
+    assert torch.equal(Dropout(0.0)(x), x)
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+    assert str(Dropout(0.2)) == str(nn.Dropout(0.2)) == "Dropout(p=0.2, inplace=False)"
+    assert isinstance(Dropout(0.2), nn.Dropout)  # code that switches dropouts off still finds it
+
+
+
+def test_cpu_allocator_tuning_is_accepted():
+    assert cpu.tune_cpu_allocator() in (True, False)  # False only where glibc is absent
