@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from . import data as nbdata
+from .cpu import Dropout, Linear
 from .fast import EVAL_BATCH_SIZE, FastTrainer, make_fast_optimizer
 from .io import atomic_write_json
-from .cpu import Dropout, Linear
 from .model import NeuralNetwork, init_weights
 from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device, train_epoch_ch3
 
