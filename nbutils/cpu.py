@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 import torch
 from torch import nn
@@ -43,14 +44,16 @@ def tune_cpu_allocator():
         return False
 
 
+@functools.cache
 def onednn_available():
     """Whether this torch's oneDNN computes ``F.linear`` through the op :class:`Linear` uses.
 
-    The op is a private one (inductor's), so it is tried once on a small input rather than trusted.
+    The op is a private one (inductor's), so it is tried once, at the first CPU forward, on a small
+    input rather than trusted.
     """
     if not torch.backends.mkldnn.is_available():
         return False
-    # Fixed values: drawing random ones at import would move the global RNG under a seeded run.
+    # Fixed values: drawing random ones would move the global RNG under a seeded run.
     x, w, b = torch.arange(15.0).view(3, 5) / 7, torch.arange(10.0).view(2, 5) / 3 - 1, torch.ones(2)
     try:
         return torch.allclose(_gemm(x, w, b), torch.nn.functional.linear(x, w, b), atol=1e-5)
@@ -72,9 +75,6 @@ _cpu_autocast = _autocast_query()
 def _gemm(x, weight, bias=None):
     """``x @ weight.T + bias`` in oneDNN, on ordinary (dense, strided) tensors."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-_ONEDNN = onednn_available()
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -102,8 +102,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def _onednn_applies(x, weight):
-    return (_ONEDNN and x.is_cpu and weight.is_cpu and x.dtype == weight.dtype == torch.float32
-            and x.numel() > 0 and not _cpu_autocast())
+    return (x.is_cpu and weight.is_cpu and x.dtype == weight.dtype == torch.float32
+            and x.numel() > 0 and not _cpu_autocast() and onednn_available())
 
 
 class Linear(nn.Linear):
