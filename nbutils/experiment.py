@@ -67,8 +67,8 @@ def warn_if_slow(params: Params, runs=1):
     full_size = params.train_subset in (0, 60_000)
     if not runs or not full_size or resolve_device(params.device).type != "cpu":
         return
-    # Per full epoch on 2 cores, measured (reports/bench/bench-cpu.json): the fast path about 5.5 min,
-    # the my_utils loop about 8.5.
+    # Per full epoch on 2 cores, within what the benchmark measured on this noisy host (reports/bench/,
+    # 2026-11-27 evening): the fast path 5.1 to 6.6 min, the my_utils loop 7.9 to 10.4.
     minutes = (5.5 if use_fast(params) else 8.5) * params.epochs * runs
     print(f"note: no GPU here; {runs} full-size run{'s' * (runs > 1)} of {params.epochs} epochs: "
           f"about {minutes / 60:.1f} h on 2 CPU cores. `--profile smoke` checks the pipeline in "
