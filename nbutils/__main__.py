@@ -6,8 +6,8 @@
     python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [...]       the ablations, into reports/ablations
     python3 -m nbutils results                                          regenerate reports/RESULTS.md
 
-Each command first sets the machine up, idempotently: the requirements (pip skips what is there),
-the package itself (editable), and the dataset when it is missing. Only the standard library is
+Each command first sets the machine up, idempotently, installing only what is missing: the
+requirements, the package itself (editable), and the dataset. Only the standard library is
 imported until then, so this works before torch is installed.
 """
 from __future__ import annotations
@@ -27,11 +27,53 @@ def _run(cmd, **kw):
 
 
 def setup():
-    """Install what is missing; fetch the dataset if absent. Safe to repeat."""
-    _run([sys.executable, "-m", "pip", "install", "-q", "-r", str(REPO / "requirements.txt")])
-    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e",
-          str(REPO)])
+    """Install what is missing; fetch the dataset if absent. Safe to repeat.
+
+    pip is asked only when something is missing: even with nothing to do it takes about 20 s (the
+    editable install rebuilds its wheel), and a command with a bad parameter should fail at once.
+    """
+    if not requirements_met():
+        _run([sys.executable, "-m", "pip", "install", "-q", "-r", str(REPO / "requirements.txt")])
+    if not installed_here():
+        _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)])
     ensure_dataset()
+
+
+def requirements_met(path=REPO / "requirements.txt"):
+    """Whether every requirement in ``path`` is installed at a version it allows.
+
+    False when that cannot be told (no ``packaging`` yet, a line it cannot parse): pip then decides.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # a bare machine; matplotlib brings packaging
+        return False
+    for line in Path(path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate():
+                if not req.specifier.contains(version(req.name), prereleases=True):
+                    return False
+        except (InvalidRequirement, PackageNotFoundError):
+            return False
+    return True
+
+
+def installed_here():
+    """Whether the nbutils that Python finds outside this checkout is an editable install of it, as
+    notebook kernels and test subprocesses (started elsewhere) need. The checkout's own
+    ``nbutils.egg-info``, which setuptools leaves there, is not an install and is skipped."""
+    import json
+    from importlib.metadata import distributions
+    here = {"", ".", str(REPO)}
+    for dist in distributions(name="nbutils", path=[p for p in sys.path if p not in here]):
+        url = json.loads(dist.read_text("direct_url.json") or "{}")
+        return bool(url.get("dir_info", {}).get("editable")) and url.get("url") == REPO.as_uri()
+    return False
 
 
 def ensure_dataset():

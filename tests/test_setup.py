@@ -1,0 +1,73 @@
+"""The commands' setup step: pip runs only when something is missing."""
+import json
+import sys
+
+import pytest
+
+from nbutils import __main__ as commands
+
+
+@pytest.mark.parametrize("text, met", [
+    ("# comment only\n\npytest>=1  # with a comment\n", True),
+    ("pytest>=1\npytest<1\n", False),                                  # installed, version refused
+    ("nbutils-no-such-package>=1\n", False),                           # not installed
+    ("pytest<1; python_version < '3'\n", True),                         # marker false: not needed here
+    ("this is not a requirement\n", False),                            # unparsable: pip decides
+])
+def test_requirements_met_reads_versions_and_markers(tmp_path, text, met):
+    path = tmp_path / "requirements.txt"
+    path.write_text(text)
+    assert commands.requirements_met(path) is met
+
+
+def test_the_repository_requirements_are_met_where_the_suite_runs():
+    # The suite runs after setup installed them, so a False here means the check itself is wrong and
+    # every command would pay for pip again.
+    assert commands.requirements_met()
+
+
+def _dist_info(site, url, editable=True):
+    info = site / "nbutils-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nbutils\nVersion: 0.1.0\n")
+    if url is not None:
+        (info / "direct_url.json").write_text(
+            json.dumps({"url": url, "dir_info": {"editable": editable}}))
+
+
+@pytest.mark.parametrize("url, editable, here", [
+    ("checkout", True, True),
+    ("elsewhere", True, False),    # another clone's editable install: reinstall from this one
+    ("checkout", False, False),    # a copy, not the checkout: edits would not reach the kernels
+    (None, True, False),           # installed from an index: no direct_url.json
+])
+def test_installed_here_wants_an_editable_install_of_this_checkout(tmp_path, monkeypatch, url,
+                                                                    editable, here):
+    checkout, site = tmp_path / "checkout", tmp_path / "site"
+    (checkout / "nbutils.egg-info").mkdir(parents=True)  # what setuptools leaves in a checkout
+    (checkout / "nbutils.egg-info" / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: nbutils\n"
+                                                            "Version: 0.1.0\n")
+    _dist_info(site, None if url is None else (tmp_path / url).as_uri(), editable)
+    monkeypatch.setattr(commands, "REPO", checkout)
+    monkeypatch.setattr(sys, "path", [str(checkout), str(site)])
+    assert commands.installed_here() is here
+
+
+def test_installed_here_is_false_without_any_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(commands, "REPO", tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "empty")])
+    assert commands.installed_here() is False
+
+
+def test_setup_skips_pip_when_nothing_is_missing(monkeypatch):
+    ran = []
+    monkeypatch.setattr(commands, "_run", lambda cmd, **kw: ran.append(cmd))
+    monkeypatch.setattr(commands, "ensure_dataset", lambda: None)
+    monkeypatch.setattr(commands, "requirements_met", lambda: True)
+    monkeypatch.setattr(commands, "installed_here", lambda: True)
+    commands.setup()
+    assert ran == []
+    monkeypatch.setattr(commands, "installed_here", lambda: False)
+    commands.setup()
+    assert ran == [[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e",
+                    str(commands.REPO)]]
