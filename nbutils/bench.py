@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +33,7 @@ from torch import nn
 
 from . import data as nbdata
 from .cpu import Dropout, Linear
+from .experiment import hardware, reports_root
 from .fast import EVAL_BATCH_SIZE, FastTrainer, make_fast_optimizer
 from .io import atomic_write_json
 from .model import NeuralNetwork, init_weights
@@ -164,20 +163,6 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
 
 
 # ----------------------------------------------------------------------------- the command
-def hardware(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-
-
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
         batch_size=128, baseline_epochs=1, stock_dropout=False, stock_linear=False):
     device = resolve_device(device)
@@ -213,8 +198,7 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
         created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
     print(format_table(result))
-    out = Path(out) if out else (Path(__file__).resolve().parents[1] / "reports" / "bench" /
-                                 f"bench-{device.type}.json")
+    out = Path(out) if out else reports_root() / "bench" / f"bench-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"written: {out}")

@@ -26,7 +26,7 @@ from .params import Params
 from .train import (History, make_optimizer, make_scheduler, resolve_device,
                     seed_everything, train_ch3, training_animator)
 
-__all__ = ["build", "environment", "fit_params", "load_trained", "make_loaders", "reports_root",
+__all__ = ["build", "environment", "fit_params", "hardware", "load_trained", "make_loaders", "reports_root",
            "run_folder", "train", "use_fast", "write_history", "write_metrics"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,12 +192,26 @@ def load_trained(folder: Path, device=None):
     return net.to(resolve_device(device)), history, saved["params"]
 
 
+def hardware(device=None):
+    """The GPU's name, or the CPU's model with its cores and torch's threads (what a time depends on)."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
 def environment(device=None):
     device = resolve_device(device)
     return dict(torch=torch.__version__, python=platform.python_version(),
-                platform=platform.platform(), device=str(device),
-                device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
-                             else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"))
+                platform=platform.platform(), device=str(device), device_name=hardware(device))
 
 
 def write_metrics(folder: Path, params: dict, history, extra=None, device=None):

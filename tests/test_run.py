@@ -3,11 +3,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
-from nbutils import results, run
+from nbutils import experiment, results, run
 
 
 @pytest.fixture
@@ -112,3 +114,16 @@ def test_notebook_05_alone_explains_and_trains_a_smoke_model(tmp_path):
     assert "The final test accuracy is" in printed
     assert (folder / "smoke-fallback" / "metrics.json").exists()
     assert not (folder / "metrics.json").exists()  # the fallback's numbers never pose as the run's
+
+
+def test_metrics_name_the_cpu_model_with_its_cores_and_threads():
+    """A CPU time means little without the CPU: run metrics name it as the benchmark does."""
+    name = experiment.environment("cpu")["device_name"]
+    assert name == experiment.hardware("cpu")
+    assert name.endswith(f" CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in
+              (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+              if line.startswith("model name")]
+    if models:
+        assert name.startswith(models[0])
