@@ -17,7 +17,8 @@ from .fast import PRECISIONS
 from .model import INITS
 from .train import OPTIMIZERS, resolve_device
 
-__all__ = ["PROFILES", "Params", "TRAINING_KEYS", "from_namespace", "load_profile", "resolve"]
+__all__ = ["PROFILES", "Params", "TRAINING_KEYS", "from_namespace", "load_profile",
+           "replaced_by_profile", "resolve"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 N_TRAIN, N_TEST = 60_000, 10_000
@@ -98,6 +99,15 @@ def resolve(profile="", **given) -> Params:
     params = Params(**values)
     _check(params)
     return params
+
+
+def replaced_by_profile(profile, **given):
+    """The given values that :func:`resolve` takes as "not given" and replaces with the profile's:
+    equal to the report's default where the profile sets another value. ``{name: profile's value}``.
+    ``given`` must already pass :func:`resolve`."""
+    chosen = load_profile(profile)
+    return {k: chosen[k] for k, v in given.items()
+            if k in chosen and _coerce(k, v) == DEFAULTS[k] != chosen[k]}
 
 
 def from_namespace(namespace) -> Params:

@@ -25,7 +25,7 @@ import yaml
 from .data import verify_fashion_mnist
 from .experiment import REPO, reports_root, warn_if_slow
 from .io import atomic_write_json
-from .params import from_namespace, resolve
+from .params import DEFAULTS, from_namespace, load_profile, replaced_by_profile, resolve
 
 NOTEBOOKS_DIR = REPO / "notebooks"
 STATUS = "status.json"
@@ -54,8 +54,36 @@ def write_status(folder: Path, state, **extra):
 
 
 def _parse_value(text):
-    """``-p epochs 10`` → 10, as papermill's own ``-p`` would read it (YAML scalars)."""
-    return yaml.safe_load(text) if text.strip() else text
+    """``-p lr 5e-4`` → 0.0005, as papermill's own ``-p`` reads a value: True, False and None by
+    name, then an int, then a float, else the text. (Not YAML, which keeps ``5e-4`` a string.)"""
+    named = {"True": True, "False": False, "None": None}
+    if text in named:
+        return named[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _check_not_replaced(profile, overrides):
+    """Refuse a given value that the profile would replace without a word.
+
+    A value equal to the report's default counts as "not given", so that a notebook's untouched
+    parameters cell follows the profile (:func:`~nbutils.params.resolve`). On the command line that
+    would turn ``--profile smoke -p epochs 30`` into smoke's 1 epoch; say so, and how to get 30.
+    """
+    replaced = replaced_by_profile(profile, **overrides)
+    if not replaced:
+        return
+    keep = {k: v for k, v in load_profile(profile).items() if v != DEFAULTS[k] and k not in replaced}
+    command = " ".join(f"-p {k} {v}" for k, v in {**keep, **overrides}.items())
+    given = ", ".join(f"{k}={overrides[k]!r}" for k in replaced)
+    sets = ", ".join(f"{k}={v!r}" for k, v in replaced.items())
+    raise ValueError(f"{given}: a value equal to the report's default follows the profile, and "
+                     f"{profile} sets {sets}; to run with {given}, start from the seed profile: "
+                     f"--profile seed {command}")
 
 
 def prepare(profile=None, overrides=None, name=None, root=None):
@@ -78,6 +106,7 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
     # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
     params = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
+    _check_not_replaced(profile, overrides)
     verify_fashion_mnist(params.data_root or None)  # a missing or corrupt file stops here, not in 01
     injected = dict(overrides, profile=profile)
     name = name or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"

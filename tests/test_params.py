@@ -69,6 +69,37 @@ def test_papermill_style_values_are_coerced():
     assert run._parse_value("ten") == "ten" and run._parse_value("10") == 10
 
 
+@pytest.mark.parametrize("text", ["10", "5e-4", "0.0005", "-1", "True", "False", "None", "true",
+                                  "ten", "cuda:0", "", "1_000"])
+def test_runner_reads_p_values_as_papermill_does(text):
+    from papermill.cli import _resolve_type  # papermill's own -p parser
+    assert run._parse_value(text) == _resolve_type(text)
+    assert type(run._parse_value(text)) is type(_resolve_type(text))
+
+
+def test_replaced_by_profile_names_the_defaults_a_profile_overrides():
+    assert P.replaced_by_profile("smoke", epochs=30, lr=0.001) == {"epochs": 1}  # lr: smoke keeps it
+    assert P.replaced_by_profile("smoke", epochs=2, test_subset=0, live_plot="True") == {
+        "test_subset": 1000, "live_plot": False}
+    assert P.replaced_by_profile("seed", epochs=30, train_subset=0) == {}
+
+
+def test_runner_refuses_a_value_the_profile_would_replace(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NBUTILS_REPORTS", str(tmp_path))
+    assert run.main(["--profile", "smoke", "-p", "epochs", "30", "-p", "lr", "5e-4",
+                     "--name", "swallowed"]) == 2
+    err = capsys.readouterr().err
+    assert "epochs=30: a value equal to the report's default follows the profile, and smoke sets " \
+           "epochs=1" in err
+    assert not (tmp_path / "swallowed").exists()
+    # the command it suggests runs what was asked for: smoke's data, 30 epochs, lr 5e-4
+    suggested = err.split("--profile seed ")[1].split()
+    given = {suggested[i + 1]: run._parse_value(suggested[i + 2])
+             for i in range(0, len(suggested), 3)}
+    params = P.resolve("seed", **given)
+    assert (params.epochs, params.lr, params.train_subset, params.test_subset) == (30, 5e-4, 256, 1000)
+
+
 def test_runner_refuses_bad_value_before_making_a_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NBUTILS_REPORTS", str(tmp_path))
     assert run.main(["--profile", "smoke", "-p", "epochs", "ten", "--name", "bad"]) == 2
