@@ -132,11 +132,20 @@ def _coerce(name, value):
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number, got {value!r}")
+            raise ValueError(f"{name} must be a number, got {value!r}" + _yaml_hint(value))
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def _yaml_hint(value):
+    """YAML (papermill's -f and -y) reads 5e-4 as text; say so where that is what happened."""
+    try:
+        number = float(value) if isinstance(value, str) else None
+    except ValueError:
+        return ""
+    return "" if number is None else f" (a string; write {number!r}: YAML reads {value} as text)"
 
 
 def _check(p: Params):
