@@ -30,7 +30,7 @@ def setup():
     """Install what is missing; fetch the dataset if absent. Safe to repeat.
 
     pip is asked only when something is missing: even with nothing to do it takes about 20 s (the
-    editable install rebuilds its wheel), and a command with a bad parameter should fail at once.
+    editable install rebuilds its wheel), and a command with a bad parameter should fail in seconds.
     """
     if not requirements_met():
         _run([sys.executable, "-m", "pip", "install", "-q", "-r", str(REPO / "requirements.txt")])
@@ -64,9 +64,10 @@ def requirements_met(path=REPO / "requirements.txt"):
 
 
 def installed_here():
-    """Whether the nbutils that Python finds outside this checkout is an editable install of it, as
-    notebook kernels and test subprocesses (started elsewhere) need. The checkout's own
-    ``nbutils.egg-info``, which setuptools leaves there, is not an install and is skipped."""
+    """Whether the nbutils that Python finds outside this checkout (the first on the path, the one it
+    imports) is an editable install of it, as notebook kernels and test subprocesses started
+    elsewhere need. The checkout's own ``nbutils.egg-info``, which setuptools leaves there, is not
+    an install and is skipped."""
     import json
     from importlib.metadata import distributions
     here = {"", ".", str(REPO)}

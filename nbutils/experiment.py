@@ -26,8 +26,8 @@ from .params import Params
 from .train import (History, make_optimizer, make_scheduler, resolve_device,
                     seed_everything, train_ch3, training_animator)
 
-__all__ = ["build", "environment", "fit_params", "hardware", "load_trained", "make_loaders", "reports_root",
-           "run_folder", "train", "use_fast", "write_history", "write_metrics"]
+__all__ = ["build", "environment", "fit_params", "hardware", "load_trained", "make_loaders",
+           "reports_root", "run_folder", "train", "use_fast", "write_history", "write_metrics"]
 
 REPO = Path(__file__).resolve().parents[1]
 

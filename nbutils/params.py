@@ -141,11 +141,12 @@ def _coerce(name, value):
 
 def _yaml_hint(value):
     """YAML (papermill's -f and -y) reads 5e-4 as text; say so where that is what happened."""
-    try:
-        number = float(value) if isinstance(value, str) else None
-    except ValueError:
-        return ""
-    return "" if number is None else f" (a string; write {number!r}: YAML reads {value} as text)"
+    if isinstance(value, str):
+        try:
+            return f" (a string; write {float(value)!r}: YAML reads {value} as text)"
+        except ValueError:
+            pass
+    return ""
 
 
 def _check(p: Params):
