@@ -72,6 +72,19 @@ def _autocast_query():
 _cpu_autocast = _autocast_query()
 
 
+def _compiling_query():
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_compiling"):
+        return compiler.is_compiling
+    from torch import _dynamo  # torch < 2.3
+    return _dynamo.is_compiling
+
+
+# Under torch.compile the modules take torch's path: inductor fuses linear and dropout itself, and
+# it cannot lower the oneDNN op with a weight that is not a graph constant (an InductorError).
+_compiling = _compiling_query()
+
+
 def _gemm(x, weight, bias=None):
     """``x @ weight.T + bias`` in oneDNN, on ordinary (dense, strided) tensors."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
@@ -103,7 +116,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def _onednn_applies(x, weight):
     return (x.is_cpu and weight.is_cpu and x.dtype == weight.dtype == torch.float32
-            and x.numel() > 0 and not _cpu_autocast() and onednn_available())
+            and x.numel() > 0 and not _cpu_autocast() and not _compiling() and onednn_available())
 
 
 class Linear(nn.Linear):
@@ -114,7 +127,7 @@ class Linear(nn.Linear):
     input gradient through oneDNN takes the GEMMs of a training step from about 470 to 410 ms
     (torch.profiler, batch 128). The result is the same function up to fp32 rounding (about 1e-6; a
     seeded CPU run differs from one with a stock ``nn.Linear``, never from itself). CUDA, autocast,
-    other dtypes and torches without oneDNN take the stock path.
+    other dtypes, torch.compile and torches without oneDNN take the stock path.
     """
 
     def forward(self, x):
@@ -135,11 +148,12 @@ class Dropout(nn.Dropout):
     in, as torch does. Mask, forward and backward over (128, 256, 512) take about 80 ms against torch's
     170 to 230. The stream of masks differs from torch's, so a seeded CPU run differs from one with a
     stock ``nn.Dropout``, never from itself. CUDA (where a captured graph draws its masks with torch's
-    own kernel), evaluation and p of 0 or 1 take the stock path.
+    own kernel), torch.compile, evaluation and p of 0 or 1 take the stock path.
     """
 
     def forward(self, x):
-        if not self.training or x.device.type != "cpu" or self.inplace or not 0 < self.p < 1:
+        if (not self.training or x.device.type != "cpu" or self.inplace or not 0 < self.p < 1
+                or _compiling()):
             return super().forward(x)
         return x * _dropout_mask(x, self.p)  # autograd keeps only the mask for the backward
 

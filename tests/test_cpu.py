@@ -106,6 +106,21 @@ def test_onednn_probe_draws_no_random_numbers_and_refuses_a_broken_op(monkeypatc
     assert probe() is False
 
 
+@needs_onednn
+def test_torch_compile_takes_torchs_modules_after_an_eager_forward():
+    """A model that has run eagerly (oneDNN probed and cached) still compiles: under torch.compile
+    the modules are torch's. inductor cannot lower the oneDNN op on a weight that is not a constant."""
+    torch.manual_seed(0)
+    net = nn.Sequential(Linear(16, 8), nn.ReLU(), Dropout(0.5), Linear(8, 4))
+    x = torch.randn(8, 5, 16)
+    net(x)
+    compiled = torch.compile(net)
+    compiled(x).sum().backward()  # was: InductorError, "weight must be a graph constant"
+    assert all(p.grad is not None for p in net.parameters())
+    net.eval()
+    assert torch.allclose(compiled(x), net(x), atol=1e-5)
+
+
 @pytest.mark.cuda
 def test_linear_is_torchs_on_cuda(gemm_calls):
     stock, ours = twins()
