@@ -2,11 +2,14 @@
 forward would save (issue 4). Not part of the package: a measurement, kept so that its numbers in
 reports/gpu-check/ can be made again.
 
-    python3 .ci/gpu-probe.py OUT_JSON      # from the repository root; .ci/gpu-check runs it with PROBE=1
+    python3 .ci/gpu-probe.py OUT_JSON [--compile]   # from the repository root; .ci/gpu-check runs it
+                                                    # with PROBE=1 (PROBE=compile adds --compile)
 
 Every rewrite computes the baseline's function (checked first: outputs and, with dropout off,
 gradients). Then each one's training step (fused Adam, CUDA graph, batch 128) is timed over 300
 replays in fp32, tf32 and bf16 autocast, and the baseline's graphed step is profiled kernel by kernel.
+With --compile, the baseline under torch.compile, captured the same way, in fp32 and bf16: step time
+and compile time, cold and with inductor's cache warm (the issue's "compile where it measurably wins").
 Batches are synthetic: the time of a step does not depend on the pixel values.
 """
 import json
@@ -136,9 +139,12 @@ def check_equal(device):
     return out
 
 
-def make_step(cls, precision, device, B=128):
+def make_step(cls, precision, device, B=128, wrap=None, timings=None):
+    """The graphed training step of ``cls`` (on a CPU, the eager step). ``wrap`` wraps the model
+    (torch.compile); ``timings["warmup_s"]`` gets the warm-up's wall time, where a compile happens."""
     torch.manual_seed(0)
     net = cls().to(device).train()
+    model = wrap(net) if wrap else net
     opt = make_fast_optimizer(net.parameters(), device=device)
     X = torch.randn(B, 49, 16, device=device)
     y = torch.randint(0, 10, (B,), device=device)
@@ -146,11 +152,16 @@ def make_step(cls, precision, device, B=128):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            l = ce(net(X), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            l = ce(model(X), y)
         l.backward()
         opt.step()
+    start = time.perf_counter()
     if device.type != "cuda":
+        for _ in range(3):
+            step()
+        if timings is not None:
+            timings["warmup_s"] = time.perf_counter() - start
         return step
     if precision == "tf32":
         torch.set_float32_matmul_precision("high")
@@ -160,11 +171,34 @@ def make_step(cls, precision, device, B=128):
         for _ in range(3):
             step()
     torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    if timings is not None:
+        timings["warmup_s"] = time.perf_counter() - start
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         step()
     torch.set_float32_matmul_precision("highest")
     return g.replay
+
+
+def compile_probe(device, precisions, n):
+    """The baseline step with the model under torch.compile (inductor fuses the elementwise work
+    around the GEMMs), captured as the same CUDA graph: step time, and the compile's cost cold and
+    again after torch._dynamo.reset() (inductor's on-disk cache warm), both of which a 30-epoch run
+    would pay."""
+    out = {}
+    for prec in precisions:
+        for attempt in ("cold", "warm"):
+            torch._dynamo.reset()
+            timings = {}
+            try:
+                fn = make_step(NeuralNetwork, prec, device, wrap=torch.compile, timings=timings)
+                row = dict(compile_s=timings["warmup_s"], ms_per_step=time_step(fn, device, n))
+            except Exception as e:  # noqa
+                row = dict(failed=f"{type(e).__name__}: {e}"[:300])
+            out[f"compiled-{prec}-{attempt}"] = row
+            print(f"compiled {prec} ({attempt} cache): {row}", flush=True)
+    return out
 
 
 def time_step(fn, device, n):
@@ -198,7 +232,7 @@ def kernel_profile(fn, n=20, rows=30):
                 top=[dict(name=k[:110], per_step=v[0] / n, us_per_step=v[1] / n) for k, v in top])
 
 
-def main(out):
+def main(out, compiled=False):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                   torch=torch.__version__, max_abs_diff=check_equal(device), ms_per_step={},
@@ -216,6 +250,11 @@ def main(out):
             print(f"{name:22s} {prec}  {ms if isinstance(ms, str) else f'{ms:.3f} ms/step'}", flush=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
+    if compiled:
+        result["compiled"] = compile_probe(device, ("fp32", "bf16") if device.type == "cuda"
+                                           else ("fp32",), n)
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
     if device.type == "cuda":
         for prec in ("fp32", "bf16"):
             try:
@@ -233,4 +272,5 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/probe.json")
+    args = [a for a in sys.argv[1:] if a != "--compile"]
+    main(args[0] if args else "/tmp/probe.json", compiled="--compile" in sys.argv[1:])
