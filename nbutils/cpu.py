@@ -80,9 +80,14 @@ def _compiling_query():
     return _dynamo.is_compiling
 
 
-# Under torch.compile the modules take torch's path: inductor fuses linear and dropout itself, and
-# it cannot lower the oneDNN op with a weight that is not a graph constant (an InductorError).
 _compiling = _compiling_query()
+
+
+def _recorded():
+    """Whether torch.compile, torch.export or torch.jit.trace is recording the model. Then the modules
+    are torch's: inductor fuses linear and dropout itself and cannot lower the oneDNN op on a weight
+    that is not a graph constant (an InductorError), and the tracer cannot record the op's arguments."""
+    return _compiling() or torch.jit.is_tracing()
 
 
 def _gemm(x, weight, bias=None):
@@ -116,7 +121,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def _onednn_applies(x, weight):
     return (x.is_cpu and weight.is_cpu and x.dtype == weight.dtype == torch.float32
-            and x.numel() > 0 and not _cpu_autocast() and not _compiling() and onednn_available())
+            and x.numel() > 0 and not _cpu_autocast() and not _recorded() and onednn_available())
 
 
 class Linear(nn.Linear):
@@ -127,7 +132,7 @@ class Linear(nn.Linear):
     input gradient through oneDNN takes the GEMMs of a training step from about 470 to 410 ms
     (torch.profiler, batch 128). The result is the same function up to fp32 rounding (about 1e-6; a
     seeded CPU run differs from one with a stock ``nn.Linear``, never from itself). CUDA, autocast,
-    other dtypes, torch.compile and torches without oneDNN take the stock path.
+    other dtypes, torch.compile, torch.jit.trace and torches without oneDNN take the stock path.
     """
 
     def forward(self, x):
@@ -148,12 +153,12 @@ class Dropout(nn.Dropout):
     in, as torch does. Mask, forward and backward over (128, 256, 512) take about 80 ms against torch's
     170 to 230. The stream of masks differs from torch's, so a seeded CPU run differs from one with a
     stock ``nn.Dropout``, never from itself. CUDA (where a captured graph draws its masks with torch's
-    own kernel), torch.compile, evaluation and p of 0 or 1 take the stock path.
+    own kernel), torch.compile, torch.jit.trace, evaluation and p of 0 or 1 take the stock path.
     """
 
     def forward(self, x):
         if (not self.training or x.device.type != "cpu" or self.inplace or not 0 < self.p < 1
-                or _compiling()):
+                or _recorded()):
             return super().forward(x)
         return x * _dropout_mask(x, self.p)  # autograd keeps only the mask for the backward
 

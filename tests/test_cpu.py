@@ -107,18 +107,23 @@ def test_onednn_probe_draws_no_random_numbers_and_refuses_a_broken_op(monkeypatc
 
 
 @needs_onednn
-def test_torch_compile_takes_torchs_modules_after_an_eager_forward():
-    """A model that has run eagerly (oneDNN probed and cached) still compiles: under torch.compile
-    the modules are torch's. inductor cannot lower the oneDNN op on a weight that is not a constant."""
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated, still used
+def test_compile_export_and_trace_take_torchs_modules_after_an_eager_forward():
+    """A model that has run eagerly (oneDNN probed and cached) can still be compiled, exported and
+    traced: the modules are torch's then. Before, inductor failed on the oneDNN op ("weight must be
+    a graph constant") and the tracer could not record its arguments."""
     torch.manual_seed(0)
     net = nn.Sequential(Linear(16, 8), nn.ReLU(), Dropout(0.5), Linear(8, 4))
     x = torch.randn(8, 5, 16)
     net(x)
     compiled = torch.compile(net)
-    compiled(x).sum().backward()  # was: InductorError, "weight must be a graph constant"
+    compiled(x).sum().backward()
     assert all(p.grad is not None for p in net.parameters())
     net.eval()
-    assert torch.allclose(compiled(x), net(x), atol=1e-5)
+    expected = net(x)
+    assert torch.allclose(compiled(x), expected, atol=1e-5)
+    assert torch.allclose(torch.export.export(net, (x,)).module()(x), expected, atol=1e-5)
+    assert torch.allclose(torch.jit.trace(net, x)(x), expected, atol=1e-5)
 
 
 @pytest.mark.cuda
