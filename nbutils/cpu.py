@@ -121,7 +121,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def _onednn_applies(x, weight):
     return (x.is_cpu and weight.is_cpu and x.dtype == weight.dtype == torch.float32
-            and x.numel() > 0 and not _cpu_autocast() and not _recorded() and onednn_available())
+            and not _recorded() and x.numel() > 0 and not _cpu_autocast() and onednn_available())
 
 
 class Linear(nn.Linear):
