@@ -10,7 +10,8 @@ GEMMs, the rest mostly dropout, ReLU and memory traffic. Three changes, each mea
 * :func:`tune_cpu_allocator` (the fast path calls it): glibc keeps freed activations in the heap.
 
 The model uses the two modules in every loop, so the my_utils loop, ``train_ch3`` and the fast path
-compute the same thing. On a GPU the modules are torch's own.
+compute the same thing. On a GPU, and under torch.compile, torch.jit.trace or torch.func, the modules
+are torch's own.
 """
 from __future__ import annotations
 
@@ -81,13 +82,18 @@ def _compiling_query():
 
 
 _compiling = _compiling_query()
+_functorch_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor",
+                             lambda tensor: False)
 
 
-def _recorded():
-    """Whether torch.compile, torch.export or torch.jit.trace is recording the model. Then the modules
-    are torch's: inductor fuses linear and dropout itself and cannot lower the oneDNN op on a weight
-    that is not a graph constant (an InductorError), and the tracer cannot record the op's arguments."""
-    return _compiling() or torch.jit.is_tracing()
+def _transformed(*tensors):
+    """Whether something other than eager autograd runs the model: torch.compile, torch.export,
+    torch.jit.trace, or a torch.func transform (vmap, grad, jacrev). Then the modules are torch's:
+    inductor cannot lower the oneDNN op on a weight that is not a graph constant (an InductorError),
+    the tracer cannot record the op's arguments, and torch.func needs what the custom autograd
+    Function does not define (setup_context, a batching rule)."""
+    return (_compiling() or torch.jit.is_tracing()
+            or any(_functorch_wrapped(t) for t in tensors if t is not None))
 
 
 def _gemm(x, weight, bias=None):
@@ -121,7 +127,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def _onednn_applies(x, weight):
     return (x.is_cpu and weight.is_cpu and x.dtype == weight.dtype == torch.float32
-            and not _recorded() and x.numel() > 0 and not _cpu_autocast() and onednn_available())
+            and not _transformed(x, weight) and x.numel() > 0 and not _cpu_autocast()
+            and onednn_available())
 
 
 class Linear(nn.Linear):
@@ -132,7 +139,8 @@ class Linear(nn.Linear):
     input gradient through oneDNN takes the GEMMs of a training step from about 470 to 410 ms
     (torch.profiler, batch 128). The result is the same function up to fp32 rounding (about 1e-6; a
     seeded CPU run differs from one with a stock ``nn.Linear``, never from itself). CUDA, autocast,
-    other dtypes, torch.compile, torch.jit.trace and torches without oneDNN take the stock path.
+    other dtypes, torch.compile, torch.jit.trace, torch.func and torches without oneDNN take the
+    stock path.
     """
 
     def forward(self, x):
@@ -153,12 +161,13 @@ class Dropout(nn.Dropout):
     in, as torch does. Mask, forward and backward over (128, 256, 512) take about 80 ms against torch's
     170 to 230. The stream of masks differs from torch's, so a seeded CPU run differs from one with a
     stock ``nn.Dropout``, never from itself. CUDA (where a captured graph draws its masks with torch's
-    own kernel), torch.compile, torch.jit.trace, evaluation and p of 0 or 1 take the stock path.
+    own kernel), torch.compile, torch.jit.trace, torch.func, evaluation and p of 0 or 1 take the
+    stock path.
     """
 
     def forward(self, x):
         if (not self.training or x.device.type != "cpu" or self.inplace or not 0 < self.p < 1
-                or _recorded()):
+                or _transformed(x)):
             return super().forward(x)
         return x * _dropout_mask(x, self.p)  # autograd keeps only the mask for the backward
 

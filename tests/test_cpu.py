@@ -126,6 +126,25 @@ def test_compile_export_and_trace_take_torchs_modules_after_an_eager_forward():
     assert torch.allclose(torch.jit.trace(net, x)(x), expected, atol=1e-5)
 
 
+@needs_onednn
+def test_torch_func_transforms_take_torchs_modules(gemm_calls):
+    """Per-example gradients with torch.func (vmap of grad) equal torch's own, one example at a time."""
+    from torch.func import functional_call, grad, vmap
+    stock, ours = twins()
+    ours(torch.randn(2, 49))  # eager first: oneDNN probed and cached
+    x = torch.randn(4, 49)
+
+    def loss(module):
+        return lambda params, xi: functional_call(module, params, (xi,)).square().sum()
+
+    per_example = vmap(grad(loss(ours)), in_dims=(None, 0))(dict(ours.named_parameters()), x)
+    for i in range(len(x)):  # was: "an autograd.Function ... must override setup_context"
+        expected = grad(loss(stock))(dict(stock.named_parameters()), x[i])
+        for name in expected:
+            assert torch.allclose(per_example[name][i], expected[name], atol=1e-5)
+    assert len(gemm_calls) == 1  # only the eager forward went to oneDNN
+
+
 @pytest.mark.cuda
 def test_linear_is_torchs_on_cuda(gemm_calls):
     stock, ours = twins()
