@@ -21,7 +21,6 @@ import functools
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 __all__ = ["Dropout", "Linear", "onednn_available", "tune_cpu_allocator"]
 
@@ -114,12 +113,16 @@ class _OneDNNLinear(torch.autograd.Function):
         return _gemm(x, weight, bias)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad
         grad = grad.contiguous()
-        grad_x = _gemm(grad, weight.t().contiguous()) if need_x else None
+        if not need_x:
+            grad_x = None
+        elif torch.is_grad_enabled():  # backward(create_graph=True): a second derivative will be
+            grad_x = grad @ weight     # taken, and the oneDNN op has none
+        else:
+            grad_x = _gemm(grad, weight.t().contiguous())
         grad_weight = grad.t() @ x if need_weight else None
         grad_bias = grad.sum(0) if need_bias else None
         return grad_x, grad_weight, grad_bias

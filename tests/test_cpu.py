@@ -127,6 +127,25 @@ def test_compile_export_and_trace_take_torchs_modules_after_an_eager_forward():
 
 
 @needs_onednn
+def test_second_derivatives_equal_torchs(gemm_calls):
+    """A gradient penalty (backward through a gradient, create_graph=True) gives nn.Linear's result;
+    the oneDNN op, which has no derivative of its own, stays out of the differentiated graph."""
+    stock, ours = twins()
+    x = torch.randn(6, 49, requires_grad=True)
+    grads = []
+    for module in (stock, ours):
+        module.zero_grad(set_to_none=True)
+        g, = torch.autograd.grad(torch.tanh(module(x)).square().sum(), x, create_graph=True)
+        g.square().sum().backward()
+        grads.append([p.grad for p in module.parameters()])
+    for e, g in zip(*grads):
+        assert torch.allclose(g, e, rtol=1e-5, atol=1e-5)
+    # the forward, and the input gradient of the last, ordinary backward; the one under
+    # create_graph=True took torch's differentiable matmul
+    assert gemm_calls == [torch.Size([6, 49]), torch.Size([6, 64])]
+
+
+@needs_onednn
 def test_torch_func_transforms_take_torchs_modules(gemm_calls):
     """Per-example gradients with torch.func (vmap of grad) equal torch's own, one example at a time."""
     from torch.func import functional_call, grad, vmap
