@@ -130,7 +130,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def _onednn_applies(x, weight):
     return (x.is_cpu and weight.is_cpu and x.dtype == weight.dtype == torch.float32
-            and not _transformed(x, weight) and x.numel() > 0 and not _cpu_autocast()
+            and x.layout == weight.layout == torch.strided and not _transformed(x, weight) and x.numel() > 0 and not _cpu_autocast()
             and onednn_available())
 
 
@@ -142,8 +142,8 @@ class Linear(nn.Linear):
     input gradient through oneDNN takes the GEMMs of a training step from about 470 to 410 ms
     (torch.profiler, batch 128). The result is the same function up to fp32 rounding (about 1e-6; a
     seeded CPU run differs from one with a stock ``nn.Linear``, never from itself). CUDA, autocast,
-    other dtypes, torch.compile, torch.jit.trace, torch.func and torches without oneDNN take the
-    stock path.
+    other dtypes, sparse input, torch.compile, torch.jit.trace, torch.func and torches without oneDNN
+    take the stock path.
     """
 
     def forward(self, x):

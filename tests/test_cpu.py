@@ -80,6 +80,8 @@ def test_what_linear_leaves_to_torch(gemm_calls, monkeypatch):
     linear = Linear(4, 3)
     linear.double()(torch.randn(2, 4, dtype=torch.float64))  # not fp32
     linear.float()(torch.zeros(0, 4))                        # empty
+    sparse = torch.sparse_coo_tensor([[0, 1], [0, 3]], [1.0, 2.0], (2, 4), check_invariants=True)
+    assert torch.allclose(linear(sparse), F.linear(sparse.to_dense(), linear.weight, linear.bias))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert linear(torch.randn(2, 4)).dtype == torch.bfloat16  # autocast decides
     with torch.no_grad():
