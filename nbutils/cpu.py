@@ -110,7 +110,15 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
+        ctx.save_for_forward(x, weight)
         return _gemm(x, weight, bias)
+
+    @staticmethod
+    def jvp(ctx, x_t, weight_t, bias_t):  # forward-mode AD (torch.autograd.forward_ad)
+        x, weight = ctx.saved_tensors
+        terms = [x_t @ weight.t() if x_t is not None else None,
+                 x @ weight_t.t() if weight_t is not None else None, bias_t]
+        return sum(t for t in terms if t is not None)
 
     @staticmethod
     def backward(ctx, grad):

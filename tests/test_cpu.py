@@ -148,6 +148,26 @@ def test_second_derivatives_equal_torchs(gemm_calls):
 
 
 @needs_onednn
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch's forward_ad imports torch.jit.script
+def test_forward_mode_derivatives_equal_torchs(gemm_calls):
+    """Dual numbers (torch.autograd.forward_ad) through input, weight and bias give nn.Linear's
+    tangent; the custom autograd Function needs its own jvp for that."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.func import functional_call
+    stock, ours = twins()
+    x, x_t = torch.randn(5, 49), torch.randn(5, 49)
+    tangents = {k: torch.randn_like(v) for k, v in ours.named_parameters()}
+    out = []
+    for module in (stock, ours):
+        with fwAD.dual_level():
+            params = {k: fwAD.make_dual(v.detach(), tangents[k]) for k, v in module.named_parameters()}
+            y = functional_call(module, params, (fwAD.make_dual(x, x_t),))
+            out.append(fwAD.unpack_dual(y).tangent)
+    assert torch.allclose(out[1], out[0], atol=1e-5)
+    assert len(gemm_calls) == 1  # the primal went through oneDNN
+
+
+@needs_onednn
 def test_torch_func_transforms_take_torchs_modules(gemm_calls):
     """Per-example gradients with torch.func (vmap of grad) equal torch's own, one example at a time."""
     from torch.func import functional_call, grad, vmap
