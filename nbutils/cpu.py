@@ -104,7 +104,8 @@ class _OneDNNLinear(torch.autograd.Function):
     """``F.linear`` on 2-D input: forward and input gradient in oneDNN, weight gradient in MKL.
 
     MKL keeps the weight gradient: a reduction over all rows of the batch (32,768 at batch 128), where
-    it is 2 to 4x faster than oneDNN here.
+    it is 2 to 4x faster than oneDNN here. The oneDNN op has no derivative of its own, so a backward
+    that is itself differentiated (create_graph=True) and forward-mode AD use torch's matmul.
     """
 
     @staticmethod
@@ -138,8 +139,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def _onednn_applies(x, weight):
     return (x.is_cpu and weight.is_cpu and x.dtype == weight.dtype == torch.float32
-            and x.layout == weight.layout == torch.strided and not _transformed(x, weight) and x.numel() > 0 and not _cpu_autocast()
-            and onednn_available())
+            and x.layout == weight.layout == torch.strided and not _transformed(x, weight)
+            and x.numel() > 0 and not _cpu_autocast() and onednn_available())
 
 
 class Linear(nn.Linear):
