@@ -62,17 +62,19 @@ def use_fast(params: Params) -> bool:
                                               resolve_device(params.device).type == "cuda")
 
 
-def warn_if_slow(params: Params, runs=1):
-    """Say so before full-size training starts on a CPU: hours per run, not seconds."""
+def warn_if_slow(params: Params, runs=1, epochs=None):
+    """Say so before full-size training starts on a CPU: hours per run, not seconds. ``epochs``: those
+    still to train (a resumed run), default all of them."""
+    epochs = params.epochs if epochs is None else epochs
     full_size = params.train_subset in (0, 60_000)
-    if not runs or not full_size or resolve_device(params.device).type != "cpu":
+    if not runs or not epochs or not full_size or resolve_device(params.device).type != "cpu":
         return
     # Per full epoch on 2 cores, within what the benchmark measured on this noisy host (reports/bench/,
     # 2026-11-27 evening): the fast path 5.1 to 6.6 min, the my_utils loop 7.9 to 10.4.
-    minutes = (5.5 if use_fast(params) else 8.5) * params.epochs * runs
-    print(f"note: no GPU here; {runs} full-size run{'s' * (runs > 1)} of {params.epochs} epochs: "
-          f"about {minutes / 60:.1f} h on 2 CPU cores. `--profile smoke` checks the pipeline in "
-          f"minutes.", flush=True)
+    minutes = (5.5 if use_fast(params) else 8.5) * epochs * runs
+    print(f"note: no GPU here; {runs} full-size run{'s' * (runs > 1)} of {epochs} epochs: "
+          f"about {minutes / 60:.1f} h on 2 CPU cores. The smoke profile (`--profile smoke`; in a "
+          f"notebook, profile = \"smoke\") checks the pipeline in minutes.", flush=True)
 
 
 def make_loaders(params: Params, val_size=0):
@@ -159,6 +161,7 @@ def train(params: Params, animator=None, log=print):
         animator.add(record["epoch"], record["lr"], axis=1)
     device = resolve_device(params.device)
     if len(history) < params.epochs:
+        warn_if_slow(params, epochs=params.epochs - len(history))  # e.g. Colab without a GPU runtime
         kw = dict(scheduler=scheduler, device=device, animator=animator, on_epoch_end=on_epoch_end)
         history = fit_params(params, net, train_iter, test_iter, loss, optimizer, history=history,
                              **kw)

@@ -137,7 +137,10 @@ def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
     for quiet in (P.resolve("smoke", device="cpu"), P.resolve("seed", device="cpu", train_subset=500)):
         warn_if_slow(quiet)
     warn_if_slow(P.resolve("seed", device="cpu"), runs=0)
+    warn_if_slow(P.resolve("seed", device="cpu"), epochs=0)  # a resumed run with nothing left
     assert capsys.readouterr().out == ""
+    warn_if_slow(P.resolve("seed", device="cpu", fast="on"), epochs=12)  # 18 of 30 done
+    assert "1 full-size run of 12 epochs: about 1.1 h" in capsys.readouterr().out
 
 
 def test_runner_refuses_a_corrupt_dataset_before_making_a_folder(tmp_path):

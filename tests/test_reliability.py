@@ -87,6 +87,17 @@ def test_same_seed_same_history(uninterrupted, tmp_path):
     assert final_state(tmp_path / "again")[1] == final_state(uninterrupted)[1]
 
 
+def test_training_announces_a_cpu_run_before_it_starts(tmp_path, monkeypatch):
+    """Notebook 04 in Colab without a GPU runtime: the hours are said before training starts (for
+    a full-size run; warn_if_slow's own tests), and not again once the run has finished."""
+    said = []
+    monkeypatch.setattr(experiment, "warn_if_slow",
+                        lambda params, epochs=None: said.append((params.train_subset, epochs)))
+    experiment.train(params_for(tmp_path / "run", epochs=1))
+    experiment.train(params_for(tmp_path / "run", epochs=1))  # resumes a finished run: nothing to do
+    assert said == [(384, 1)]
+
+
 def test_checkpoint_with_other_parameters_is_refused(uninterrupted):
     with pytest.raises(CheckpointMismatch, match=r"other parameters \(lr: checkpoint 0.001 vs now 0.01\)"):
         experiment.train(params_for(uninterrupted, lr=0.01))
