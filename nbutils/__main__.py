@@ -12,10 +12,12 @@ imported until then, so this works before torch is installed.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, distributions, version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +46,6 @@ def requirements_met(path=REPO / "requirements.txt"):
 
     False when that cannot be told (no ``packaging`` yet, a line it cannot parse): pip then decides.
     """
-    from importlib.metadata import PackageNotFoundError, version
     try:
         from packaging.requirements import InvalidRequirement, Requirement
     except ImportError:  # a bare machine; matplotlib brings packaging
@@ -68,8 +69,6 @@ def installed_here():
     imports) is an editable install of it, as notebook kernels and test subprocesses started
     elsewhere need. The checkout's own ``nbutils.egg-info``, which setuptools leaves there, is not
     an install and is skipped."""
-    import json
-    from importlib.metadata import distributions
     here = {"", ".", str(REPO)}
     for dist in distributions(name="nbutils", path=[p for p in sys.path if p not in here]):
         url = json.loads(dist.read_text("direct_url.json") or "{}")
