@@ -261,14 +261,21 @@ def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None,
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--eval-images", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=0)
+    parser.add_argument("--device", default="auto",
+                        help="auto (the GPU when there is one), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed training steps per mode, with --epochs 0 (default: 20)")
+    parser.add_argument("--eval-images", type=int, default=2000,
+                        help="timed test images per mode, with --epochs 0 (default: 2000)")
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="0: project epochs from timed steps; N: run the fast modes for N whole "
+                             "epochs, GPU work (default: 0)")
     parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--baseline-epochs", type=int, default=1)
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--batch-size", type=int, default=128, help="(default: 128, the report's)")
+    parser.add_argument("--baseline-epochs", type=int, default=1,
+                        help="full epochs of the two DataLoader loops, with --epochs N (default: 1)")
+    parser.add_argument("--out", default=None,
+                        help="the JSON file (default: reports/bench/bench-<device>.json)")
     parser.add_argument("--stock-dropout", action="store_true",
                         help="torch's nn.Dropout in the model instead of nbutils.cpu.Dropout")
     parser.add_argument("--stock-linear", action="store_true",

@@ -581,18 +581,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--claims", default="all", help=f"comma-separated, of {list(CLAIMS)}")
-    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    parser.add_argument("--profile", default="seed")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                        help=f"comma-separated (default: {','.join(map(str, SEEDS))})")
+    parser.add_argument("--profile", default="seed",
+                        help="seed: the report's protocol, GPU work; smoke: CPU-sized, its numbers "
+                             "mean nothing (default: seed)")
     parser.add_argument("--precision", default="fp32",
                         help="fp32 (the report's), or tf32/bf16 for cheaper runs: the fast_path claim "
                              "says what they cost in accuracy")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time (default: 1; processes time-slice a GPU, so keep 1 there)")
     parser.add_argument("--max-runs", type=int, default=None, metavar="N",
                         help="train at most N of the unfinished runs, in plan order (a sweep in "
                              "pieces, e.g. across short GPU leases)")
     parser.add_argument("--out", default=None, help="default: reports/ablations")
-    parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="write the tables and plots from the finished runs; train nothing")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
