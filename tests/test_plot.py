@@ -71,5 +71,13 @@ def test_show_images_grid_hides_unused_axes():
     assert axes[0].get_title() == "a"
 
 
-def test_use_svg_display_works_outside_ipython():
+@pytest.mark.parametrize("frontend, formats", [(True, [("svg",)]), (False, [])])
+def test_use_svg_display_asks_the_inline_backend_for_svg_only_with_a_frontend(monkeypatch, frontend,
+                                                                               formats):
+    # my_utils called IPython's set_matplotlib_formats, which current IPython no longer has.
+    from matplotlib_inline import backend_inline
+    asked = []
+    monkeypatch.setattr(backend_inline, "set_matplotlib_formats", lambda *f: asked.append(f))
+    monkeypatch.setattr(nbplot, "has_frontend", lambda: frontend)
     nb.use_svg_display()
+    assert asked == formats
