@@ -92,6 +92,37 @@ def test_scheduler_verdict_says_whether_the_scheduler_ever_acted(tmp_path):
     assert rows[0]["lr_cut"] == 1 and "never cut" not in sweep.verdict(claim, rows)
 
 
+def test_fast_path_verdict_also_compares_the_last_epochs(tmp_path):
+    """A final epoch that dips is not a mode that lost accuracy: the verdict says both."""
+    claim = sweep.CLAIMS["fast_path"]
+    def history(*accs):
+        return [dict(epoch=e, test_acc=a, lr=1e-3) for e, a in enumerate(accs, 1)]
+    steady = history(0.80, 0.890, 0.886, 0.890, 0.886, 0.890)
+    dipped = history(0.80, 0.890, 0.886, 0.890, 0.890, 0.884)
+    for seed in (0, 1):
+        fake_run(tmp_path, "eager", seed, 0.890, history=steady, fast="eager", precision="fp32")
+        fake_run(tmp_path, "graphs", seed, 0.890, history=steady, fast="on", precision="fp32")
+        fake_run(tmp_path, "bf16", seed, 0.884, history=dipped, fast="on", precision="bf16")
+    rows = sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))
+    assert rows[2]["late"] == pytest.approx(0.888) and rows[0]["late"] == pytest.approx(0.8884)
+    assert rows[0]["swing"] == pytest.approx(0.004)
+    said = sweep.verdict(claim, rows)
+    assert said.startswith("does not hold: mean final accuracy against eager fp32: graphs fp32 +0.00, "
+                           "graphs bf16 -0.60 points (allowed: within 0.30)")
+    assert ("last 5 epochs: graphs fp32 +0.00, graphs bf16 -0.04 points; over those epochs one run's "
+            "test accuracy moved by 0.40 points") in said
+    for r in rows:  # without per-epoch test accuracy there is nothing steadier to add
+        r["late"] = None
+    assert "last 5 epochs" not in sweep.verdict(claim, rows)
+
+
+def test_late_epochs_need_a_test_accuracy_in_every_one_of_them():
+    assert sweep._late(None) == (None, None)
+    assert sweep._late([dict(test_acc=None, val_acc=0.9)] * 6) == (None, None)  # the honest protocol
+    assert sweep._late([dict(test_acc=0.5), dict(test_acc=0.7)]) == (pytest.approx(0.6),
+                                                                    pytest.approx(0.2))
+
+
 def test_table_marks_times_of_runs_that_shared_the_device():
     row = dict(label="a", n=3, final=0.9, final_sd=0.01, max=None, max_sd=None, seconds=30.0,
                ran_on=["H100"])
