@@ -356,7 +356,8 @@ def _stats(values):
 
 
 def _metrics_for(claim, overrides, seed, finished, base_params):
-    """One run's numbers for one row, or None (for ``epochs``: the prefix of the longest run)."""
+    """One run's numbers for one row, or None (for ``epochs``: the prefix of the longest run), with
+    what its history adds: ``late`` (:func:`_late`) and ``lr_cut`` (:func:`_lr_was_cut`)."""
     if claim.key == "epochs":
         (label, long_run), = _variants_to_run(claim)
         m = finished.get(spec_key(_spec(label, dict(long_run), seed, base_params)))
@@ -364,12 +365,16 @@ def _metrics_for(claim, overrides, seed, finished, base_params):
             return None
         history = _history(m)
         prefix = history[:overrides["epochs"]]
-        return dict(m, final_test_acc=prefix[-1]["test_acc"],
-                    max_test_acc=max(r["test_acc"] for r in prefix),
-                    train_seconds=m["train_seconds"] * len(prefix) / len(history),
-                    late=_late(prefix))
-    m = finished.get(spec_key(_spec("", dict(overrides), seed, base_params)))
-    return None if m is None else dict(m, late=_late(_history(m)))
+        m = dict(m, final_test_acc=prefix[-1]["test_acc"],
+                 max_test_acc=max(r["test_acc"] for r in prefix),
+                 train_seconds=m["train_seconds"] * len(prefix) / len(history))
+        history = prefix
+    else:
+        m = finished.get(spec_key(_spec("", dict(overrides), seed, base_params)))
+        if m is None:
+            return None
+        history = _history(m)
+    return dict(m, late=_late(history), lr_cut=_lr_was_cut(history))
 
 
 def _history(metrics):
@@ -411,13 +416,12 @@ def summarize(claim, seeds, root: Path, base_params, partial=False):
                          runs=[Path(m["folder"]).name for m in found],
                          ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
                          jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
-                         lr_cut=_count(_lr_was_cut(m) for m in found)))
+                         lr_cut=_count(m["lr_cut"] for m in found)))
     return rows or None
 
 
-def _lr_was_cut(metrics):
+def _lr_was_cut(history):
     """Whether the learning rate ever fell below its first value in the run; None without a history."""
-    history = _history(metrics)
     if history is None:
         return None
     lrs = [r["lr"] for r in history if r.get("lr") is not None]
