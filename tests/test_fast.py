@@ -129,7 +129,8 @@ def test_bench_json_has_every_field(real_root, tmp_path):
     (["--epochs", "-1"], "epochs must be >= 0, got -1"),
     (["--modes", "fast-fp32,fast"], "modes must be among ['my_utils', 'train_ch3', 'fast-fp32', "
                                     "'fast-tf32', 'fast-bf16'], got ['fast']"),
-    (["--profile", "my_utils"], "profile must be among ['fast-fp32', 'fast-tf32', 'fast-bf16']"),
+    (["--profile", "my_utils"], "profile must be one of ['fast-fp32', 'fast-tf32', 'fast-bf16'], "
+                                "got 'my_utils'"),
     pytest.param(["--device", "cpu", "--modes", "fast-tf32"], "fast-tf32 is a GPU mode",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU-only refusal")),
 ])
