@@ -72,17 +72,7 @@ def _autocast_query():
 _cpu_autocast = _autocast_query()
 
 
-def _compiling_query():
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and hasattr(compiler, "is_compiling"):
-        return compiler.is_compiling
-    from torch import _dynamo  # torch < 2.3
-    return _dynamo.is_compiling
-
-
-_compiling = _compiling_query()
-_functorch_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor",
-                             lambda tensor: False)
+_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 def _transformed(*tensors):
@@ -91,7 +81,7 @@ def _transformed(*tensors):
     inductor cannot lower the oneDNN op on a weight that is not a graph constant (an InductorError),
     the tracer cannot record the op's arguments, and torch.func needs what the custom autograd
     Function does not define (setup_context, a batching rule)."""
-    return (_compiling() or torch.jit.is_tracing()
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
             or any(_functorch_wrapped(t) for t in tensors if t is not None))
 
 
