@@ -75,6 +75,19 @@ def test_scheduler_cut_takes_effect(tiny_root):
     assert torch.equal(net.stemLinear.weight, before)
 
 
+def test_fixed_cut_reaches_the_lr_tensor_a_graph_reads(tiny_root):
+    """A CUDA graph reads the lr tensor it captured: the lr_cut claim's scheduler must end up in that
+    tensor (torch fills it in place; older torch replaces it, and FastTrainer copies the value in)."""
+    net = nb.NeuralNetwork()
+    lr = torch.tensor(1e-3)
+    opt = nb.make_optimizer(net.parameters(), "adam", lr, 0.0)
+    train_iter, test_iter = device_loaders(tiny_root)
+    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt,
+                         nb.make_cut_scheduler(opt, epoch=1, factor=0.5))
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(5e-4)
+    assert history.column("lr") == pytest.approx([5e-4, 5e-4])
+
+
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_each_precision_mode_runs(tiny_root, precision):
     net, opt = fresh()
@@ -202,10 +215,12 @@ def test_cuda_graph_epoch_equals_eager_epoch(tiny_root, optimizer):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("optimizer", sorted(nb.OPTIMIZERS))
-def test_cuda_graph_sees_scheduler_cut(tiny_root, optimizer):
+@pytest.mark.parametrize("kind", ["plateau", "fixed"])
+def test_cuda_graph_sees_scheduler_cut(tiny_root, optimizer, kind):
     net, opt = fresh("cuda", optimizer=optimizer)
     train_iter, test_iter = device_loaders(tiny_root, device="cuda", drop_last=True)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=1e-12, threshold=1e9)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=1e-12, threshold=1e9) \
+        if kind == "plateau" else nb.make_cut_scheduler(opt, epoch=1, factor=1e-12)
     for g in opt.param_groups:
         g["weight_decay"] = 0.0
     history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, sched)

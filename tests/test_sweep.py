@@ -92,6 +92,31 @@ def test_scheduler_verdict_says_whether_the_scheduler_ever_acted(tmp_path):
     assert rows[0]["lr_cut"] == 1 and "never cut" not in sweep.verdict(claim, rows)
 
 
+def test_lr_cut_claim_replays_the_reports_cut_and_sets_it_beside_the_reports_numbers(tmp_path):
+    claim = sweep.CLAIMS["lr_cut"]
+    specs = sweep.plan([sweep.CLAIMS["scheduler"], claim], [0], base(fast="on"), tmp_path).values()
+    assert sorted(sweep.Path(s["folder"]).name for s in specs) == \
+        ["lr-cut-after-epoch-18-s0", "no-scheduler-s0", "report-protocol-s0"]  # the base is shared
+    opt = nb.make_optimizer(torch.nn.Linear(2, 2).parameters())
+    cut = sweep._scheduler("cut18", opt, None)
+    assert isinstance(cut, torch.optim.lr_scheduler.MultiStepLR) and dict(cut.milestones) == {18: 1}
+
+    def history(cut_to):  # a record's lr is the one after that epoch's scheduler step
+        return [dict(epoch=e, test_acc=0.89, lr=1e-3 if e < 18 else cut_to) for e in range(1, 31)]
+    for seed in (0, 1):
+        fake_run(tmp_path, "lr cut after epoch 18", seed, 0.899 + seed / 1000, top=0.901,
+                 history=history(1e-4), scheduler="cut18")
+        fake_run(tmp_path, "report protocol", seed, 0.890 + seed / 1000, history=history(1e-3))
+    rows = sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))
+    assert [r["lr_cut"] for r in rows] == [2, 0]
+    said = sweep.verdict(claim, rows)
+    assert said.startswith("holds: lr cut after epoch 18 beat every alternative")
+    assert said.endswith("final test accuracy is 89.95 ± 0.07 % and the best epoch 90.10 ± 0.00 %, "
+                         "against the report's 89.88 % and 90.05 %")
+    rows[0]["lr_cut"] = 0  # e.g. the smoke profile: one epoch, the cut never comes
+    assert "the cut never happened" in sweep.verdict(claim, rows)
+
+
 def test_fast_path_verdict_also_compares_the_last_epochs(tmp_path):
     """A final epoch that dips is not a mode that lost accuracy: the verdict says both."""
     claim = sweep.CLAIMS["fast_path"]

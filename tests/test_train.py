@@ -101,6 +101,17 @@ def test_scheduler_steps_on_the_test_loss_and_lr_is_recorded(tiny_root):
     assert history.column("lr") == [0.05, 0.025]
 
 
+def test_the_fixed_cut_lowers_the_lr_once_after_its_epoch(tiny_root):
+    """make_cut_scheduler (the lr_cut claim's): epoch 3 trains at the cut lr, whatever the loss did."""
+    train_iter, test_iter = tiny_loaders(tiny_root)
+    net = nb.NeuralNetwork()
+    opt = nb.make_optimizer(net.parameters(), "adam", lr=1e-3)
+    history = nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt,
+                           nb.make_cut_scheduler(opt, epoch=2), animator=False)
+    assert history.column("lr") == pytest.approx([1e-3, 1e-4, 1e-4])
+    assert [epoch for epoch, *_ in history.lr_cuts()] == [2]
+
+
 def test_history_lists_each_cut_of_the_learning_rate_at_the_epoch_it_came():
     history = nb.History(dict(epoch=e, lr=lr) for e, lr in enumerate([1e-3, 1e-3, 1e-4, 1e-4, 1e-5], 1))
     assert history.lr_cuts() == [(3, 1e-3, 1e-4), (5, 1e-4, 1e-5)]
@@ -159,6 +170,10 @@ def test_bad_patience_and_epochs(tiny_root):
     opt = nb.make_optimizer(nn.Linear(2, 2).parameters())
     with pytest.raises(ValueError, match="patience must be an integer >= 0"):
         nb.make_scheduler(opt, patience=-1)
+    with pytest.raises(ValueError, match="epoch must be an integer >= 1, got 0"):
+        nb.make_cut_scheduler(opt, epoch=0)
+    with pytest.raises(ValueError, match="factor must be between 0 and 1, got 1"):
+        nb.make_cut_scheduler(opt, factor=1)
     with pytest.raises(ValueError, match="num_epochs must be an integer >= 1"):
         nb.train_ch3(nb.NeuralNetwork(), [], [], nn.CrossEntropyLoss(), 0, opt)
 
