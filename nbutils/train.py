@@ -152,8 +152,8 @@ def make_cut_scheduler(optimizer, epoch=18, factor=0.1):
     """
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
         raise ValueError(f"epoch must be an integer >= 1, got {epoch!r}")
-    if not 0 < factor < 1:
-        raise ValueError(f"factor must be between 0 and 1, got {factor!r}")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
+        raise ValueError(f"factor must be a number between 0 and 1, got {factor!r}")
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epoch], gamma=factor)
 
 

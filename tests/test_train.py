@@ -172,8 +172,9 @@ def test_bad_patience_and_epochs(tiny_root):
         nb.make_scheduler(opt, patience=-1)
     with pytest.raises(ValueError, match="epoch must be an integer >= 1, got 0"):
         nb.make_cut_scheduler(opt, epoch=0)
-    with pytest.raises(ValueError, match="factor must be between 0 and 1, got 1"):
-        nb.make_cut_scheduler(opt, factor=1)
+    for bad in (1, "0.1"):
+        with pytest.raises(ValueError, match=f"factor must be a number between 0 and 1, got {bad!r}"):
+            nb.make_cut_scheduler(opt, factor=bad)
     with pytest.raises(ValueError, match="num_epochs must be an integer >= 1"):
         nb.train_ch3(nb.NeuralNetwork(), [], [], nn.CrossEntropyLoss(), 0, opt)
 
