@@ -120,6 +120,11 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     return from_namespace(injected), folder, injected
 
 
+# ipykernel 7 warns on every start that its local TCP sockets are unencrypted, five times a run, on
+# the terminal the kernels inherit. Errors still show; cells' own stderr is kept in the notebooks.
+_QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+
+
 def execute(params, folder: Path, injected, log=print):
     """Run the five notebooks in order; True when all finished."""
     import papermill as pm
@@ -133,7 +138,8 @@ def execute(params, folder: Path, injected, log=print):
         write_status(folder, "running", notebook=nb.name)
         try:
             pm.execute_notebook(str(nb), str(folder / nb.name), parameters=injected,
-                                cwd=str(folder), kernel_name="python3", progress_bar=False)
+                                cwd=str(folder), kernel_name="python3", progress_bar=False,
+                                extra_arguments=_QUIET_KERNEL)
         except BaseException as e:  # a failed cell, Ctrl-C, SIGTERM: the folder says so
             message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             write_status(folder, "failed", notebook=nb.name, error=message,

@@ -51,10 +51,12 @@ def _fake_notebooks(folder, failing):
         nbformat.write(nb, folder / f"0{i}_step.ipynb")
 
 
-def test_failed_cell_stops_the_run_and_marks_it_failed(reports, tmp_path, monkeypatch):
+def test_failed_cell_stops_the_run_and_marks_it_failed(reports, tmp_path, monkeypatch, capfd):
     _fake_notebooks(tmp_path / "nbs", failing=3)
     monkeypatch.setattr(run, "NOTEBOOKS_DIR", tmp_path / "nbs")
     assert run.main(["--profile", "smoke", "--name", "broken"]) == 1
+    out, err = capfd.readouterr()  # the terminal: what the run says, without the kernels' warnings
+    assert "FAILED in 03_step.ipynb: " in out and "WARNING" not in err
     folder = reports / "broken"
     status = json.loads((folder / "status.json").read_text())
     assert status["state"] == "failed" and status["notebook"] == "03_step.ipynb"
