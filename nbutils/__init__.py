@@ -31,7 +31,7 @@ _EXPORTS = {
     "evaluation": ["confusion_matrix", "misclassified", "per_class_accuracy", "predict", "predict_ch3",
                    "report_lines"],
     "fast": ["FastTrainer", "make_fast_optimizer", "train_fast"],
-    "cpu": ["tune_cpu_allocator"],
+    "cpu": ["to_torch_modules", "tune_cpu_allocator"],
     "params": ["Params", "from_namespace", "resolve"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from . import data as nbdata
-from .cpu import Dropout, Linear
+from .cpu import to_torch_modules
 from .experiment import hardware, reports_root
 from .fast import EVAL_BATCH_SIZE, FastTrainer, make_fast_optimizer
 from .io import atomic_write_json
@@ -83,13 +83,7 @@ def _setup(device, seed, precision, fast, stock_dropout=False, stock_linear=Fals
     net = init_weights(NeuralNetwork()).to(device)
     # What nbutils.cpu's modules save on a CPU (on CUDA they are the stock ones): torch's in their
     # place, with the same weights.
-    for name, module in net.named_children():
-        if stock_dropout and isinstance(module, Dropout):
-            setattr(net, name, nn.Dropout(module.p))
-        if stock_linear and isinstance(module, Linear):
-            stock = nn.Linear(module.in_features, module.out_features, device=device)
-            stock.load_state_dict(module.state_dict())
-            setattr(net, name, stock)
+    to_torch_modules(net, linear=stock_linear, dropout=stock_dropout)
     if fast:
         opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 5e-4, device)
     else:

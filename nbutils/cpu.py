@@ -9,6 +9,8 @@ GEMMs, the rest mostly dropout, ReLU and memory traffic. Three changes, each mea
 * :class:`Dropout`: ``nn.Dropout`` with a cheaper mask;
 * :func:`tune_cpu_allocator` (the fast path calls it): glibc keeps freed activations in the heap.
 
+:func:`to_torch_modules` puts torch's own modules back, for tools that match module types exactly.
+
 The model uses the two modules in every loop, so the my_utils loop, ``train_ch3`` and the fast path
 compute the same thing. On a GPU, and under torch.compile, torch.jit.trace or torch.func, the modules
 are torch's own.
@@ -22,7 +24,7 @@ import functools
 import torch
 from torch import nn
 
-__all__ = ["Dropout", "Linear", "onednn_available", "tune_cpu_allocator"]
+__all__ = ["Dropout", "Linear", "onednn_available", "to_torch_modules", "tune_cpu_allocator"]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 
@@ -181,3 +183,31 @@ def _dropout_mask(x, p):
     samples = bits.view(torch.int16)[:n].view(x.shape)
     keep = samples < round((1 - p) * 2 ** 16) - 2 ** 15
     return torch.where(keep, x.new_full((), 1 / (1 - p)), x.new_zeros(()))
+
+
+def to_torch_modules(net, linear=True, dropout=True):
+    """Put torch's ``nn.Linear`` and ``nn.Dropout`` in place of :class:`Linear` and :class:`Dropout`
+    throughout ``net``, in place, and return it.
+
+    Why: some tools match a module's exact type, not its class hierarchy, and skip or refuse these.
+    ``torch.ao.quantization.quantize_dynamic(net, {nn.Linear})`` leaves every layer of the model in
+    fp32 without a word. The new modules hold the very same Parameter objects (an optimizer built
+    earlier still updates them) and the training flag; no random number is drawn. Hooks registered on
+    the old modules do not move over. The benchmark's ``--stock-linear`` and ``--stock-dropout`` use
+    this to measure what the two modules save.
+    """
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if linear and type(child) is Linear:
+                setattr(parent, name, _torch_linear(child))
+            elif dropout and type(child) is Dropout:
+                setattr(parent, name, nn.Dropout(child.p, child.inplace).train(child.training))
+    return net
+
+
+def _torch_linear(module):
+    # Built on the meta device: no memory, and no draw from the global RNG for an init thrown away.
+    stock = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                      device="meta")
+    stock.weight, stock.bias = module.weight, module.bias
+    return stock.train(module.training)

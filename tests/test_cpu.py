@@ -1,5 +1,6 @@
 """nbutils.cpu: the model's CPU kernels compute what torch's modules compute, and only on a CPU."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -198,8 +199,38 @@ def test_bench_stock_linear_swaps_in_torchs_module_with_the_same_weights():
     ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
     stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_linear=True)
     assert type(ours.Block1_Linear2) is Linear and type(stock.Block1_Linear2) is nn.Linear
+    assert type(stock.Block1_Dropout) is Dropout  # --stock-linear alone
     for a, b in zip(ours.state_dict().values(), stock.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_to_torch_modules_keeps_the_parameters_the_listing_and_the_function():
+    net = nb.init_weights(nb.NeuralNetwork()).eval()
+    params, listing = list(net.parameters()), str(net)
+    X = torch.randn(4, 49, 16)
+    expected = net(X)
+    rng = torch.get_rng_state()
+    assert cpu.to_torch_modules(net) is net
+    assert torch.equal(torch.get_rng_state(), rng)  # no init drawn and thrown away
+    kinds = {type(m) for m in net.modules()}
+    assert Linear not in kinds and Dropout not in kinds and {nn.Linear, nn.Dropout} <= kinds
+    assert all(p is q for p, q in zip(net.parameters(), params))  # what an optimizer holds
+    assert str(net) == listing and not any(m.training for m in net.modules())
+    assert torch.allclose(net(X), expected, atol=1e-5)
+
+
+def test_quantize_dynamic_reaches_every_layer_only_after_to_torch_modules():
+    dynamic = pytest.importorskip("torch.ao.nn.quantized.dynamic")
+
+    def quantized_layers(net):
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in recent torch
+            warnings.simplefilter("ignore")
+            q = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+        return sum(isinstance(m, dynamic.Linear) for m in q.modules()), q
+
+    assert quantized_layers(nb.NeuralNetwork().eval())[0] == 0  # why the function exists
+    n, q = quantized_layers(cpu.to_torch_modules(nb.NeuralNetwork()).eval())
+    assert n == 10 and q(torch.randn(2, 49, 16)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
