@@ -14,7 +14,9 @@ Modes, always measured in this order (the fast path tunes the process's allocato
 With ``--epochs 0`` an epoch is projected from ``--steps`` timed steps and ``--eval-images`` timed test
 images; with ``--epochs N`` (GPU) the fast modes run and time the whole protocol for N epochs, and the
 two DataLoader loops run ``--baseline-epochs`` full epochs (default 1: they cost minutes) whose mean is
-projected to 30. The table is printed and the JSON written to ``--out`` (default
+projected to 30. On a CPU without bf16 instructions bf16 is emulated, about 20x slower than fp32, so
+``fast-bf16`` times at most 3 steps and 500 test images there (a few minutes instead of ten). Each
+mode's row is printed when it is measured, and the JSON written to ``--out`` (default
 ``reports/bench/bench-<device>.json``). ``--profile MODE`` prints where the device time of one eager
 training step goes instead (torch.profiler, top kernels). ``--stock-dropout`` and ``--stock-linear``
 put torch's ``nn.Dropout`` and ``nn.Linear`` back into the model, to measure what
@@ -23,6 +25,7 @@ put torch's ``nn.Dropout`` and ``nn.Linear`` back into the model, to measure wha
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 import warnings
@@ -42,6 +45,23 @@ from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device
 N_TRAIN, N_TEST = 60_000, 10_000
 FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured")
 MODES = ("my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16")  # in the order they run
+EMULATED_STEPS, EMULATED_EVAL_IMAGES = 3, 500  # enough to time a step of several seconds
+
+
+@functools.cache
+def bf16_emulated():
+    """Whether this CPU runs bf16 GEMMs far slower than fp32 ones (no AVX-512 BF16 or AMX): timed on a
+    512x512 product, since torch has no stable query for it."""
+    a = torch.ones(512, 512)
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x = a.to(dtype)
+        x @ x  # warm-up
+        start = time.perf_counter()
+        for _ in range(3):
+            x @ x
+        seconds[dtype] = time.perf_counter() - start
+    return seconds[torch.bfloat16] > 3 * seconds[torch.float32]
 
 
 # ----------------------------------------------------------------------------- the 2020 baseline
@@ -111,6 +131,9 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
     precision = mode.split("-")[1] if fast else "fp32"
+    emulated = not epochs and device.type == "cpu" and precision == "bf16" and bf16_emulated()
+    if emulated:
+        steps, eval_images = min(steps, EMULATED_STEPS), min(eval_images, EMULATED_EVAL_IMAGES)
     loss = nn.CrossEntropyLoss()
     net, opt, sched = _setup(device, seed, precision, fast, stock_dropout, stock_linear)
     n_train = N_TRAIN if epochs else steps * batch_size
@@ -152,7 +175,8 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
     epoch_s = startup_s + step_s * math.ceil(N_TRAIN / batch_size) + eval_s / n_test * N_TEST
     return dict(mode=mode, ms_per_step=1000 * step_s, images_per_s=batch_size / step_s,
                 epoch_s=epoch_s, protocol_30_s=30 * epoch_s + max(0.0, setup_s - train_s),
-                setup_s=setup_s, measured=f"{steps} steps + {n_test} test images, projected",
+                setup_s=setup_s, measured=f"{steps} steps + {n_test} test images, projected"
+                + (" (bf16 emulated on this CPU)" if emulated else ""),
                 final_test_acc=acc)
 
 
@@ -173,13 +197,14 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     root = nbdata.prepare_fashion_mnist(root)
     rows = []
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
-    for mode in modes:
-        rows.append(measure(mode, root, device, steps, eval_images, epochs, batch_size,
-                            baseline_epochs=baseline_epochs, stock_dropout=stock_dropout,
-                            stock_linear=stock_linear))
-    base = next((r for r in rows if r["mode"] == "my_utils"), rows[0])
-    for r in rows:
-        r["speedup_vs_my_utils"] = base["epoch_s"] / r["epoch_s"]
+    print(format_header(hardware(device), batch_size), flush=True)
+    for mode in modes:  # each row as it comes: on a CPU the whole run takes minutes
+        row = measure(mode, root, device, steps, eval_images, epochs, batch_size,
+                      baseline_epochs=baseline_epochs, stock_dropout=stock_dropout,
+                      stock_linear=stock_linear)
+        row["speedup_vs_my_utils"] = (rows or [row])[0]["epoch_s"] / row["epoch_s"]
+        rows.append(row)
+        print(format_row(row), flush=True)
     mixed = [r for r in rows if r["mode"] in ("fast-tf32", "fast-bf16")]
     result = dict(
         device=str(device), hardware=hardware(device), torch=torch.__version__,
@@ -191,7 +216,6 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
                         linear="torch" if stock_linear else "nbutils"),
         best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
         created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
-    print(format_table(result))
     out = Path(out) if out else reports_root() / "bench" / f"bench-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
@@ -206,16 +230,16 @@ def _check_modes(modes):
     return [m for m in MODES if m in modes]  # the fast path tunes the allocator: it runs last
 
 
-def format_table(result):
-    lines = [f"{result['hardware']} | torch {result['torch']} | "
-             f"batch {result['parameters']['batch_size']}",
-             f"{'mode':<10} {'ms/step':>9} {'img/s':>8} {'s/epoch':>9} {'30 epochs s':>12} "
-             f"{'speed-up':>9}  measured"]
-    for r in result["rows"]:
-        lines.append(f"{r['mode']:<10} {r['ms_per_step']:>9.1f} {r['images_per_s']:>8.0f} "
-                     f"{r['epoch_s']:>9.1f} {r['protocol_30_s']:>12.1f} "
-                     f"{r['speedup_vs_my_utils']:>8.2f}x  {r['measured']}")
-    return "\n".join(lines)
+def format_header(hardware_name, batch_size, torch_version=torch.__version__):
+    return (f"{hardware_name} | torch {torch_version} | batch {batch_size}\n"
+            f"{'mode':<10} {'ms/step':>9} {'img/s':>8} {'s/epoch':>9} {'30 epochs s':>12} "
+            f"{'speed-up':>9}  measured")
+
+
+def format_row(r):
+    return (f"{r['mode']:<10} {r['ms_per_step']:>9.1f} {r['images_per_s']:>8.0f} "
+            f"{r['epoch_s']:>9.1f} {r['protocol_30_s']:>12.1f} "
+            f"{r['speedup_vs_my_utils']:>8.2f}x  {r['measured']}")
 
 
 def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None, rows=15):

@@ -136,6 +136,29 @@ def test_bench_json_has_every_field(real_root, tmp_path):
     assert saved["parameters"]["dropout"] == saved["parameters"]["linear"] == "nbutils"
 
 
+def test_bench_times_fewer_steps_where_bf16_is_emulated_and_prints_rows_as_they_come(
+        real_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "bf16_emulated", lambda: True)
+    result = bench.run("cpu", steps=5, eval_images=64, modes=["fast-fp32", "fast-bf16"],
+                       out=tmp_path / "bench.json", root=real_root, batch_size=8)
+    fp32, bf16 = result["rows"]
+    assert fp32["measured"] == "5 steps + 64 test images, projected"
+    assert bf16["measured"] == "3 steps + 64 test images, projected (bf16 emulated on this CPU)"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(result["hardware"]) and lines[1].split()[:2] == ["mode", "ms/step"]
+    assert [line.split()[0] for line in lines[2:4]] == ["fast-fp32", "fast-bf16"]
+    assert lines[4] == f"written: {tmp_path / 'bench.json'}"
+
+
+def test_bf16_counts_as_emulated_on_a_cpu_without_bf16_instructions():
+    native = [getattr(torch.cpu, f, None) for f in ("_is_avx512_bf16_supported",
+                                                     "_is_amx_tile_supported")]
+    if None in native:
+        pytest.skip("this torch cannot say whether the CPU has bf16 instructions")
+    if not any(f() for f in native):
+        assert bench.bf16_emulated()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--steps", "0"], "steps must be >= 1, got 0"),
     (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
