@@ -13,7 +13,12 @@ from .io import atomic_write_text
 from .run import read_status
 
 COLUMNS = ("run", "status", "epochs", "batch", "lr", "weight decay", "optimizer", "init", "subset",
-           "hardware", "max test acc (epoch)", "final test acc", "train time")
+           "other settings", "hardware", "max test acc (epoch)", "final test acc", "train time")
+# The training parameters with a column of their own; "other settings" names the rest where they
+# differ from the report's protocol (a seed, a patch size, a precision), so no two rows that trained
+# differently look alike.
+_IN_COLUMNS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "init", "train_subset",
+               "test_subset")
 
 
 def _pid_alive(pid):
@@ -64,9 +69,17 @@ def _numbers(m):
             "weight decay": recipe.get("weight_decay", p["weight_decay"]),
             "optimizer": recipe.get("optimizer", p["optimizer"]),
             "init": f"recipe: {m['ingredient']}" if recipe else p["init"], "subset": subset,
+            "other settings": _other_settings(p),
             "hardware": m["environment"]["device_name"], "max test acc (epoch)": best,
             "final test acc": f"{100 * m['final_test_acc']:.2f} %",
             "train time": f"{m['train_seconds']:.1f} s"}
+
+
+def _other_settings(params):
+    from .params import DEFAULTS, TRAINING_KEYS
+    changed = [f"{k} {params[k]}" for k in TRAINING_KEYS
+               if k not in _IN_COLUMNS and params.get(k, DEFAULTS[k]) != DEFAULTS[k]]
+    return ", ".join(changed) or "–"
 
 
 def format_markdown(rows):

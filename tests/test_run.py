@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nbutils import experiment, results, run
+from nbutils.params import Params
 
 
 @pytest.fixture
@@ -79,6 +80,26 @@ def test_results_table_flags_interrupted_and_skips_empty(reports):
     assert results.run_state(reports / "empty") == "interactive"
     (dead / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
     assert results.run_state(dead) == "running"
+
+
+def test_results_table_names_the_settings_without_a_column_that_differ_from_the_report(reports):
+    def finished_run(name, **changed):
+        folder = reports / name
+        folder.mkdir(parents=True)
+        params = dict(Params(**changed).as_dict(), run_dir=str(folder))
+        metrics = dict(params=params, epochs_run=params["epochs"], final_test_acc=0.5,
+                       max_test_acc=0.6, max_epoch=1, train_seconds=1.0,
+                       environment={"device_name": "cpu"})
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    finished_run("a-report", device="cpu", live_plot=False)  # neither trains differently
+    finished_run("b-other", seed=1, patch_size=7, precision="bf16", epochs=2)
+    rows = {r["run"]: r for r in results.collect(reports)}
+    assert rows["a-report"]["other settings"] == "–"
+    assert rows["b-other"]["other settings"] == "seed 1, patch_size 7, precision bf16"
+    assert rows["b-other"]["epochs"] == 2  # in a column of its own, so not repeated
+    assert "| full | seed 1, patch_size 7, precision bf16 | cpu |" in \
+        results.write_results_table(reports).read_text()
 
 
 def test_results_table_lists_a_recipe_run_with_its_own_settings(reports):
