@@ -230,8 +230,8 @@ def _check_modes(modes):
     return [m for m in MODES if m in modes]  # the fast path tunes the allocator: it runs last
 
 
-def format_header(hardware_name, batch_size, torch_version=torch.__version__):
-    return (f"{hardware_name} | torch {torch_version} | batch {batch_size}\n"
+def format_header(hardware_name, batch_size):
+    return (f"{hardware_name} | torch {torch.__version__} | batch {batch_size}\n"
             f"{'mode':<10} {'ms/step':>9} {'img/s':>8} {'s/epoch':>9} {'30 epochs s':>12} "
             f"{'speed-up':>9}  measured")
 
