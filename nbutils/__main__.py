@@ -5,6 +5,7 @@
     python3 -m nbutils bench [--device auto] [...]                      my_utils loop vs the fast path
     python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [...]       the ablations, into reports/ablations
     python3 -m nbutils results                                          regenerate reports/RESULTS.md
+    python3 -m nbutils setup                                            only the setup below
 
 Each command first sets the machine up, idempotently, installing only what is missing: the
 requirements, the package itself (editable), and the dataset. Only the standard library is
@@ -99,12 +100,18 @@ def _exec_module(module, args, **env):
     os.execve(sys.executable, [sys.executable, "-m", module, *args], dict(os.environ, **env))
 
 
+COMMANDS = ("reproduce", "test", "bench", "sweep", "results", "setup")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("reproduce", "test", "bench",
-                                                                   "sweep", "results", "setup"):
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
+    if argv[0] not in COMMANDS:
+        print(__doc__)
+        print(f"error: unknown command {argv[0]!r}; one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
     command, rest = argv[0], argv[1:]
     setup()
     if command == "setup":

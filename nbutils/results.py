@@ -99,5 +99,17 @@ def write_results_table(root=None):
     return atomic_write_text(root / "RESULTS.md", text)
 
 
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(prog="python3 -m nbutils results", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=None,
+                        help="the folder of run folders (default: reports/, or $NBUTILS_REPORTS)")
+    args = parser.parse_args(argv)
+    if args.root and not Path(args.root).is_dir():
+        parser.error(f"--root: no folder {args.root}")
+    print(write_results_table(args.root))
+
+
 if __name__ == "__main__":
-    print(write_results_table())
+    main()

@@ -71,3 +71,26 @@ def test_setup_skips_pip_when_nothing_is_missing(monkeypatch):
     commands.setup()
     assert ran == [[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e",
                     str(commands.REPO)]]
+
+
+def test_an_unknown_command_is_named_before_any_setup(monkeypatch, capsys):
+    monkeypatch.setattr(commands, "setup", lambda: pytest.fail("set up for a command that is not one"))
+    assert commands.main(["reprodcue"]) == 2
+    out, err = capsys.readouterr()
+    assert "python3 -m nbutils reproduce" in out  # the usage
+    assert err.strip() == ("error: unknown command 'reprodcue'; one of reproduce, test, bench, sweep, "
+                           "results, setup")
+    assert commands.main(["--help"]) == 0 and capsys.readouterr().err == ""
+
+
+def test_results_command_has_help_and_refuses_a_missing_root(tmp_path, capsys):
+    from nbutils import results
+    with pytest.raises(SystemExit) as exit_:
+        results.main(["--help"])
+    assert exit_.value.code == 0 and "rewrite reports/RESULTS.md" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        results.main(["--root", str(tmp_path / "none")])
+    assert exit_.value.code == 2 and f"--root: no folder {tmp_path / 'none'}" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+    results.main(["--root", str(tmp_path)])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "RESULTS.md")
