@@ -86,6 +86,13 @@ def _check_not_replaced(profile, overrides):
                      f"--profile seed {command}")
 
 
+def _check_name(name):
+    """A run's name is one folder inside reports/: '../x' or 'a/b' would put it elsewhere."""
+    if name and (Path(name).name != name or "\\" in name or name.startswith(".")):
+        raise ValueError(f"--name must be one folder name, without '/', '\\' or a leading '.', "
+                         f"got {name!r}")
+
+
 def prepare(profile=None, overrides=None, name=None, root=None):
     """Validate the parameters and create the run folder; returns ``(params, folder, injected)``.
 
@@ -93,6 +100,7 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     folder. Each notebook resolves them with the same :func:`~nbutils.params.from_namespace`, so the
     notebooks and this runner agree on every value.
     """
+    _check_name(name)
     overrides = dict(overrides or {})
     given = overrides.pop("profile", profile)  # `-p profile smoke`, as papermill users write it
     if profile not in (None, given):

@@ -41,6 +41,14 @@ def test_smoke_profile_end_to_end(reports):
         run.prepare("smoke", name="smoke-e2e")
 
 
+@pytest.mark.parametrize("name", ["../outside", "a/b", ".hidden", "..", "a\\b"])
+def test_a_name_that_is_not_one_folder_is_refused_before_any_folder_is_made(reports, name, capsys):
+    assert run.main(["--profile", "smoke", "--name", name]) == 2
+    assert f"error: --name must be one folder name, without '/', '\\' or a leading '.', got {name!r}" \
+        in capsys.readouterr().err
+    assert not reports.exists() and sorted(p.name for p in reports.parent.iterdir()) == []
+
+
 def _fake_notebooks(folder, failing):
     folder.mkdir()
     for i in range(1, 6):
