@@ -53,6 +53,22 @@ def write_status(folder: Path, state, **extra):
     return status
 
 
+def read_parameters_file(path):
+    """A ``-f`` file: a YAML mapping of parameter names to values, as papermill reads one."""
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise ValueError(f"parameters file {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"parameters file {path} is not valid YAML: {e}") from None
+    if values is None:  # an empty file sets nothing
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"parameters file {path} must map parameter names to values "
+                         f"(`epochs: 10`), got a {type(values).__name__}")
+    return values
+
+
 def _parse_value(text):
     """``-p lr 5e-4`` → 0.0005, as papermill's own ``-p`` reads a value: True, False and None by
     name, then an int, then a float, else the text. (Not YAML, which keeps ``5e-4`` a string.)"""
@@ -174,11 +190,11 @@ def main(argv=None):
                         metavar=("NAME", "VALUE"), help="one parameter (papermill's -p)")
     parser.add_argument("--name", default=None, help="run folder name under reports/")
     args = parser.parse_args(argv)
-    overrides = {}
-    for path in args.parameters_file:
-        overrides.update(yaml.safe_load(Path(path).read_text()) or {})
-    overrides.update({k: _parse_value(v) for k, v in args.parameter})
     try:
+        overrides = {}
+        for path in args.parameters_file:
+            overrides.update(read_parameters_file(path))
+        overrides.update({k: _parse_value(v) for k, v in args.parameter})
         params, folder, injected = prepare(args.profile, overrides, args.name)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

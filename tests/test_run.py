@@ -49,6 +49,22 @@ def test_a_name_that_is_not_one_folder_is_refused_before_any_folder_is_made(repo
     assert not reports.exists() and sorted(p.name for p in reports.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize("text, message", [
+    (None, "parameters file {path}: No such file or directory"),
+    ("- 1\n", "parameters file {path} must map parameter names to values (`epochs: 10`), got a list"),
+    ("epochs: [\n", "parameters file {path} is not valid YAML: "),
+    ("epoch: 5\n", "unknown parameter(s) ['epoch']"),  # read, then refused as -p epoch 5 is
+])
+def test_a_bad_parameters_file_is_named_before_any_folder_is_made(reports, tmp_path, text, message,
+                                                                   capsys):
+    path = tmp_path / "params.yaml"
+    if text is not None:
+        path.write_text(text)
+    assert run.main(["--profile", "smoke", "-f", str(path)]) == 2
+    assert message.format(path=path) in capsys.readouterr().err
+    assert not reports.exists()
+
+
 def _fake_notebooks(folder, failing):
     folder.mkdir()
     for i in range(1, 6):
