@@ -190,6 +190,9 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         if value < least:
             raise ValueError(f"{name} must be >= {least}, got {value}")
     modes = _check_modes(modes or MODES)
+    out = Path(out) if out else reports_root() / "bench" / f"bench-{device.type}.json"
+    if out.is_dir():  # checked now, not after minutes of measuring
+        raise ValueError(f"out must be a JSON file's path, and {out} is a folder")
     if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured, never a CPU default
         modes = [m for m in modes if m != "fast-tf32"]
         if not modes:
@@ -216,7 +219,6 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
                         linear="torch" if stock_linear else "nbutils"),
         best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
         created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
-    out = Path(out) if out else reports_root() / "bench" / f"bench-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"written: {out}")

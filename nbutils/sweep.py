@@ -688,6 +688,8 @@ def main(argv=None):
     precision = args.precision
     claims = [CLAIMS[c] for c in names]
     root = Path(args.out) if args.out else reports_root() / "ablations"
+    if root.exists() and not root.is_dir():
+        parser.error(f"--out must be a folder, and {root} is a file")
     try:
         # The base runs the fast path explicitly, so that "graphs fp32" and the base are one run.
         base_params = resolve(args.profile, device=args.device, precision=precision, fast="on")

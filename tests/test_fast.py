@@ -177,6 +177,14 @@ def test_bench_refuses_bad_arguments_before_measuring(args, message, tmp_path, c
     assert not (tmp_path / "bench.json").exists()
 
 
+def test_bench_refuses_a_folder_as_its_json_before_measuring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--device", "cpu", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert f"out must be a JSON file's path, and {tmp_path} is a folder" in capsys.readouterr().err
+
+
 def test_bench_stock_dropout_swaps_in_torchs_module_with_the_same_p():
     ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
     stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_dropout=True)

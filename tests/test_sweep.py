@@ -285,7 +285,8 @@ def test_max_runs_trains_the_first_unfinished_runs_in_plan_order(tmp_path, monke
     assert logged[1].startswith("done no-scheduler-s0 in ") and logged[1].endswith(": final test acc 88.12 %")
 
 
-def test_sweep_refuses_bad_arguments(capsys):
+def test_sweep_refuses_bad_arguments(capsys, tmp_path):
+    (tmp_path / "a-file").write_text("")
     done = subprocess.run([sys.executable, "-m", "nbutils.sweep", "--claims", "colour"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "unknown ['colour']" in done.stderr
@@ -294,7 +295,9 @@ def test_sweep_refuses_bad_arguments(capsys):
                           (["--jobs", "0"], "--jobs must be >= 1"),
                           (["--seeds", "0,1,0"], "--seeds must not repeat a seed, got '0,1,0'"),
                           (["--precision", "fp16"], "precision must be one of ['fp32', 'tf32', 'bf16']"),
-                          (["--profile", "huge"], "profile must be one of ['seed', 'smoke'], got 'huge'")):
+                          (["--profile", "huge"], "profile must be one of ['seed', 'smoke'], got 'huge'"),
+                          (["--out", str(tmp_path / "a-file"), "--tables-only"],
+                           f"--out must be a folder, and {tmp_path / 'a-file'} is a file")):
         with pytest.raises(SystemExit) as exit_:  # in process: a torch import per case costs seconds
             sweep.main(args)
         assert exit_.value.code == 2 and message in capsys.readouterr().err
