@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -100,7 +101,6 @@ def write_results_table(root=None):
 
 
 def main(argv=None):
-    import argparse
     parser = argparse.ArgumentParser(prog="python3 -m nbutils results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=None,
