@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .experiment import reports_root
 from .io import atomic_write_text
+from .params import DEFAULTS, TRAINING_KEYS
 from .run import read_status
 
 COLUMNS = ("run", "status", "epochs", "batch", "lr", "weight decay", "optimizer", "init", "subset",
@@ -77,7 +78,6 @@ def _numbers(m):
 
 
 def _other_settings(params):
-    from .params import DEFAULTS, TRAINING_KEYS
     changed = [f"{k} {params[k]}" for k in TRAINING_KEYS
                if k not in _IN_COLUMNS and params.get(k, DEFAULTS[k]) != DEFAULTS[k]]
     return ", ".join(changed) or "–"
