@@ -17,16 +17,21 @@ two DataLoader loops run ``--baseline-epochs`` full epochs (default 1: they cost
 projected to 30. On a CPU without bf16 instructions bf16 is emulated, about 20x slower than fp32, so
 ``fast-bf16`` times at most 3 steps and 500 test images there (a few minutes instead of ten). Each
 mode's row is printed when it is measured, and the JSON written to ``--out`` (default
-``reports/bench/bench-<device>.json``). ``--profile MODE`` prints where the device time of one eager
-training step goes instead (torch.profiler, top kernels). ``--stock-dropout`` and ``--stock-linear``
-put torch's ``nn.Dropout`` and ``nn.Linear`` back into the model, to measure what
-:class:`nbutils.cpu.Dropout` and :class:`nbutils.cpu.Linear` save on a CPU.
+``reports/bench/bench-<device>.json``). The README's speed tables are generated from such files: a
+run that writes one rewrites its table, and ``--tables-only`` rewrites them all, measuring nothing.
+``--profile MODE`` prints where the device time of one eager training step goes instead
+(torch.profiler, top kernels). ``--stock-dropout`` and ``--stock-linear`` put torch's ``nn.Dropout``
+and ``nn.Linear`` back into the model, to measure what :class:`nbutils.cpu.Dropout` and
+:class:`nbutils.cpu.Linear` save on a CPU.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import inspect
+import json
 import math
+import re
 import time
 import warnings
 from pathlib import Path
@@ -36,9 +41,9 @@ from torch import nn
 
 from . import data as nbdata
 from .cpu import to_torch_modules
-from .experiment import hardware, reports_root
+from .experiment import REPO, hardware, reports_root
 from .fast import EVAL_BATCH_SIZE, FastTrainer, make_fast_optimizer
-from .io import atomic_write_json
+from .io import atomic_write_json, atomic_write_text
 from .model import NeuralNetwork, init_weights
 from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device, train_epoch_ch3
 
@@ -161,7 +166,8 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
         steps_per_epoch = math.ceil(N_TRAIN / batch_size)
         row = dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
                    images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
-                   setup_s=None, measured=f"{epochs} full epochs" + ("" if fast else ", projected"),
+                   setup_s=None, measured=f"{epochs} full epoch{'s' * (epochs > 1)}"
+                   + ("" if fast else ", projected"),
                    final_test_acc=history[-1]["test_acc"])
         return row
 
@@ -189,14 +195,10 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
                                ("batch_size", batch_size, 1)):
         if value < least:
             raise ValueError(f"{name} must be >= {least}, got {value}")
-    modes = _check_modes(modes or MODES)
+    modes = _modes_for(device, modes or MODES)
     out = Path(out) if out else reports_root() / "bench" / f"bench-{device.type}.json"
     if out.is_dir():  # checked now, not after minutes of measuring
         raise ValueError(f"out must be a JSON file's path, and {out} is a folder")
-    if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured, never a CPU default
-        modes = [m for m in modes if m != "fast-tf32"]
-        if not modes:
-            raise ValueError("modes: fast-tf32 is a GPU mode; on a CPU choose among the others")
     root = nbdata.prepare_fashion_mnist(root)
     rows = []
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
@@ -222,13 +224,20 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"written: {out}")
+    if README.exists() and out.resolve() in [(REPO / p).resolve() for p in readme_tables()]:
+        write_readme_tables()  # so that a table never shows other numbers than the file it names
+        print(f"updated: {README}")
     return result
 
 
-def _check_modes(modes):
+def _modes_for(device, modes):
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"modes must be among {list(MODES)}, got {unknown}")
+    if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured, never a CPU default
+        modes = [m for m in modes if m != "fast-tf32"]
+        if not modes:
+            raise ValueError("modes: fast-tf32 is a GPU mode; on a CPU choose among the others")
     return [m for m in MODES if m in modes]  # the fast path tunes the allocator: it runs last
 
 
@@ -242,6 +251,83 @@ def format_row(r):
     return (f"{r['mode']:<10} {r['ms_per_step']:>9.1f} {r['images_per_s']:>8.0f} "
             f"{r['epoch_s']:>9.1f} {r['protocol_30_s']:>12.1f} "
             f"{r['speedup_vs_my_utils']:>8.2f}x  {r['measured']}")
+
+
+# ----------------------------------------------------------------------------- the README's tables
+README = REPO / "README.md"
+# The README's speed tables are generated: each stands between these two lines, the first naming its
+# JSON file (relative to the repository), and is rewritten from it by every run that writes the file.
+_TABLE = re.compile(r"^(<!-- bench table: (?P<path>\S+) -->\n).*?^(<!-- end of bench table -->)$",
+                    re.S | re.M)
+
+
+def readme_tables():
+    """The JSON files that the README's bench tables are generated from."""
+    return [m["path"] for m in _TABLE.finditer(README.read_text())]
+
+
+def render_tables(text):
+    """``text`` with every bench table block rendered again from the JSON file it names."""
+    def table(m):
+        if not (REPO / m["path"]).is_file():
+            raise ValueError(f"the README's bench table names {m['path']}, which is not a file")
+        result = json.loads((REPO / m["path"]).read_text())
+        return m[1] + markdown_table(result, m["path"]) + "\n" + m[3]  # a blank line ends the table
+    return _TABLE.sub(table, text)
+
+
+def write_readme_tables():
+    text = README.read_text()
+    rendered = render_tables(text)
+    if rendered != text:
+        atomic_write_text(README, rendered)
+
+
+def markdown_table(result, path):
+    """A bench JSON as the README shows it: what it was measured on, the command that measures it
+    again, and a row per mode."""
+    cuda = f", CUDA {result['cuda']}" if result.get("cuda") else ""
+    lines = [f"`{path}`: {result['hardware']}, torch {result['torch']}{cuda}, batch "
+             f"{result['parameters']['batch_size']}, {result['created'][:16]}. "
+             f"Rerun: `{rerun_command(result, path)}`", "",
+             "| mode | ms/step | images/s | s/epoch | 30 epochs | vs my_utils | measured |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['mode']} | {_figure(r['ms_per_step'], 1)} | {r['images_per_s']:,.0f} | "
+                     f"{_figure(r['epoch_s'], 2)} | {_duration(r['protocol_30_s'])} | "
+                     f"{r['speedup_vs_my_utils']:.2f}× | {r['measured']} |")
+    return "\n".join(lines) + "\n"
+
+
+def rerun_command(result, path):
+    """The bench command line that wrote ``result`` to ``path``: every option off its default."""
+    p, defaults = result["parameters"], inspect.signature(run).parameters
+    device = torch.device(result["device"])
+    args = ["python3 -m nbutils bench", f"--device {device}"]
+    shown = ("epochs", "baseline_epochs") if p["epochs"] else ("steps", "eval_images")
+    for name in shown + ("batch_size",):
+        if p.get(name) is not None and p[name] != defaults[name].default:
+            args.append(f"--{name.replace('_', '-')} {p[name]}")
+    modes = [r["mode"] for r in result["rows"]]
+    if modes != _modes_for(device, MODES):
+        args.append(f"--modes {','.join(modes)}")
+    args += [f"--stock-{part}" for part in ("dropout", "linear") if p.get(part) == "torch"]
+    if Path(path).name != f"bench-{device.type}.json":
+        args.append(f"--out {path}")
+    return " ".join(args)
+
+
+def _figure(x, decimals):
+    return f"{x:,.0f}" if x >= 100 else f"{x:.{decimals}f}"
+
+
+def _duration(seconds):
+    if seconds < 600:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    hours = seconds / 3600
+    return f"{hours:.1f} h" if hours < 10 else f"{hours:.0f} h"
 
 
 def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None, rows=15):
@@ -304,8 +390,15 @@ def main(argv=None):
                         help="torch's nn.Linear in the model instead of nbutils.cpu.Linear")
     parser.add_argument("--profile", default=None, metavar="MODE",
                         help="print the kernel profile of one mode's eager step instead")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="regenerate the README's speed tables from the JSON files they name; "
+                             "measure nothing")
     args = parser.parse_args(argv)
     try:
+        if args.tables_only:
+            write_readme_tables()
+            print(f"written: {README} (tables from {', '.join(readme_tables())})")
+            return
         if args.profile:
             profile(args.profile, args.device, batch_size=args.batch_size)
             return

@@ -277,3 +277,58 @@ def test_cuda_fast_and_classic_agree_statistically(tiny_root, precision):
 def test_bench_profile_prints_the_top_kernels(capsys):
     table = bench.profile("fast-fp32", "cpu", steps=1, batch_size=8)
     assert "aten::mm" in table and "fast-fp32, 1 eager steps" in capsys.readouterr().out
+
+
+def _bench_result(device, parameters, modes):
+    row = dict(ms_per_step=692.3, images_per_s=184.9, epoch_s=344.4, protocol_30_s=10_332.0,
+               speedup_vs_my_utils=1.534, measured="20 steps + 2000 test images, projected")
+    return dict(device=device, hardware="A CPU", torch="2.14.1", cuda=None,
+                created="2026-11-28 01:48:47", parameters=parameters,
+                rows=[dict(row, mode=m) for m in modes])
+
+
+def test_a_bench_table_names_its_file_and_the_command_that_measures_it_again():
+    cpu = _bench_result("cpu", dict(batch_size=64, steps=20, eval_images=500, epochs=0,
+                                    baseline_epochs=None, dropout="torch", linear="nbutils"),
+                        ["my_utils", "fast-fp32"])
+    table = bench.markdown_table(cpu, "reports/bench/x.json")
+    assert table.splitlines()[0] == (
+        "`reports/bench/x.json`: A CPU, torch 2.14.1, batch 64, 2026-11-28 01:48. Rerun: `python3 -m "
+        "nbutils bench --device cpu --eval-images 500 --batch-size 64 --modes my_utils,fast-fp32 "
+        "--stock-dropout --out reports/bench/x.json`")
+    assert ("| fast-fp32 | 692 | 185 | 344 | 2.9 h | 1.53× | 20 steps + 2000 test images, projected |"
+            in table.splitlines())
+    # A GPU run of every mode at the defaults, into the default file, needs no other option.
+    gpu = _bench_result("cuda", dict(batch_size=128, steps=20, eval_images=2000, epochs=30,
+                                     baseline_epochs=1), bench.MODES)
+    assert bench.rerun_command(gpu, "reports/bench/bench-cuda.json") == (
+        "python3 -m nbutils bench --device cuda --epochs 30")
+
+
+def test_the_readme_speed_tables_are_the_committed_json_rendered():
+    named = bench.readme_tables()
+    assert {"reports/bench/bench-cpu.json", "reports/bench/bench-cuda-h100.json"} <= set(named)
+    text = bench.README.read_text()
+    assert bench.render_tables(text) == text, "regenerate: python3 -m nbutils bench --tables-only"
+
+
+def test_a_bench_run_rewrites_the_readme_table_of_the_file_it_writes(real_root, tmp_path,
+                                                                     monkeypatch, capsys):
+    out, readme = tmp_path / "bench.json", tmp_path / "README.md"
+    readme.write_text(f"intro\n\n<!-- bench table: {out} -->\nold\n<!-- end of bench table -->\n\nend\n")
+    monkeypatch.setattr(bench, "README", readme)
+    result = bench.run("cpu", steps=1, eval_images=64, modes=["fast-fp32"], out=out,
+                       root=real_root, batch_size=8)
+    text = readme.read_text()
+    assert text == (f"intro\n\n<!-- bench table: {out} -->\n{bench.markdown_table(result, str(out))}"
+                    "\n<!-- end of bench table -->\n\nend\n")
+    assert capsys.readouterr().out.splitlines()[-1] == f"updated: {readme}"
+
+
+def test_bench_tables_only_names_a_missing_file(tmp_path, monkeypatch, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench table: reports/bench/gone.json -->\n<!-- end of bench table -->\n")
+    monkeypatch.setattr(bench, "README", readme)
+    with pytest.raises(SystemExit):
+        bench.main(["--tables-only"])
+    assert "names reports/bench/gone.json, which is not a file" in capsys.readouterr().err
