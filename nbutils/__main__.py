@@ -29,8 +29,8 @@ def _run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def setup():
-    """Install what is missing; fetch the dataset if absent. Safe to repeat.
+def setup(data=True):
+    """Install what is missing; fetch the dataset if absent (unless ``data`` is false). Safe to repeat.
 
     pip is asked only when something is missing: even with nothing to do it takes about 20 s (the
     editable install rebuilds its wheel), and a command with a bad parameter should fail in seconds.
@@ -39,7 +39,8 @@ def setup():
         _run([sys.executable, "-m", "pip", "install", "-q", "-r", str(REPO / "requirements.txt")])
     if not installed_here():
         _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)])
-    ensure_dataset()
+    if data:
+        ensure_dataset()
 
 
 def requirements_met(path=REPO / "requirements.txt"):
@@ -113,7 +114,8 @@ def main(argv=None):
         print(f"error: unknown command {argv[0]!r}; one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
-    setup()
+    # A command's --help needs its module's imports, not the data: checking the files costs seconds.
+    setup(data=not {"-h", "--help"} & set(rest))
     if command == "setup":
         return 0
     if command == "test":

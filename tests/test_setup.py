@@ -83,6 +83,15 @@ def test_an_unknown_command_is_named_before_any_setup(monkeypatch, capsys):
     assert commands.main(["--help"]) == 0 and capsys.readouterr().err == ""
 
 
+def test_a_commands_help_installs_what_is_missing_but_skips_the_data(monkeypatch):
+    calls = []
+    monkeypatch.setattr(commands, "setup", lambda data=True: calls.append(data))
+    monkeypatch.setattr(commands, "_exec_module", lambda module, args, **env: calls.append(args))
+    commands.main(["bench", "--help"])
+    commands.main(["bench", "--device", "cpu"])
+    assert calls == [False, ["--help"], True, ["--device", "cpu"]]
+
+
 def test_results_command_has_help_and_refuses_a_missing_root(tmp_path, capsys):
     from nbutils import results
     with pytest.raises(SystemExit) as exit_:
