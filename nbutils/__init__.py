@@ -2,8 +2,8 @@
 
 The my_utils names work as before: ``from nbutils import load_data_fashion_mnist, train_ch3, Animator``.
 One module per concern: data, model (cpu: its CPU kernels), train, fast, evaluation, plotting,
-params, checkpoint, experiment (a run from parameters), run (papermill), results, bench, sweep
-(ablations), recipe (the stronger model), io.
+params, checkpoint, experiment (a run from parameters), run (papermill), results, bench, sweep (the
+ablations' runs), ablations (their tables and verdicts), recipe (the stronger model), io.
 
 Names are imported lazily, so ``python -m nbutils`` can set up a bare machine (install the
 requirements, fetch the data) before torch is importable.

@@ -8,9 +8,10 @@ made. Every (variant, seed) is a run folder ``reports/ablations/runs/<variant>-s
 history, metrics), trained by the fast path (CUDA graphs on a GPU), one after another in this process
 or ``--jobs`` processes at once. Runs are found by what they compute, not by their folder's name: a
 finished run serves every claim that needs it and is never trained again, so an interrupted sweep
-resumes where it stopped. Then every claim whose runs are complete gets a table (mean ± std over
-seeds of the final and the best test accuracy, training time), a plot and a verdict in
-``reports/ablations/``; an incomplete claim gets no verdict, only its rows that have every seed.
+resumes where it stopped. Then :mod:`nbutils.ablations` gives every claim whose runs are complete a
+table (mean ± std over seeds of the final and the best test accuracy, training time), a plot and a
+verdict in ``reports/ablations/``; an incomplete claim gets no verdict, only its rows that have every
+seed.
 
 Two protocols. ``report``: the scheduler steps on the test loss and "max" is the best test epoch,
 as in the coursework, so the test set chooses. ``honest``: 5,000 training images are held out
@@ -29,26 +30,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import re
-import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json
 from .recipe import INGREDIENTS
 
-__all__ = ["CLAIMS", "Claim", "ablations_folder", "load_report", "main", "plan", "recipe_spec",
-           "run_one", "show_report", "summarize", "verdict"]
+__all__ = ["CLAIMS", "Claim", "finished_runs", "main", "plan", "recipe_spec", "run_one", "run_spec",
+           "spec_key", "variants_to_run"]
 
 VAL_SIZE = 5000
 SEEDS = (0, 1, 2)
-# One run's test accuracy moves by tenths of a point from one epoch to the next, so the fast_path
-# verdict also compares the mean over each run's last epochs, a steadier measure of the same training.
-LATE_EPOCHS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +86,6 @@ CLAIMS = {c.key: c for c in (
           tuple((name, {"recipe": name, "precision": "bf16"}) for name in INGREDIENTS)),
 )}
 SWEEP_KEYS = ("protocol", "scheduler", "recipe")  # run options beyond Params
-REPORT = {"final": 0.8988, "max": 0.9005}  # the coursework report's test accuracies
 
 
 # ----------------------------------------------------------------------------- planning
@@ -148,12 +143,12 @@ def plan(claims, seeds, base_params: dict, root: Path):
     runs = {}
     for claim in claims:
         for seed in seeds:  # seeds inside claims: a claim's runs finish together, early ones first
-            for label, overrides in _variants_to_run(claim):
-                spec = _spec(label, dict(overrides), seed, base_params)
+            for label, overrides in variants_to_run(claim):
+                spec = run_spec(label, dict(overrides), seed, base_params)
                 key = spec_key(spec)
                 if key in runs:
                     continue
-                if key == spec_key(_spec(BASE[0], {}, seed, base_params)):  # named for what it is
+                if key == spec_key(run_spec(BASE[0], {}, seed, base_params)):  # named for what it is
                     spec["label"] = label = BASE[0]
                 spec["folder"] = done.get(key) or _new_folder(root, label, spec, taken)
                 taken.add(spec["folder"])
@@ -161,7 +156,7 @@ def plan(claims, seeds, base_params: dict, root: Path):
     return runs
 
 
-def _variants_to_run(claim):
+def variants_to_run(claim):
     """The epochs claim trains only its longest variant (the others are read off its history)."""
     if claim.key != "epochs":
         return claim.variants
@@ -178,7 +173,9 @@ def _new_folder(root, label, spec, taken):
     return str(folder)
 
 
-def _spec(label, overrides, seed, base_params):
+def run_spec(label, overrides, seed, base_params):
+    """One run: its label and seed, its parameters (``base_params`` with ``overrides``) and the run
+    options among the overrides (protocol, scheduler, recipe). ``overrides`` is consumed."""
     options = {k: overrides.pop(k) for k in SWEEP_KEYS if k in overrides}
     params = dict(base_params, **overrides, seed=seed, live_plot=False, resume=False)
     recipe = options.get("recipe")
@@ -280,7 +277,7 @@ def recipe_spec(params, ingredient="full recipe"):
     recipe_for(params, ingredient, name="ingredient")
     folder = Path(params.run_dir).expanduser() if params.run_dir else \
         reports_root() / f"recipe-{params.profile}"
-    return dict(_spec(ingredient, {"recipe": ingredient}, params.seed, params.as_dict()),
+    return dict(run_spec(ingredient, {"recipe": ingredient}, params.seed, params.as_dict()),
                 folder=str(folder))
 
 
@@ -361,283 +358,6 @@ def _execute(specs, jobs, max_runs=None, log=print):
         return sum(pool.map(one, todo))
 
 
-# ----------------------------------------------------------------------------- tables
-def _stats(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def _metrics_for(claim, overrides, seed, finished, base_params):
-    """One run's numbers for one row, or None (for ``epochs``: the prefix of the longest run), with
-    what its history adds: ``late`` (:func:`_late`) and ``lr_cut`` (:func:`_lr_was_cut`)."""
-    if claim.key == "epochs":
-        (label, long_run), = _variants_to_run(claim)
-        m = finished.get(spec_key(_spec(label, dict(long_run), seed, base_params)))
-        if m is None:
-            return None
-        history = _history(m)
-        prefix = history[:overrides["epochs"]]
-        m = dict(m, final_test_acc=prefix[-1]["test_acc"],
-                 max_test_acc=max(r["test_acc"] for r in prefix),
-                 train_seconds=m["train_seconds"] * len(prefix) / len(history))
-        history = prefix
-    else:
-        m = finished.get(spec_key(_spec("", dict(overrides), seed, base_params)))
-        if m is None:
-            return None
-        history = _history(m)
-    return dict(m, late=_late(history), lr_cut=_lr_was_cut(history))
-
-
-def _history(metrics):
-    """A run's per-epoch records, or None if its folder has no history."""
-    path = Path(metrics["folder"]) / "history.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _late(history):
-    """(mean test accuracy over the last LATE_EPOCHS epochs, mean change from one of them to the
-    next); Nones without a per-epoch test accuracy (the honest protocol tests once)."""
-    accs = [r.get("test_acc") for r in (history or [])[-LATE_EPOCHS:]]
-    if len(accs) < 2 or None in accs:
-        return None, None
-    return statistics.fmean(accs), statistics.fmean(abs(b - a) for a, b in zip(accs, accs[1:]))
-
-
-def summarize(claim, seeds, root: Path, base_params, partial=False):
-    """The claim's rows (label, n, final mean/std, max mean/std, seconds), or None if incomplete.
-
-    ``partial=True`` returns the rows whose seeds have all finished, however many (None if none).
-    """
-    finished = finished_runs(root)
-    rows = []
-    for label, overrides in claim.variants:
-        found = [_metrics_for(claim, overrides, s, finished, base_params) for s in seeds]
-        if any(m is None for m in found):
-            if partial:
-                continue
-            return None
-        final, final_sd = _stats([m["final_test_acc"] for m in found])
-        top, top_sd = _stats([m.get("max_test_acc") for m in found])
-        seconds, _ = _stats([m["train_seconds"] for m in found])
-        late, late_sd = _stats([m["late"][0] for m in found])
-        swing, _ = _stats([m["late"][1] for m in found])
-        rows.append(dict(label=label, n=len(found), final=final, final_sd=final_sd, max=top,
-                         max_sd=top_sd, seconds=seconds, late=late, late_sd=late_sd, swing=swing,
-                         finals=[m["final_test_acc"] for m in found],
-                         runs=[Path(m["folder"]).name for m in found],
-                         ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
-                         jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
-                         lr_cut=_count(m["lr_cut"] for m in found)))
-    return rows or None
-
-
-def _lr_was_cut(history):
-    """Whether the learning rate ever fell below its first value in the run; None without a history."""
-    if history is None:
-        return None
-    lrs = [r["lr"] for r in history if r.get("lr") is not None]
-    return bool(lrs) and min(lrs) < lrs[0]
-
-
-def _count(flags):
-    """How many are True, or None if any is unknown."""
-    flags = list(flags)
-    return None if None in flags else sum(flags)
-
-
-def _ran_on(metrics):
-    env = metrics["environment"]
-    return f"{env['device_name']}, torch {env['torch']}"
-
-
-def verdict(claim, rows):
-    """The claim against the data, on the final test accuracy: "holds" only if the report's choice
-    beats every alternative by more than twice the standard error of the difference."""
-    choice, others = rows[0], rows[1:]
-    better, worse, tied = [], [], []
-    for r in others:
-        se = math.sqrt(choice["final_sd"] ** 2 / choice["n"] + r["final_sd"] ** 2 / r["n"])
-        diff = choice["final"] - r["final"]
-        (worse if diff > 2 * se else better if -diff > 2 * se else tied).append(r["label"])
-    if claim.key == "protocol":  # the report's headline (best test epoch) against one honest test
-        honest = others[0]
-        gap = choice["max"] - honest["final"]
-        se = math.sqrt(choice["max_sd"] ** 2 / choice["n"] + honest["final_sd"] ** 2 / honest["n"])
-        if gap > 2 * se:
-            return (f"does not hold: chosen on the test set the report scores {100 * gap:.2f} points "
-                    f"more than the honest protocol's single test, beyond the seed-to-seed spread")
-        return (f"holds: the honest protocol's single test is within {100 * abs(gap):.2f} points of "
-                f"the report's best test epoch (within the seed-to-seed spread)")
-    if claim.key == "recipe":
-        target, seconds = 0.93, choice["seconds"]
-        costs = sorted(((choice["final"] - r["final"], r["label"]) for r in others), reverse=True)
-        reached = choice["final"] >= target and seconds <= 60
-        return (f"{'holds' if reached else 'does not hold'}: the full recipe scores "
-                f"{100 * choice['final']:.2f} ± {100 * choice['final_sd']:.2f} % in {seconds:.0f} s "
-                f"(target 93.00 % in 60 s); taking out {costs[0][1]} costs most "
-                f"({100 * costs[0][0]:+.2f} points)")
-    if claim.key == "fast_path":
-        gaps = ", ".join(f"{r['label']} {100 * (r['final'] - choice['final']):+.2f}" for r in others)
-        ok = all(abs(r["final"] - choice["final"]) <= 0.003 for r in others)
-        return (f"{'holds' if ok else 'does not hold'}: mean final accuracy against eager fp32: "
-                f"{gaps} points (allowed: within 0.30)" + _late_comparison(choice, others))
-    note = _against_report(choice) if claim.key == "lr_cut" else ""
-    if claim.key == "scheduler" and choice["lr_cut"] == 0:  # what the data say about *why*
-        note = (f"; the scheduler never cut the learning rate in any of the {choice['n']} runs, so "
-                f"both rows trained the same way")
-    if better:
-        return f"does not hold: {', '.join(better)} did better, beyond the seed-to-seed spread{note}"
-    if tied:
-        return (f"not supported: {choice['label']} is within the noise of {', '.join(tied)}"
-                + (f"; it beat {', '.join(worse)}" if worse else "") + note)
-    return f"holds: {choice['label']} beat every alternative beyond the seed-to-seed spread{note}"
-
-
-def _against_report(row):
-    """The cut's row beside the report's numbers; a run too short to reach the cut says so."""
-    if row["lr_cut"] == 0:
-        return "; the runs ended before epoch 19, so the cut never happened and both rows are one"
-    return (f"; with the cut the final test accuracy is {100 * row['final']:.2f} ± "
-            f"{100 * row['final_sd']:.2f} % and the best epoch {100 * row['max']:.2f} ± "
-            f"{100 * row['max_sd']:.2f} %, against the report's {100 * REPORT['final']:.2f} % and "
-            f"{100 * REPORT['max']:.2f} %")
-
-
-def _late_comparison(choice, others):
-    """The same comparison on the mean of the last epochs, with how much one epoch moves; '' when a
-    row has no per-epoch test accuracy."""
-    if any(r.get("late") is None for r in [choice, *others]):
-        return ""
-    gaps = ", ".join(f"{r['label']} {100 * (r['late'] - choice['late']):+.2f}" for r in others)
-    return (f". Averaged over each run's last {LATE_EPOCHS} epochs: {gaps} points; over those "
-            f"epochs one run's test accuracy moved by {100 * choice['swing']:.2f} points from one "
-            f"epoch to the next ({choice['label']}, mean over its runs), so one epoch is a noisy "
-            f"measure")
-
-
-def format_table(claim, rows):
-    """The rows as Markdown; a time marked * comes from runs that shared the device (see notes)."""
-    pct = lambda m, sd: "–" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
-    lines = [f"| variant | seeds | final test acc % | max test acc % | train s |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        shared = "" if r["jobs"] == 1 else " *"
-        lines.append(f"| {r['label']} | {r['n']} | {pct(r['final'], r['final_sd'])} | "
-                     f"{pct(r['max'], r['max_sd'])} | {r['seconds']:.1f}{shared} |")
-    return "\n".join(lines)
-
-
-def table_notes(rows):
-    """The sentences under a table: where its runs trained, and which times are inflated."""
-    ran_on = "; ".join(sorted({e for r in rows for e in r["ran_on"]}))
-    text = f"Trained on {ran_on}."
-    unknown = [r["label"] for r in rows if r["jobs"] == 0]
-    shared = [r for r in rows if r["jobs"] > 1]
-    if unknown:
-        text += (f" \\* {', '.join(unknown)}: these runs trained before the sweep recorded how many "
-                 f"runs shared the device, so their time may be inflated (the sweep's log in "
-                 f"reports/gpu-check/ says).")
-    for r in shared:
-        text += (f" \\* {r['label']}: {r['jobs']} runs shared the device at a time, so its time is "
-                 f"inflated about {r['jobs']}-fold.")
-    return text
-
-
-def plot_claim(claim, rows, path):
-    from .plotting import save_figure
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(rows)), 3))
-    x = range(len(rows))
-    ax.errorbar(x, [100 * r["final"] for r in rows], [100 * r["final_sd"] for r in rows], fmt="o",
-                capsize=4, label="final")
-    if all(r["max"] is not None for r in rows):
-        ax.errorbar(x, [100 * r["max"] for r in rows], [100 * r["max_sd"] for r in rows], fmt="s",
-                    capsize=4, alpha=0.6, label="max over epochs (chosen on test)")
-    ax.set_xticks(list(x), [r["label"] for r in rows], rotation=20, ha="right")
-    ax.set_ylabel("test accuracy %")
-    ax.set_title(claim.statement, fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
-
-
-def write_tables(claims, seeds, root: Path, context: dict, base_params):
-    """``README.md``, ``ablations.json`` and one PNG per complete claim, in ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    report = dict(context, seeds=list(seeds), claims={})
-    text = ["# Ablations", "", f"Generated by `{context['command']}` from the finished runs in "
-            "`runs/`; do not edit.", "",
-            f"Seeds {list(seeds)}: every number is a mean ± standard deviation over them. "
-            f"Protocol: {context['protocol']}. Each table names the machine its runs trained on.", ""]
-    for claim in claims:
-        rows = summarize(claim, seeds, root, base_params, partial=True)
-        text += [f"## {claim.key}: {claim.statement}", ""]
-        if rows is None:
-            text += ["Not all of this claim's runs have finished, so it has no table yet.", ""]
-            report["claims"][claim.key] = None
-            continue
-        done = {r["label"] for r in rows}
-        missing = [label for label, _ in claim.variants if label not in done]
-        if missing:  # no verdict, which compares every row; the rows that have all their seeds
-            # are shown, since one can answer its own question (the recipe's first, against 93 %)
-            text += [_partial_note(missing), "", format_table(claim, rows), "", table_notes(rows), ""]
-            report["claims"][claim.key] = dict(statement=claim.statement, verdict=None, rows=rows,
-                                               missing=missing)
-            continue
-        said = verdict(claim, rows)
-        plot_claim(claim, rows, root / f"{claim.key}.png")
-        text += [format_table(claim, rows), "", table_notes(rows), "",
-                 f"**Verdict:** {said}", "",
-                 f"![{claim.key}]({claim.key}.png)", ""]
-        report["claims"][claim.key] = dict(statement=claim.statement, verdict=said, rows=rows)
-    atomic_write_text(root / "README.md", "\n".join(text))
-    atomic_write_json(root / "ablations.json", report)
-    return report
-
-
-def _partial_note(missing):
-    return (f"Not all of this claim's runs have finished, so it has no verdict yet. The rows below have "
-            f"all their seeds; still missing: {', '.join(missing)}.")
-
-
-# ----------------------------------------------------------------------------- notebook 06
-def ablations_folder(folder=""):
-    """``folder``, else ``reports/ablations`` (where the sweep writes)."""
-    from .experiment import reports_root
-    return Path(folder).expanduser() if folder else reports_root() / "ablations"
-
-
-def load_report(folder=""):
-    """The sweep's ``ablations.json`` as a dict, or None where no sweep has written one."""
-    path = ablations_folder(folder) / "ablations.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def show_report(report, folder="", keys=None):
-    """Notebook 06's display: per claim (or those in ``keys``), the table, the machine, the verdict
-    and the plot."""
-    from IPython.display import Image, Markdown, display
-
-    folder = ablations_folder(folder)
-    for key, claim in report["claims"].items():
-        if keys is not None and key not in keys:
-            continue
-        if claim is None:
-            display(Markdown(f"### {CLAIMS[key].statement}\n\nNo table yet: not all of this claim's "
-                             f"runs have finished (`python3 -m nbutils sweep --claims {key}`)."))
-            continue
-        said = (f"**Verdict:** {claim['verdict']}" if claim["verdict"] is not None
-                else _partial_note(claim["missing"]))
-        display(Markdown(f"### {claim['statement']}\n\n{format_table(None, claim['rows'])}\n\n"
-                         f"{table_notes(claim['rows'])}\n\n{said}"))
-        if (folder / f"{key}.png").exists():
-            display(Image(filename=str(folder / f"{key}.png")))
-
-
 # ----------------------------------------------------------------------------- the command
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils sweep", description=__doc__,
@@ -682,6 +402,7 @@ def main(argv=None):
     if args.max_runs is not None and args.max_runs < 0:
         parser.error(f"--max-runs must be >= 0, got {args.max_runs}")
 
+    from .ablations import status_line, write_tables  # which imports this module
     from .experiment import reports_root, warn_if_slow
     from .params import resolve
 
@@ -710,17 +431,9 @@ def main(argv=None):
                             f"row says otherwise")
     report = write_tables(claims, seeds, root, context, base)
     for key, claim in report["claims"].items():
-        print(f"{key}: {_status(claim)}")
+        print(f"{key}: {status_line(claim)}")
     print(f"written: {root / 'README.md'}")
     return 1 if failed else 0
-
-
-def _status(claim):
-    if claim is None:
-        return "incomplete"
-    if claim["verdict"] is None:
-        return f"incomplete ({len(claim['rows'])} of its rows finished)"
-    return claim["verdict"]
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""nbutils.sweep: the plan, the honest protocol, the tables and their verdicts."""
+"""nbutils.sweep and nbutils.ablations: the plan, the honest protocol, the tables and their verdicts."""
 import json
 import re
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import nbutils as nb
-from nbutils import sweep
+from nbutils import ablations, sweep
 from nbutils.data import stratified_split
 from nbutils.io import atomic_write_json
 from nbutils.params import resolve
@@ -49,7 +49,7 @@ def test_recipe_rows_train_honestly_in_bf16(tmp_path):
 
 def fake_run(root, label, seed, final, top=None, history=None, seconds=10.0, **overrides):
     """A finished run folder, as run_one writes it, with made-up numbers."""
-    spec = sweep._spec(label, dict(overrides), seed, base(fast="on"))
+    spec = sweep.run_spec(label, dict(overrides), seed, base(fast="on"))
     folder = root / "runs" / f"{sweep._slug(label)}-s{seed}"
     folder.mkdir(parents=True)
     if history is not None:
@@ -67,14 +67,14 @@ def test_verdicts_follow_the_data(tmp_path):
         fake_run(tmp_path, "report protocol", seed, 0.89 + noise)
         fake_run(tmp_path, "sgd", seed, 0.80 + noise, optimizer="sgd")
         fake_run(tmp_path, "asgd", seed, 0.891 + noise, optimizer="asgd")
-    rows = sweep.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"))
+    rows = ablations.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"))
     assert rows[0]["final"] == pytest.approx(0.89) and rows[0]["final_sd"] == pytest.approx(0.001)
-    said = sweep.verdict(claim, rows)
+    said = ablations.verdict(claim, rows)
     assert said.startswith("not supported") and "optimizer asgd" in said and "optimizer sgd" in said
     rows[2]["final"] = 0.95  # far above the spread: the claim is refuted
-    assert sweep.verdict(claim, rows).startswith("does not hold: optimizer asgd")
+    assert ablations.verdict(claim, rows).startswith("does not hold: optimizer asgd")
     rows[2]["final"] = 0.70
-    assert sweep.verdict(claim, rows).startswith("holds")
+    assert ablations.verdict(claim, rows).startswith("holds")
 
 
 def test_scheduler_verdict_says_whether_the_scheduler_ever_acted(tmp_path):
@@ -83,13 +83,13 @@ def test_scheduler_verdict_says_whether_the_scheduler_ever_acted(tmp_path):
     for seed in (0, 1):
         fake_run(tmp_path, "report protocol", seed, 0.89 + seed / 1000, history=flat)
         fake_run(tmp_path, "no scheduler", seed, 0.89 + seed / 1000, history=flat, scheduler="none")
-    rows = sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))
+    rows = ablations.summarize(claim, [0, 1], tmp_path, base(fast="on"))
     assert [r["lr_cut"] for r in rows] == [0, 0]
-    assert "never cut the learning rate in any of the 2 runs" in sweep.verdict(claim, rows)
+    assert "never cut the learning rate in any of the 2 runs" in ablations.verdict(claim, rows)
     cut = [dict(epoch=1, test_acc=0.89, lr=1e-3), dict(epoch=2, test_acc=0.9, lr=1e-4)]
     atomic_write_json(tmp_path / "runs" / "report-protocol-s1" / "history.json", cut)
-    rows = sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))
-    assert rows[0]["lr_cut"] == 1 and "never cut" not in sweep.verdict(claim, rows)
+    rows = ablations.summarize(claim, [0, 1], tmp_path, base(fast="on"))
+    assert rows[0]["lr_cut"] == 1 and "never cut" not in ablations.verdict(claim, rows)
 
 
 def test_lr_cut_claim_replays_the_reports_cut_and_sets_it_beside_the_reports_numbers(tmp_path):
@@ -107,14 +107,14 @@ def test_lr_cut_claim_replays_the_reports_cut_and_sets_it_beside_the_reports_num
         fake_run(tmp_path, "lr cut after epoch 18", seed, 0.899 + seed / 1000, top=0.901,
                  history=history(1e-4), scheduler="cut18")
         fake_run(tmp_path, "report protocol", seed, 0.890 + seed / 1000, history=history(1e-3))
-    rows = sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))
+    rows = ablations.summarize(claim, [0, 1], tmp_path, base(fast="on"))
     assert [r["lr_cut"] for r in rows] == [2, 0]
-    said = sweep.verdict(claim, rows)
+    said = ablations.verdict(claim, rows)
     assert said.startswith("holds: lr cut after epoch 18 beat every alternative")
     assert said.endswith("final test accuracy is 89.95 ± 0.07 % and the best epoch 90.10 ± 0.00 %, "
                          "against the report's 89.88 % and 90.05 %")
     rows[0]["lr_cut"] = 0  # e.g. the smoke profile: one epoch, the cut never comes
-    assert "the cut never happened" in sweep.verdict(claim, rows)
+    assert "the cut never happened" in ablations.verdict(claim, rows)
 
 
 def test_fast_path_verdict_also_compares_the_last_epochs(tmp_path):
@@ -128,23 +128,23 @@ def test_fast_path_verdict_also_compares_the_last_epochs(tmp_path):
         fake_run(tmp_path, "eager", seed, 0.890, history=steady, fast="eager", precision="fp32")
         fake_run(tmp_path, "graphs", seed, 0.890, history=steady, fast="on", precision="fp32")
         fake_run(tmp_path, "bf16", seed, 0.884, history=dipped, fast="on", precision="bf16")
-    rows = sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))
+    rows = ablations.summarize(claim, [0, 1], tmp_path, base(fast="on"))
     assert rows[2]["late"] == pytest.approx(0.888) and rows[0]["late"] == pytest.approx(0.8884)
     assert rows[0]["swing"] == pytest.approx(0.004)
-    said = sweep.verdict(claim, rows)
+    said = ablations.verdict(claim, rows)
     assert said.startswith("does not hold: mean final accuracy against eager fp32: graphs fp32 +0.00, "
                            "graphs bf16 -0.60 points (allowed: within 0.30)")
     assert ("last 5 epochs: graphs fp32 +0.00, graphs bf16 -0.04 points; over those epochs one run's "
             "test accuracy moved by 0.40 points") in said
     for r in rows:  # without per-epoch test accuracy there is nothing steadier to add
         r["late"] = None
-    assert "last 5 epochs" not in sweep.verdict(claim, rows)
+    assert "last 5 epochs" not in ablations.verdict(claim, rows)
 
 
 def test_late_epochs_need_a_test_accuracy_in_every_one_of_them():
-    assert sweep._late(None) == (None, None)
-    assert sweep._late([dict(test_acc=None, val_acc=0.9)] * 6) == (None, None)  # the honest protocol
-    assert sweep._late([dict(test_acc=0.5), dict(test_acc=0.7)]) == (pytest.approx(0.6),
+    assert ablations._late(None) == (None, None)
+    assert ablations._late([dict(test_acc=None, val_acc=0.9)] * 6) == (None, None)  # the honest protocol
+    assert ablations._late([dict(test_acc=0.5), dict(test_acc=0.7)]) == (pytest.approx(0.6),
                                                                     pytest.approx(0.2))
 
 
@@ -152,9 +152,9 @@ def test_table_marks_times_of_runs_that_shared_the_device():
     row = dict(label="a", n=3, final=0.9, final_sd=0.01, max=None, max_sd=None, seconds=30.0,
                ran_on=["H100"])
     rows = [dict(row, jobs=1), dict(row, label="b", jobs=8), dict(row, label="c", jobs=0)]
-    table = sweep.format_table(None, rows).splitlines()
+    table = ablations.format_table(None, rows).splitlines()
     assert table[2].endswith("| 30.0 |") and table[3].endswith("| 30.0 * |")
-    notes = sweep.table_notes(rows)
+    notes = ablations.table_notes(rows)
     assert notes.startswith("Trained on H100.") and "b: 8 runs shared the device" in notes
     assert "c: these runs trained before the sweep recorded" in notes and " a:" not in notes
 
@@ -164,10 +164,10 @@ def test_a_missing_seed_leaves_the_claim_without_a_table(tmp_path):
     for seed in (0, 1):
         fake_run(tmp_path, "report protocol", seed, 0.9)
         fake_run(tmp_path, "no scheduler", seed, 0.9, scheduler="none")
-    assert sweep.summarize(claim, [0, 1], tmp_path, base(fast="on"))[1]["runs"] == \
+    assert ablations.summarize(claim, [0, 1], tmp_path, base(fast="on"))[1]["runs"] == \
         ["no-scheduler-s0", "no-scheduler-s1"]
-    assert sweep.summarize(claim, [0, 1, 2], tmp_path, base(fast="on")) is None
-    report = sweep.write_tables([claim], [0, 1, 2], tmp_path, dict(command="test", protocol="p"),
+    assert ablations.summarize(claim, [0, 1, 2], tmp_path, base(fast="on")) is None
+    report = ablations.write_tables([claim], [0, 1, 2], tmp_path, dict(command="test", protocol="p"),
                                 base(fast="on"))
     assert report["claims"]["scheduler"] is None
     assert "has no table yet" in (tmp_path / "README.md").read_text()
@@ -178,9 +178,9 @@ def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path,
     for seed in (0, 1, 2):
         fake_run(tmp_path, "report protocol", seed, 0.89 + seed / 1000)
     fake_run(tmp_path, "no scheduler", 0, 0.95, scheduler="none")  # seeds 1 and 2 missing
-    rows = sweep.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"), partial=True)
+    rows = ablations.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"), partial=True)
     assert [r["label"] for r in rows] == ["report protocol"] and rows[0]["final"] == pytest.approx(0.891)
-    report = sweep.write_tables([claim], [0, 1, 2], tmp_path, dict(command="test", protocol="p"),
+    report = ablations.write_tables([claim], [0, 1, 2], tmp_path, dict(command="test", protocol="p"),
                                 base(fast="on"))
     shown = report["claims"]["scheduler"]
     assert shown["verdict"] is None and shown["missing"] == ["no scheduler"]
@@ -190,9 +190,9 @@ def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path,
     assert not (tmp_path / "scheduler.png").exists()
     shown_md = []
     monkeypatch.setattr("IPython.display.display", lambda obj: shown_md.append(obj.data))
-    sweep.show_report(report, tmp_path)
+    ablations.show_report(report, tmp_path)
     assert "still missing: no scheduler" in shown_md[0] and "89.10 ± 0.10" in shown_md[0]
-    sweep.show_report(report, tmp_path, keys=["recipe"])  # notebook 07 shows only its own claim
+    ablations.show_report(report, tmp_path, keys=["recipe"])  # notebook 07 shows only its own claim
     assert len(shown_md) == 1
 
 
@@ -214,7 +214,7 @@ def test_epochs_rows_are_prefixes_of_the_long_run(tmp_path):
     history = [dict(epoch=e, test_acc=e / 1000) for e in range(1, 201)]
     history[14]["test_acc"] = 0.5  # a peak at epoch 15 is the max of every prefix that contains it
     fake_run(tmp_path, "a long run", 0, 0.2, history=history, seconds=200.0, epochs=200)
-    rows = {r["label"]: r for r in sweep.summarize(claim, [0], tmp_path, base(fast="on"))}
+    rows = {r["label"]: r for r in ablations.summarize(claim, [0], tmp_path, base(fast="on"))}
     assert rows["epochs 10"]["final"] == 0.010 and rows["epochs 10"]["max"] == 0.010
     assert rows["epochs 30"]["final"] == 0.030 and rows["epochs 30"]["max"] == 0.5
     assert rows["epochs 200"]["final"] == 0.200 and rows["epochs 30"]["seconds"] == pytest.approx(30.0)
@@ -231,7 +231,7 @@ def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(nb.train, "evaluate", counting)
     params = resolve("smoke", device="cpu", epochs=3, train_subset=120, test_subset=50).as_dict()
-    spec = dict(sweep._spec("honest protocol", {"protocol": "honest"}, 0, params),
+    spec = dict(sweep.run_spec("honest protocol", {"protocol": "honest"}, 0, params),
                 folder=str(tmp_path / "runs" / "honest-protocol-s0"))
     metrics = sweep.run_one(spec)
     n_val = sweep.val_size_for(nb.params.Params(**spec["params"]))
@@ -305,7 +305,7 @@ def test_sweep_refuses_bad_arguments(capsys, tmp_path):
 
 def test_recipe_run_is_honest_and_records_its_recipe(tmp_path):
     params = resolve("smoke", device="cpu", train_subset=120, test_subset=100).as_dict()
-    spec = dict(sweep._spec("no EMA", {"recipe": "no EMA"}, 0, params),
+    spec = dict(sweep.run_spec("no EMA", {"recipe": "no EMA"}, 0, params),
                 folder=str(tmp_path / "runs" / "no-ema-s0"))
     metrics = sweep.run_one(spec)
     assert metrics["protocol"] == "honest" and metrics["max_test_acc"] is None
@@ -323,7 +323,7 @@ def test_recipe_spec_is_one_row_of_the_recipe_table_in_its_own_folder(tmp_path, 
     assert spec["recipe"] == "no EMA" and spec["params"]["seed"] == 2
     assert spec["params"]["precision"] == "fp32" == nb.recipe.default_precision("cpu")
     # the same computation as the sweep's row, so its key is the row's key
-    row = sweep._spec("no EMA", {"recipe": "no EMA"}, 2, params.as_dict())
+    row = sweep.run_spec("no EMA", {"recipe": "no EMA"}, 2, params.as_dict())
     assert sweep.spec_key(spec) == sweep.spec_key(row)
     assert sweep.recipe_spec(resolve("smoke", device="cpu", run_dir=str(tmp_path / "r")))["folder"] == \
         str(tmp_path / "r")

@@ -1,0 +1,311 @@
+"""What the sweep's runs say: for each claim, its rows (mean ± std over seeds), its verdict, its
+table and plot; ``reports/ablations/README.md`` and ``ablations.json``; notebook 06's display.
+
+The runs are found as :mod:`nbutils.sweep` plans them, by what they compute. A claim whose runs are
+not all finished gets no verdict, only its rows that have every seed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from .io import atomic_write_json, atomic_write_text
+from .sweep import CLAIMS, finished_runs, run_spec, spec_key, variants_to_run
+
+__all__ = ["ablations_folder", "format_table", "load_report", "show_report", "status_line",
+           "summarize", "verdict", "write_tables"]
+
+# One run's test accuracy moves by tenths of a point from one epoch to the next, so the fast_path
+# verdict also compares the mean over each run's last epochs, a steadier measure of the same training.
+LATE_EPOCHS = 5
+REPORT = {"final": 0.8988, "max": 0.9005}  # the coursework report's test accuracies
+
+
+# ----------------------------------------------------------------------------- a claim's rows
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _metrics_for(claim, overrides, seed, finished, base_params):
+    """One run's numbers for one row, or None (for ``epochs``: the prefix of the longest run), with
+    what its history adds: ``late`` (:func:`_late`) and ``lr_cut`` (:func:`_lr_was_cut`)."""
+    if claim.key == "epochs":
+        (label, long_run), = variants_to_run(claim)
+        m = finished.get(spec_key(run_spec(label, dict(long_run), seed, base_params)))
+        if m is None:
+            return None
+        history = _history(m)
+        prefix = history[:overrides["epochs"]]
+        m = dict(m, final_test_acc=prefix[-1]["test_acc"],
+                 max_test_acc=max(r["test_acc"] for r in prefix),
+                 train_seconds=m["train_seconds"] * len(prefix) / len(history))
+        history = prefix
+    else:
+        m = finished.get(spec_key(run_spec("", dict(overrides), seed, base_params)))
+        if m is None:
+            return None
+        history = _history(m)
+    return dict(m, late=_late(history), lr_cut=_lr_was_cut(history))
+
+
+def _history(metrics):
+    """A run's per-epoch records, or None if its folder has no history."""
+    path = Path(metrics["folder"]) / "history.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _late(history):
+    """(mean test accuracy over the last LATE_EPOCHS epochs, mean change from one of them to the
+    next); Nones without a per-epoch test accuracy (the honest protocol tests once)."""
+    accs = [r.get("test_acc") for r in (history or [])[-LATE_EPOCHS:]]
+    if len(accs) < 2 or None in accs:
+        return None, None
+    return statistics.fmean(accs), statistics.fmean(abs(b - a) for a, b in zip(accs, accs[1:]))
+
+
+def summarize(claim, seeds, root: Path, base_params, partial=False):
+    """The claim's rows (label, n, final mean/std, max mean/std, seconds), or None if incomplete.
+
+    ``partial=True`` returns the rows whose seeds have all finished, however many (None if none).
+    """
+    finished = finished_runs(root)
+    rows = []
+    for label, overrides in claim.variants:
+        found = [_metrics_for(claim, overrides, s, finished, base_params) for s in seeds]
+        if any(m is None for m in found):
+            if partial:
+                continue
+            return None
+        final, final_sd = _stats([m["final_test_acc"] for m in found])
+        top, top_sd = _stats([m.get("max_test_acc") for m in found])
+        seconds, _ = _stats([m["train_seconds"] for m in found])
+        late, late_sd = _stats([m["late"][0] for m in found])
+        swing, _ = _stats([m["late"][1] for m in found])
+        rows.append(dict(label=label, n=len(found), final=final, final_sd=final_sd, max=top,
+                         max_sd=top_sd, seconds=seconds, late=late, late_sd=late_sd, swing=swing,
+                         finals=[m["final_test_acc"] for m in found],
+                         runs=[Path(m["folder"]).name for m in found],
+                         ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
+                         jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
+                         lr_cut=_count(m["lr_cut"] for m in found)))
+    return rows or None
+
+
+def _lr_was_cut(history):
+    """Whether the learning rate ever fell below its first value in the run; None without a history."""
+    if history is None:
+        return None
+    lrs = [r["lr"] for r in history if r.get("lr") is not None]
+    return bool(lrs) and min(lrs) < lrs[0]
+
+
+def _count(flags):
+    """How many are True, or None if any is unknown."""
+    flags = list(flags)
+    return None if None in flags else sum(flags)
+
+
+def _ran_on(metrics):
+    env = metrics["environment"]
+    return f"{env['device_name']}, torch {env['torch']}"
+
+
+# ----------------------------------------------------------------------------- the verdict
+def verdict(claim, rows):
+    """The claim against the data, on the final test accuracy: "holds" only if the report's choice
+    beats every alternative by more than twice the standard error of the difference."""
+    choice, others = rows[0], rows[1:]
+    better, worse, tied = [], [], []
+    for r in others:
+        se = math.sqrt(choice["final_sd"] ** 2 / choice["n"] + r["final_sd"] ** 2 / r["n"])
+        diff = choice["final"] - r["final"]
+        (worse if diff > 2 * se else better if -diff > 2 * se else tied).append(r["label"])
+    if claim.key == "protocol":  # the report's headline (best test epoch) against one honest test
+        honest = others[0]
+        gap = choice["max"] - honest["final"]
+        se = math.sqrt(choice["max_sd"] ** 2 / choice["n"] + honest["final_sd"] ** 2 / honest["n"])
+        if gap > 2 * se:
+            return (f"does not hold: chosen on the test set the report scores {100 * gap:.2f} points "
+                    f"more than the honest protocol's single test, beyond the seed-to-seed spread")
+        return (f"holds: the honest protocol's single test is within {100 * abs(gap):.2f} points of "
+                f"the report's best test epoch (within the seed-to-seed spread)")
+    if claim.key == "recipe":
+        target, seconds = 0.93, choice["seconds"]
+        costs = sorted(((choice["final"] - r["final"], r["label"]) for r in others), reverse=True)
+        reached = choice["final"] >= target and seconds <= 60
+        return (f"{'holds' if reached else 'does not hold'}: the full recipe scores "
+                f"{100 * choice['final']:.2f} ± {100 * choice['final_sd']:.2f} % in {seconds:.0f} s "
+                f"(target 93.00 % in 60 s); taking out {costs[0][1]} costs most "
+                f"({100 * costs[0][0]:+.2f} points)")
+    if claim.key == "fast_path":
+        gaps = ", ".join(f"{r['label']} {100 * (r['final'] - choice['final']):+.2f}" for r in others)
+        ok = all(abs(r["final"] - choice["final"]) <= 0.003 for r in others)
+        return (f"{'holds' if ok else 'does not hold'}: mean final accuracy against eager fp32: "
+                f"{gaps} points (allowed: within 0.30)" + _late_comparison(choice, others))
+    note = _against_report(choice) if claim.key == "lr_cut" else ""
+    if claim.key == "scheduler" and choice["lr_cut"] == 0:  # what the data say about *why*
+        note = (f"; the scheduler never cut the learning rate in any of the {choice['n']} runs, so "
+                f"both rows trained the same way")
+    if better:
+        return f"does not hold: {', '.join(better)} did better, beyond the seed-to-seed spread{note}"
+    if tied:
+        return (f"not supported: {choice['label']} is within the noise of {', '.join(tied)}"
+                + (f"; it beat {', '.join(worse)}" if worse else "") + note)
+    return f"holds: {choice['label']} beat every alternative beyond the seed-to-seed spread{note}"
+
+
+def _against_report(row):
+    """The cut's row beside the report's numbers; a run too short to reach the cut says so."""
+    if row["lr_cut"] == 0:
+        return "; the runs ended before epoch 19, so the cut never happened and both rows are one"
+    return (f"; with the cut the final test accuracy is {100 * row['final']:.2f} ± "
+            f"{100 * row['final_sd']:.2f} % and the best epoch {100 * row['max']:.2f} ± "
+            f"{100 * row['max_sd']:.2f} %, against the report's {100 * REPORT['final']:.2f} % and "
+            f"{100 * REPORT['max']:.2f} %")
+
+
+def _late_comparison(choice, others):
+    """The same comparison on the mean of the last epochs, with how much one epoch moves; '' when a
+    row has no per-epoch test accuracy."""
+    if any(r.get("late") is None for r in [choice, *others]):
+        return ""
+    gaps = ", ".join(f"{r['label']} {100 * (r['late'] - choice['late']):+.2f}" for r in others)
+    return (f". Averaged over each run's last {LATE_EPOCHS} epochs: {gaps} points; over those "
+            f"epochs one run's test accuracy moved by {100 * choice['swing']:.2f} points from one "
+            f"epoch to the next ({choice['label']}, mean over its runs), so one epoch is a noisy "
+            f"measure")
+
+
+# ----------------------------------------------------------------------------- reports/ablations
+def format_table(claim, rows):
+    """The rows as Markdown; a time marked * comes from runs that shared the device (see notes)."""
+    pct = lambda m, sd: "–" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
+    lines = ["| variant | seeds | final test acc % | max test acc % | train s |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        shared = "" if r["jobs"] == 1 else " *"
+        lines.append(f"| {r['label']} | {r['n']} | {pct(r['final'], r['final_sd'])} | "
+                     f"{pct(r['max'], r['max_sd'])} | {r['seconds']:.1f}{shared} |")
+    return "\n".join(lines)
+
+
+def table_notes(rows):
+    """The sentences under a table: where its runs trained, and which times are inflated."""
+    ran_on = "; ".join(sorted({e for r in rows for e in r["ran_on"]}))
+    text = f"Trained on {ran_on}."
+    unknown = [r["label"] for r in rows if r["jobs"] == 0]
+    shared = [r for r in rows if r["jobs"] > 1]
+    if unknown:
+        text += (f" \\* {', '.join(unknown)}: these runs trained before the sweep recorded how many "
+                 f"runs shared the device, so their time may be inflated (the sweep's log in "
+                 f"reports/gpu-check/ says).")
+    for r in shared:
+        text += (f" \\* {r['label']}: {r['jobs']} runs shared the device at a time, so its time is "
+                 f"inflated about {r['jobs']}-fold.")
+    return text
+
+
+def plot_claim(claim, rows, path):
+    from .plotting import save_figure
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(rows)), 3))
+    x = range(len(rows))
+    ax.errorbar(x, [100 * r["final"] for r in rows], [100 * r["final_sd"] for r in rows], fmt="o",
+                capsize=4, label="final")
+    if all(r["max"] is not None for r in rows):
+        ax.errorbar(x, [100 * r["max"] for r in rows], [100 * r["max_sd"] for r in rows], fmt="s",
+                    capsize=4, alpha=0.6, label="max over epochs (chosen on test)")
+    ax.set_xticks(list(x), [r["label"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title(claim.statement, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def write_tables(claims, seeds, root: Path, context: dict, base_params):
+    """``README.md``, ``ablations.json`` and one PNG per complete claim, in ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    report = dict(context, seeds=list(seeds), claims={})
+    text = ["# Ablations", "", f"Generated by `{context['command']}` from the finished runs in "
+            "`runs/`; do not edit.", "",
+            f"Seeds {list(seeds)}: every number is a mean ± standard deviation over them. "
+            f"Protocol: {context['protocol']}. Each table names the machine its runs trained on.", ""]
+    for claim in claims:
+        rows = summarize(claim, seeds, root, base_params, partial=True)
+        text += [f"## {claim.key}: {claim.statement}", ""]
+        if rows is None:
+            text += ["Not all of this claim's runs have finished, so it has no table yet.", ""]
+            report["claims"][claim.key] = None
+            continue
+        done = {r["label"] for r in rows}
+        missing = [label for label, _ in claim.variants if label not in done]
+        if missing:  # no verdict, which compares every row; the rows that have all their seeds
+            # are shown, since one can answer its own question (the recipe's first, against 93 %)
+            text += [_partial_note(missing), "", format_table(claim, rows), "", table_notes(rows), ""]
+            report["claims"][claim.key] = dict(statement=claim.statement, verdict=None, rows=rows,
+                                               missing=missing)
+            continue
+        said = verdict(claim, rows)
+        plot_claim(claim, rows, root / f"{claim.key}.png")
+        text += [format_table(claim, rows), "", table_notes(rows), "",
+                 f"**Verdict:** {said}", "",
+                 f"![{claim.key}]({claim.key}.png)", ""]
+        report["claims"][claim.key] = dict(statement=claim.statement, verdict=said, rows=rows)
+    atomic_write_text(root / "README.md", "\n".join(text))
+    atomic_write_json(root / "ablations.json", report)
+    return report
+
+
+def _partial_note(missing):
+    return (f"Not all of this claim's runs have finished, so it has no verdict yet. The rows below have "
+            f"all their seeds; still missing: {', '.join(missing)}.")
+
+
+def status_line(claim):
+    """What the sweep prints for a claim: its verdict, or how far it got."""
+    if claim is None:
+        return "incomplete"
+    if claim["verdict"] is None:
+        return f"incomplete ({len(claim['rows'])} of its rows finished)"
+    return claim["verdict"]
+
+
+# ----------------------------------------------------------------------------- notebook 06
+def ablations_folder(folder=""):
+    """``folder``, else ``reports/ablations`` (where the sweep writes)."""
+    from .experiment import reports_root
+    return Path(folder).expanduser() if folder else reports_root() / "ablations"
+
+
+def load_report(folder=""):
+    """The sweep's ``ablations.json`` as a dict, or None where no sweep has written one."""
+    path = ablations_folder(folder) / "ablations.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def show_report(report, folder="", keys=None):
+    """Notebook 06's display: per claim (or those in ``keys``), the table, the machine, the verdict
+    and the plot."""
+    from IPython.display import Image, Markdown, display
+
+    folder = ablations_folder(folder)
+    for key, claim in report["claims"].items():
+        if keys is not None and key not in keys:
+            continue
+        if claim is None:
+            display(Markdown(f"### {CLAIMS[key].statement}\n\nNo table yet: not all of this claim's "
+                             f"runs have finished (`python3 -m nbutils sweep --claims {key}`)."))
+            continue
+        said = (f"**Verdict:** {claim['verdict']}" if claim["verdict"] is not None
+                else _partial_note(claim["missing"]))
+        display(Markdown(f"### {claim['statement']}\n\n{format_table(None, claim['rows'])}\n\n"
+                         f"{table_notes(claim['rows'])}\n\n{said}"))
+        if (folder / f"{key}.png").exists():
+            display(Image(filename=str(folder / f"{key}.png")))
