@@ -11,11 +11,11 @@ import math
 import statistics
 from pathlib import Path
 
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .sweep import CLAIMS, finished_runs, run_spec, spec_key, variants_to_run
 
-__all__ = ["ablations_folder", "format_table", "load_report", "show_report", "status_line",
-           "summarize", "verdict", "write_tables"]
+__all__ = ["ablations_folder", "fetch_committed", "format_table", "load_report", "show_report",
+           "status_line", "summarize", "verdict", "write_tables"]
 
 # One run's test accuracy moves by tenths of a point from one epoch to the next, so the fast_path
 # verdict also compares the mean over each run's last epochs, a steadier measure of the same training.
@@ -288,6 +288,37 @@ def load_report(folder=""):
     """The sweep's ``ablations.json`` as a dict, or None where no sweep has written one."""
     path = ablations_folder(folder) / "ablations.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def fetch_committed(folder="", timeout=20):
+    """The tables committed to the repository, fetched from GitHub into ``folder``: for an install
+    without the repository's reports/, as in Colab. Returns the report, or None, saying why, where
+    they cannot be fetched. ``ablations.json``, which :func:`load_report` looks for, is written last,
+    so a failure leaves nothing that looks like a report."""
+    import urllib.request
+
+    from . import GITHUB_REPOSITORY
+
+    url = f"https://raw.githubusercontent.com/{GITHUB_REPOSITORY}/main/reports/ablations/"
+
+    def get(name):
+        with urllib.request.urlopen(url + name, timeout=timeout) as response:
+            return response.read()
+
+    try:
+        payload = get("ablations.json")
+        report = json.loads(payload)
+        plots = {f"{key}.png": get(f"{key}.png") for key, claim in report["claims"].items()
+                 if claim and claim["verdict"] is not None}  # the sweep plots only these
+    except (OSError, ValueError, KeyError) as e:  # no network (URLError is an OSError), no such file
+        print(f"could not fetch the committed tables from {url}: {e}")
+        return None
+    folder = ablations_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in plots.items():
+        atomic_write_bytes(folder / name, data)
+    atomic_write_bytes(folder / "ablations.json", payload)
+    return report
 
 
 def show_report(report, folder="", keys=None):

@@ -1,8 +1,12 @@
 """nbutils.sweep and nbutils.ablations: the plan, the honest protocol, the tables and their verdicts."""
+import io
 import json
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -329,3 +333,43 @@ def test_recipe_spec_is_one_row_of_the_recipe_table_in_its_own_folder(tmp_path, 
         str(tmp_path / "r")
     with pytest.raises(ValueError, match=r"ingredient must be one of \['full recipe', 'no residual'"):
         sweep.recipe_spec(params, "more layers")
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "ablations"
+
+
+def serve_committed(monkeypatch, fail_on=None):
+    """urlopen as if GitHub served the committed reports/ablations (no network in tests)."""
+    asked = []
+
+    def urlopen(url, timeout):
+        asked.append(url)
+        name = url.rsplit("/", 1)[1]
+        if name == fail_on:
+            raise urllib.error.URLError("no network")
+        return io.BytesIO((COMMITTED / name).read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return asked
+
+
+def test_fetch_committed_brings_the_repositorys_tables_to_an_install_without_them(
+        tmp_path, monkeypatch):
+    asked = serve_committed(monkeypatch)
+    report = ablations.fetch_committed(tmp_path / "abl")
+    assert report == json.loads((COMMITTED / "ablations.json").read_text())
+    assert ablations.load_report(tmp_path / "abl") == report
+    assert asked[0] == (f"https://raw.githubusercontent.com/{nb.GITHUB_REPOSITORY}/main/reports/"
+                        "ablations/ablations.json")
+    assert ({p.name for p in (tmp_path / "abl").glob("*.png")}
+            == {p.name for p in COMMITTED.glob("*.png")} != set())
+
+
+@pytest.mark.parametrize("fail_on", ["ablations.json", "init.png"])
+def test_fetch_committed_that_fails_says_so_and_leaves_no_report(tmp_path, monkeypatch, capsys,
+                                                                 fail_on):
+    serve_committed(monkeypatch, fail_on=fail_on)
+    assert ablations.fetch_committed(tmp_path / "abl") is None
+    assert "could not fetch the committed tables from https://raw.githubusercontent.com/" in \
+        capsys.readouterr().out
+    assert ablations.load_report(tmp_path / "abl") is None
