@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import urllib.request
 from pathlib import Path
 
+from . import GITHUB_REPOSITORY
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .sweep import CLAIMS, finished_runs, run_spec, spec_key, variants_to_run
 
@@ -295,10 +297,6 @@ def fetch_committed(folder="", timeout=20):
     without the repository's reports/, as in Colab. Returns the report, or None, saying why, where
     they cannot be fetched. ``ablations.json``, which :func:`load_report` looks for, is written last,
     so a failure leaves nothing that looks like a report."""
-    import urllib.request
-
-    from . import GITHUB_REPOSITORY
-
     url = f"https://raw.githubusercontent.com/{GITHUB_REPOSITORY}/main/reports/ablations/"
 
     def get(name):
