@@ -151,7 +151,8 @@ def verdict(claim, rows):
                 f"{gaps} points (allowed: within 0.30)" + _late_comparison(choice, others))
     note = _against_report(choice) if claim.key == "lr_cut" else ""
     if claim.key == "scheduler" and choice["lr_cut"] == 0:  # what the data say about *why*
-        note = (f"; the scheduler never cut the learning rate in any of the {choice['n']} runs, so "
+        runs = "its one run" if choice["n"] == 1 else f"any of the {choice['n']} runs"
+        note = (f"; the scheduler never cut the learning rate in {runs}, so "
                 f"both rows trained the same way")
     if better:
         return f"does not hold: {', '.join(better)} did better, beyond the seed-to-seed spread{note}"

@@ -90,6 +90,8 @@ def test_scheduler_verdict_says_whether_the_scheduler_ever_acted(tmp_path):
     rows = ablations.summarize(claim, [0, 1], tmp_path, base(fast="on"))
     assert [r["lr_cut"] for r in rows] == [0, 0]
     assert "never cut the learning rate in any of the 2 runs" in ablations.verdict(claim, rows)
+    one = ablations.summarize(claim, [0], tmp_path, base(fast="on"))
+    assert "never cut the learning rate in its one run, so" in ablations.verdict(claim, one)
     cut = [dict(epoch=1, test_acc=0.89, lr=1e-3), dict(epoch=2, test_acc=0.9, lr=1e-4)]
     atomic_write_json(tmp_path / "runs" / "report-protocol-s1" / "history.json", cut)
     rows = ablations.summarize(claim, [0, 1], tmp_path, base(fast="on"))
