@@ -22,12 +22,13 @@ from .checkpoint import CHECKPOINT, load_checkpoint, restore_checkpoint, save_ch
 from .fast import EVAL_BATCH_SIZE, make_fast_optimizer, train_fast
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .model import NeuralNetwork, init_weights
-from .params import Params
+from .params import Params, resolve
 from .train import (History, make_optimizer, make_scheduler, resolve_device,
                     seed_everything, train_ch3, training_animator)
 
-__all__ = ["build", "environment", "fit_params", "hardware", "load_trained", "make_loaders",
-           "reports_root", "run_folder", "train", "use_fast", "write_history", "write_metrics"]
+__all__ = ["build", "environment", "fit_params", "hardware", "load_or_train", "load_trained",
+           "make_loaders", "reports_root", "run_folder", "train", "use_fast", "write_history",
+           "write_metrics"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,6 +194,26 @@ def load_trained(folder: Path, device=None):
     net.load_state_dict(saved["model"])
     history = History(json.loads((folder / "history.json").read_text()))
     return net.to(resolve_device(device)), history, saved["params"]
+
+
+def load_or_train(params: Params, folder: Path, log=print):
+    """Notebook 05's model: the one notebook 04 trained into ``folder``. Without one it is trained
+    now, so that the notebook opened alone still runs end to end: on a GPU the run itself (seconds
+    on the fast path), on a CPU, where that takes hours, a smoke model in ``folder/smoke-fallback``,
+    whose numbers mean nothing and never pose as the run's. Returns ``(net, history, the folder its
+    results belong in, its parameters)``."""
+    trained = load_trained(folder, params.device)
+    if trained is not None:
+        return trained[0], trained[1], Path(folder), params
+    if resolve_device(params.device).type == "cuda":
+        log(f"No trained model in {folder}: training it now, as notebook 04 would (seconds on a GPU).")
+        return (*train(params), params)
+    log(f"No trained model in {folder}. Run notebook 04 first (or `python3 -m nbutils reproduce`).\n"
+        "So that this notebook can still be read end to end, a smoke model is trained now: its numbers "
+        "mean nothing.")
+    smoke = resolve("smoke", device=params.device, data_root=params.data_root,
+                    run_dir=str(Path(folder) / "smoke-fallback"), live_plot=False)
+    return (*train(smoke), smoke)
 
 
 def hardware(device=None):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nbutils import experiment, results, run
-from nbutils.params import Params
+from nbutils.params import Params, resolve
 
 
 @pytest.fixture
@@ -161,6 +161,21 @@ def test_notebook_05_alone_explains_and_trains_a_smoke_model(tmp_path):
     assert "The final test accuracy is" in printed
     assert (folder / "smoke-fallback" / "metrics.json").exists()
     assert not (folder / "metrics.json").exists()  # the fallback's numbers never pose as the run's
+
+
+def test_notebook_05_alone_on_a_gpu_trains_the_run_itself(tmp_path, monkeypatch):
+    """Where the real protocol costs seconds, the notebook evaluates the real model, not a smoke one."""
+    params = resolve("seed", run_dir=str(tmp_path / "run"))
+    monkeypatch.setattr(experiment, "resolve_device", lambda device: torch.device("cuda"))
+    trained = []
+    monkeypatch.setattr(experiment, "train",
+                        lambda p: trained.append(p) or ("net", "history", tmp_path / "run"))
+    said = []
+    assert (experiment.load_or_train(params, tmp_path / "run", log=said.append)
+            == ("net", "history", tmp_path / "run", params))
+    assert trained == [params]
+    assert said == [f"No trained model in {tmp_path / 'run'}: training it now, as notebook 04 would "
+                    "(seconds on a GPU)."]
 
 
 def test_metrics_name_the_cpu_model_with_its_cores_and_threads():
