@@ -296,8 +296,8 @@ def load_report(folder=""):
 def fetch_committed(folder="", timeout=20):
     """The tables committed to the repository, fetched from GitHub into ``folder``: for an install
     without the repository's reports/, as in Colab. Returns the report, or None, saying why, where
-    they cannot be fetched. ``ablations.json``, which :func:`load_report` looks for, is written last,
-    so a failure leaves nothing that looks like a report."""
+    it cannot be fetched; a plot that cannot be fetched is left out, and its table shown without it.
+    ``ablations.json``, which :func:`load_report` looks for, is written last."""
     url = f"https://raw.githubusercontent.com/{GITHUB_REPOSITORY}/main/reports/ablations/"
 
     def get(name):
@@ -306,18 +306,20 @@ def fetch_committed(folder="", timeout=20):
 
     try:
         payload = get("ablations.json")
-        report = json.loads(payload)
-        plots = {f"{key}.png": get(f"{key}.png") for key, claim in report["claims"].items()
-                 if claim and claim["verdict"] is not None}  # the sweep plots only these
+        claims = json.loads(payload)["claims"]
     except (OSError, ValueError, KeyError) as e:  # no network (URLError is an OSError), no such file
         print(f"could not fetch the committed tables from {url}: {e}")
         return None
     folder = ablations_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in plots.items():
-        atomic_write_bytes(folder / name, data)
+    for key, claim in claims.items():
+        if claim and claim["verdict"] is not None:  # the sweep plots only these
+            try:
+                atomic_write_bytes(folder / f"{key}.png", get(f"{key}.png"))
+            except OSError as e:
+                print(f"{key}.png could not be fetched ({e}): its table is shown without it")
     atomic_write_bytes(folder / "ablations.json", payload)
-    return report
+    return json.loads(payload)
 
 
 def show_report(report, folder="", keys=None):
