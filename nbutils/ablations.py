@@ -306,7 +306,8 @@ def fetch_committed(folder="", timeout=20):
 
     try:
         payload = get("ablations.json")
-        claims = json.loads(payload)["claims"]
+        report = json.loads(payload)
+        claims = report["claims"]
     except (OSError, ValueError, KeyError) as e:  # no network (URLError is an OSError), no such file
         print(f"could not fetch the committed tables from {url}: {e}")
         return None
@@ -319,7 +320,7 @@ def fetch_committed(folder="", timeout=20):
             except OSError as e:
                 print(f"{key}.png could not be fetched ({e}): its table is shown without it")
     atomic_write_bytes(folder / "ablations.json", payload)
-    return json.loads(payload)
+    return report
 
 
 def show_report(report, folder="", keys=None):
