@@ -204,7 +204,8 @@ def load_or_train(params: Params, folder: Path, log=print):
     results belong in, its parameters)``."""
     trained = load_trained(folder, params.device)
     if trained is not None:
-        return trained[0], trained[1], Path(folder), params
+        net, history, _ = trained
+        return net, history, Path(folder), params
     if resolve_device(params.device).type == "cuda":
         log(f"No trained model in {folder}: training it now, as notebook 04 would (seconds on a GPU).")
         return (*train(params), params)
