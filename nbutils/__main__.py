@@ -95,6 +95,22 @@ def ensure_dataset():
          cwd=REPO)
 
 
+def ensure_browser():
+    """Debian's Chromium for the browser test (tests/test_browser.py), installed as root when absent.
+    Playwright's own browser download cannot work offline; without Chromium that test skips."""
+    if shutil.which("chromium"):
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        try:
+            _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env)
+            return
+        except subprocess.CalledProcessError:
+            pass
+    print("note: chromium could not be installed, so the browser test will skip "
+          "(apt-get install chromium)", flush=True)
+
+
 def _exec_module(module, args, **env):
     """Become ``python -m module args``: Ctrl-C and SIGTERM then reach it, not a waiting parent."""
     os.chdir(REPO)
@@ -119,6 +135,7 @@ def main(argv=None):
     if command == "setup":
         return 0
     if command == "test":
+        ensure_browser()
         _exec_module("pytest", rest, NBUTILS_PROFILE="smoke", NBUTILS_HEADLESS="1")
     module = {"reproduce": "nbutils.run", "results": "nbutils.results", "bench": "nbutils.bench",
               "sweep": "nbutils.sweep"}
