@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, ".")
-from nbutils.fast import make_fast_optimizer  # noqa: E402 - after the path is set
-from nbutils.model import NeuralNetwork  # noqa: E402
+from nbutils.coursework import NeuralNetwork, make_optimizer, patchify  # noqa: E402 - after the path is set
+from nbutils.fast import prepare_for_graphs  # noqa: E402
 
 
 def left(lin, x, how):  # lin applied along dim 1 of x (B, in, C) -> (B, out, C), no transpose copy
@@ -37,7 +37,7 @@ class NoTranspose(NeuralNetwork):
 
     def forward(self, x):
         h = self.how
-        x = self.batchnorm(self.stemLinear(x))                                   # (B,49,256)
+        x = self.batchnorm(self.stemLinear(patchify(x)))                         # (B,49,256)
         x = self.Block1_Dropout(F.relu(left(self.Block1_Linear1, x, h)))         # (B,512,256)
         x = left(self.Block1_Linear2, x, h)                                      # (B,256',256)
         x = self.Block1_Dropout(F.relu(self.Block1_Linear3(x)))
@@ -82,7 +82,7 @@ def linear_relu(lin, x):
 
 class ReluEpilogue(NeuralNetwork):
     def forward(self, x):
-        x = self.batchnorm(self.stemLinear(x)).transpose(1, 2)
+        x = self.batchnorm(self.stemLinear(patchify(x))).transpose(1, 2)
         x = self.Block1_Dropout(linear_relu(self.Block1_Linear1, x.contiguous()))
         x = self.Block1_Linear2(x).transpose(1, 2)
         x = self.Block1_Dropout(linear_relu(self.Block1_Linear3, x.contiguous()))
@@ -97,7 +97,7 @@ class ReluEpilogue(NeuralNetwork):
 class Combined(NoTransposeBmm):
     def forward(self, x):
         h = self.how
-        x = self.batchnorm(self.stemLinear(x))
+        x = self.batchnorm(self.stemLinear(patchify(x)))
         x = self.Block1_Dropout(F.relu(left(self.Block1_Linear1, x, h)))
         x = left(self.Block1_Linear2, x, h)
         x = self.Block1_Dropout(linear_relu(self.Block1_Linear3, x))
@@ -117,7 +117,7 @@ VARIANTS = {"baseline": NeuralNetwork, "no-transpose-matmul": NoTranspose,
 def check_equal(device):
     """Same weights, eval mode: every variant computes the baseline's function."""
     torch.manual_seed(0)
-    X = torch.randn(8, 49, 16, device=device)
+    X = torch.randn(8, 1, 28, 28, device=device)
     ref = NeuralNetwork().to(device).eval()
     out = {}
     for name, cls in VARIANTS.items():
@@ -145,8 +145,9 @@ def make_step(cls, precision, device, B=128, wrap=None, timings=None):
     torch.manual_seed(0)
     net = cls().to(device).train()
     model = wrap(net) if wrap else net
-    opt = make_fast_optimizer(net.parameters(), device=device)
-    X = torch.randn(B, 49, 16, device=device)
+    opt = make_optimizer(net)
+    prepare_for_graphs(opt, device)
+    X = torch.randn(B, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (B,), device=device)
     ce = nn.CrossEntropyLoss()
 

@@ -2,14 +2,15 @@
 
     python3 -m nbutils reproduce [--profile seed] [-p NAME VALUE ...]   run notebooks 01-05 into reports/
     python3 -m nbutils test [pytest args]                               the whole test suite
+    python3 -m nbutils export [--check]                                 the notebooks' #@save cells into nbutils
     python3 -m nbutils bench [--device auto] [...]                      my_utils loop vs the fast path
     python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [...]       the ablations, into reports/ablations
     python3 -m nbutils results                                          regenerate reports/RESULTS.md
     python3 -m nbutils setup                                            only the setup below
 
-Each command first sets the machine up, idempotently, installing only what is missing: the
-requirements, the package itself (editable), and the dataset. Only the standard library is
-imported until then, so this works before torch is installed.
+Each command but export first sets the machine up, idempotently, installing only what is missing:
+the requirements, the package itself (editable), and the dataset (and for test, Debian's Chromium).
+Only the standard library is imported until then, so this works before torch is installed.
 """
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ def ensure_browser():
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         try:
+            _run(["apt-get", "update", "-qq"], env=env)
             _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env)
             return
         except subprocess.CalledProcessError:
@@ -117,7 +119,10 @@ def _exec_module(module, args, **env):
     os.execve(sys.executable, [sys.executable, "-m", module, *args], dict(os.environ, **env))
 
 
-COMMANDS = ("reproduce", "test", "bench", "sweep", "results", "setup")
+COMMANDS = ("reproduce", "test", "export", "bench", "sweep", "results", "setup")
+MODULES = {"reproduce": "nbutils.tools.run", "results": "nbutils.tools.results",
+           "bench": "nbutils.tools.bench", "sweep": "nbutils.tools.sweep",
+           "export": "nbutils.tools.export"}
 
 
 def main(argv=None):
@@ -130,6 +135,8 @@ def main(argv=None):
         print(f"error: unknown command {argv[0]!r}; one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
+    if command == "export":  # the standard library only: nothing to install first
+        _exec_module(MODULES[command], rest)
     # A command's --help needs its module's imports, not the data: checking the files costs seconds.
     setup(data=not {"-h", "--help"} & set(rest))
     if command == "setup":
@@ -137,9 +144,7 @@ def main(argv=None):
     if command == "test":
         ensure_browser()
         _exec_module("pytest", rest, NBUTILS_PROFILE="smoke", NBUTILS_HEADLESS="1")
-    module = {"reproduce": "nbutils.run", "results": "nbutils.results", "bench": "nbutils.bench",
-              "sweep": "nbutils.sweep"}
-    _exec_module(module[command], rest)
+    _exec_module(MODULES[command], rest)
 
 
 if __name__ == "__main__":

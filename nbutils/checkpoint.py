@@ -1,86 +1,101 @@
 """Checkpoints that survive a Colab disconnect: everything needed to resume exactly, written atomically."""
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .io import atomic_torch_save
+from .io import atomic_write_bytes
 
-__all__ = ["CheckpointMismatch", "load_checkpoint", "restore_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT", "Checkpoint", "CheckpointMismatch", "atomic_torch_save"]
 
 CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to ``path`` atomically (:func:`~nbutils.io.atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 class CheckpointMismatch(ValueError):
     """A checkpoint was made with other training parameters; it is never mixed into this run."""
 
 
-def _rng_states():
-    states = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
-        states["numpy"] = np.random.get_state()
-    except ImportError:
-        pass
-    return states
+class Checkpoint:
+    """A run's whole state at the end of each epoch, in one file (``train_ch3(checkpoint=...)``).
 
+    It holds the model, the optimizer, the scheduler, the history so far, every random state (torch,
+    CUDA, Python, NumPy) and the training loader's shuffling, so that a resumed run continues exactly
+    as an uninterrupted one would. ``params``: what the run computes (``Params.training_dict()``); a
+    checkpoint made with other parameters is refused, never mixed in. ``resume=False`` starts over and
+    replaces the file at the first epoch's end.
+    """
 
-def save_checkpoint(path, net, optimizer, scheduler, history, params: dict, loader_generator=None):
-    """Write the run's whole state at an epoch end (temporary file, then rename)."""
-    state = {
-        "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "history": list(history), "params": dict(params), "rng": _rng_states(),
-        "loader_rng": loader_generator.get_state() if loader_generator is not None else None,
-    }
-    return atomic_torch_save(state, path)
+    def __init__(self, path, params: dict, resume=True, log=print):
+        self.path, self.params, self.resume, self.log = Path(path), dict(params), resume, log
 
+    def load(self):
+        """The saved state if there is one to resume from, else None."""
+        if not (self.resume and self.path.exists()):
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as e:  # a file cut short by a full disk, or not a checkpoint at all
+            raise CheckpointMismatch(f"{self.path} is not a readable checkpoint ({e}); delete it or "
+                                     f"set resume=False to start over") from e
+        theirs = state.get("params", {})
+        differing = {k: (theirs.get(k), v) for k, v in self.params.items() if theirs.get(k) != v}
+        if differing:
+            listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differing.items())
+            raise CheckpointMismatch(f"{self.path} was made with other parameters ({listed}); use "
+                                     f"another run_dir/checkpoint_dir, or resume=False to start over "
+                                     f"(the old results are kept)")
+        return state
 
-def load_checkpoint(path, params: dict):
-    """The checkpoint at ``path`` if it exists, refusing one made with other parameters."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a file cut short by a full disk, or not a checkpoint at all
-        raise CheckpointMismatch(f"{path} is not a readable checkpoint ({e}); delete it or set "
-                                 f"resume=False to start over") from e
-    theirs = state.get("params", {})
-    differing = {k: (theirs.get(k), v) for k, v in params.items() if theirs.get(k) != v}
-    if differing:
-        listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differing.items())
-        raise CheckpointMismatch(f"{path} was made with other parameters ({listed}); use another "
-                                 f"run_dir/checkpoint_dir, or resume=False to start over (the old "
-                                 f"results are kept)")
-    return state
-
-
-def restore_checkpoint(state, net, optimizer, scheduler, loader_generator=None):
-    """Put the saved state back into live objects; returns the history so far."""
-    net.load_state_dict(state["model"])
-    _load_optimizer_in_place(optimizer, state["optimizer"])
-    if scheduler is not None and state["scheduler"] is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    if "numpy" in rng:
-        import numpy as np
+    def restore(self, net, optimizer, scheduler, loader):
+        """Put the saved state into the live objects; returns the history so far ([] for a new run)."""
+        state = self.load()
+        if state is None:
+            return []
+        net.load_state_dict(state["model"])
+        load_optimizer_in_place(optimizer, state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
-    if loader_generator is not None and state["loader_rng"] is not None:
-        loader_generator.set_state(state["loader_rng"])
-    return state["history"]
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if state["loader_rng"] is not None:
+            loader.generator.set_state(state["loader_rng"])
+        self.log(f"resuming from {self.path} after epoch {len(state['history'])}")
+        return state["history"]
+
+    def save(self, net, optimizer, scheduler, history, loader):
+        """Write the run's whole state (temporary file, then rename)."""
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+               "numpy": np.random.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        generator = getattr(loader, "generator", None)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "history": list(history), "params": self.params, "rng": rng,
+            "loader_rng": generator.get_state() if generator is not None else None,
+        }, self.path)
 
 
-def _load_optimizer_in_place(optimizer, saved):
-    # A device-tensor lr (the fast path's) must stay the same tensor: a CUDA graph points at it.
+def load_optimizer_in_place(optimizer, saved):
+    """``optimizer.load_state_dict(saved)``, keeping a device-tensor lr (the fast path's) the same
+    tensor: a CUDA graph points at it."""
     lrs = [g["lr"] for g in optimizer.param_groups]
     optimizer.load_state_dict(saved)
     for group, lr in zip(optimizer.param_groups, lrs):

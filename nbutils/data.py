@@ -21,16 +21,19 @@ import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils import data
+from torchvision import transforms
+from torchvision.datasets import FashionMNIST
 
+from .devices import resolve_device
 from .io import atomic_write_bytes
-from .plotting import show_images  # noqa: F401  (my_utils keeps show_images beside the data helpers)
 
 __all__ = [
     "CLASS_NAMES", "FASHION_MNIST", "DatasetError", "DatasetSpec", "DeviceLoader",
     "get_dataloader_workers", "get_fashion_mnist_labels", "load_data_fashion_mnist",
-    "load_data_fashion_mnist_device", "load_split", "patchify", "pixel_stats",
-    "prepare_fashion_mnist", "show_images", "subset_indices", "unpatchify", "verify_fashion_mnist",
+    "load_data_fashion_mnist_device", "load_split", "pixel_stats", "prepare_fashion_mnist",
+    "stratified_split", "subset_indices", "verify_fashion_mnist",
 ]
 
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat",
@@ -177,7 +180,6 @@ def _from_debian(raw: Path, spec: DatasetSpec):
 
 
 def _from_torchvision(root: Path, raw: Path, spec: DatasetSpec):
-    from torchvision.datasets import FashionMNIST
     with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
         try:
             FashionMNIST(tmp, train=True, download=True)
@@ -311,7 +313,6 @@ class _TensorImages(data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        from PIL import Image
         return self.transform(Image.fromarray(self.images[i].numpy(), mode="L")), int(self.labels[i])
 
 
@@ -325,7 +326,6 @@ def load_data_fashion_mnist(batch_size=128, resize=None, root=None, num_workers=
     ``val_size > 0`` holds that many training images out (:func:`stratified_split`) and returns
     ``(train_iter, val_iter, test_iter)``.
     """
-    from torchvision import transforms
     _check_batch_size(batch_size)
     *splits, (mean, std) = _checked_subsets(root, download, spec, train_subset, test_subset, seed,
                                             val_size)
@@ -396,7 +396,6 @@ def load_data_fashion_mnist_device(batch_size=128, device=None, root=None, train
     dropout and BatchNorm uses its running statistics, so its batch size changes nothing but speed.
     ``val_size > 0`` returns ``(train_iter, val_iter, test_iter)`` as in :func:`load_data_fashion_mnist`.
     """
-    from .train import resolve_device
     _check_batch_size(batch_size)
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
     _check_batch_size(eval_batch_size, "eval_batch_size")
@@ -406,35 +405,3 @@ def load_data_fashion_mnist_device(batch_size=128, device=None, root=None, train
     return (DeviceLoader(*train_split, batch_size, True, mean, std, device, seed, drop_last),
             *(DeviceLoader(*split, eval_batch_size, False, mean, std, device, seed)
               for split in held_out))
-
-
-# ----------------------------------------------------------------------------- patches
-def _check_patch_size(patch_size, size=IMAGE_SIZE):
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0 \
-            or size % patch_size:
-        allowed = [p for p in range(1, size + 1) if size % p == 0]
-        raise ValueError(f"patch_size must divide the image size {size}: one of {allowed}, "
-                         f"got {patch_size!r}")
-
-
-def patchify(images, patch_size=4):
-    """Cut images (B, 28, 28) or (B, 1, 28, 28) into (B, N, patch_size²) row-major patches: 49×16 for 4."""
-    if images.dim() == 4:
-        images = images.squeeze(1)
-    size = images.shape[-1]
-    _check_patch_size(patch_size, size)
-    k = size // patch_size
-    b = images.shape[0]
-    return (images.reshape(b, k, patch_size, k, patch_size)
-            .transpose(2, 3).reshape(b, k * k, patch_size * patch_size))
-
-
-def unpatchify(patches, patch_size=4):
-    """Inverse of :func:`patchify`: (B, N, patch_size²) back to (B, 1, H, W)."""
-    b, n, d = patches.shape
-    k = int(round(n ** 0.5))
-    if k * k != n or d != patch_size * patch_size:
-        raise ValueError(f"patches of shape {tuple(patches.shape)} do not form a square image of "
-                         f"{patch_size}x{patch_size} patches")
-    return (patches.reshape(b, k, k, patch_size, patch_size)
-            .transpose(2, 3).reshape(b, 1, k * patch_size, k * patch_size))

@@ -1,17 +1,17 @@
-"""The fast training path: ``train_ch3``'s semantics, without its overheads.
+"""The fast training path: ``train_ch3``'s semantics, without its overheads (``train_ch3(fast=True)``).
 
 Why the my_utils loop is slow: a DataLoader with per-sample transforms, a ``float()`` host sync per
-batch, and on a GPU a model that is launch-bound at batch 128 (hundreds of small kernels per step).
+batch, and on a GPU a model that is launch-bound at batch 128 (over a hundred small kernels per step).
 What this path does instead:
 
 * the data stay on the device (:class:`~nbutils.data.DeviceLoader`); the step gathers its batch by
   index, so an epoch costs one tiny index copy per batch and no host-to-device traffic;
 * loss, accuracy and the NaN check accumulate on the device and are read once per epoch;
 * on CUDA the whole step (gather, forward, loss, backward, the update of Adam, SGD or ASGD) is
-  captured once as a CUDA graph and replayed; the learning rate is a device tensor, so a
-  ReduceLROnPlateau cut takes effect in the graph; evaluation is a second graph;
-* mixed precision (``tf32``, ``bf16`` autocast) only when asked for;
-* on the CPU, glibc is told to keep freed memory (:func:`~nbutils.cpu.tune_cpu_allocator`).
+  captured once as a CUDA graph and replayed; :func:`prepare_for_graphs` makes the optimizer's step
+  capturable, with its learning rate in a device tensor, so that a scheduler's cut reaches the graph;
+  evaluation is a second graph;
+* mixed precision (``tf32``, ``bf16`` autocast) only when asked for.
 
 The last partial batch runs eagerly (a graph has static shapes); it is kept unless the loader drops it.
 """
@@ -21,39 +21,51 @@ import contextlib
 
 import torch
 
-from .cpu import tune_cpu_allocator
 from .data import DeviceLoader
-from .train import (_per_example, check_finite, check_optimizer_args, fit, make_optimizer,
-                    resolve_device)
+from .devices import resolve_device
+from .metrics import check_finite, per_example
 
-__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "make_fast_optimizer",
-           "train_fast"]
+__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "prepare_for_graphs"]
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The fast path evaluates in batches of at least this many images: 10 graph replays per test pass
 # instead of 79 (results are the same; see load_data_fashion_mnist_device).
 EVAL_BATCH_SIZE = 1000
+# What makes each optimizer's step capturable. Adam fused: its update in one kernel instead of ~200
+# tiny ones (a graphed bf16 step went from 1.6 to 1.4 ms on an H100). SGD has no capturable mode;
+# fused, it is one kernel that reads the lr tensor.
+CAPTURE = {torch.optim.Adam: dict(capturable=True, fused=True, foreach=False),
+           torch.optim.AdamW: dict(capturable=True, fused=True, foreach=False),
+           torch.optim.ASGD: dict(capturable=True),
+           torch.optim.SGD: dict(fused=True, foreach=False)}
 
 
-def make_fast_optimizer(params, name="adam", lr=1e-3, weight_decay=5e-4, device="cpu"):
-    """The optimizer for the fast path. On CUDA each of the three is built so that its step can be
-    captured in a CUDA graph: a device-tensor lr (a float would be baked into the graph, and a
-    scheduler's cut would never reach it) and a step that reads nothing back to the host."""
-    check_optimizer_args(name, lr, weight_decay)
-    if torch.device(device).type != "cuda":
-        return make_optimizer(params, name, lr, weight_decay)
-    # Adam fused: the update of all 20 parameters in one kernel instead of ~200 tiny ones. Measured on
-    # an H100 (with set_to_none below): a graphed step went from 1.6 to 1.4 ms in bf16, 2.5 to 2.2 ms
-    # in fp32. SGD has no capturable mode; fused, it is one kernel that takes the lr as a tensor.
-    capture = {"adam": dict(capturable=True, fused=True), "asgd": dict(capturable=True),
-               "sgd": dict(fused=True)}[name]
-    return make_optimizer(params, name, torch.tensor(float(lr), device=device), weight_decay,
-                          **capture)
+def prepare_for_graphs(optimizer, device):
+    """Make a fresh Adam, AdamW, SGD or ASGD capturable in a CUDA graph, in place, and return whether
+    its step now is (:func:`graph_safe`). Its learning rate becomes a device tensor: a float would be
+    baked into the graph, and a scheduler's cut would never reach it.
+
+    In place, so that a scheduler built on the optimizer keeps working on it. Only before the first
+    step (state made without these settings would not fit them); other optimizers are left as
+    they are, and the fast path runs their step eagerly.
+    """
+    settings = CAPTURE.get(type(optimizer))
+    if settings is None or optimizer.state or torch.device(device).type != "cuda":
+        return graph_safe(optimizer)
+    # Built once with these settings, so that torch checks them (fused needs float CUDA parameters).
+    groups = [dict(g, **settings, lr=torch.tensor(float(g["lr"]), device=device))
+              for g in optimizer.param_groups]
+    checked = type(optimizer)(groups)
+    optimizer.param_groups, optimizer.defaults = checked.param_groups, checked.defaults
+    for name in ("_step_supports_amp_scaling", "_need_device_dtype_check_for_fused"):
+        if hasattr(checked, name):
+            setattr(optimizer, name, getattr(checked, name))
+    return graph_safe(optimizer)
 
 
 def graph_safe(optimizer):
-    """Whether ``optimizer.step()`` can be captured in a CUDA graph: it says so (``capturable``, Adam
-    and ASGD), or it is fused SGD with a tensor lr (see :func:`make_fast_optimizer`)."""
+    """Whether ``optimizer.step()`` can be captured in a CUDA graph: it says so (``capturable``: Adam,
+    AdamW, ASGD), or it is fused SGD with a tensor lr."""
     def safe(group):
         return group.get("capturable", False) or (
             isinstance(optimizer, torch.optim.SGD) and bool(group.get("fused"))
@@ -62,7 +74,7 @@ def graph_safe(optimizer):
 
 
 @contextlib.contextmanager
-def _precision(precision, device):
+def precision_context(precision, device):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     old = torch.get_float32_matmul_precision()
@@ -81,9 +93,9 @@ def _precision(precision, device):
 class FastTrainer:
     """Train and evaluate ``net`` on :class:`DeviceLoader` data with static, capturable steps.
 
-    ``graphs=None`` captures CUDA graphs when the device is CUDA and the optimizer's step can be
-    captured (:func:`graph_safe`: Adam, SGD and ASGD from :func:`make_fast_optimizer`); other
-    optimizers run the same step eagerly.
+    ``graphs=None`` captures CUDA graphs when the device is CUDA and the optimizer's step can be made
+    capturable (:func:`prepare_for_graphs`: Adam, AdamW, SGD and ASGD); other optimizers run the
+    same step eagerly.
 
     For recipes beyond the coursework's, the step takes hooks, captured with it: ``augment(X)`` on each
     training batch, ``before_update()`` between backward and the optimizer (a per-step learning-rate
@@ -101,11 +113,12 @@ class FastTrainer:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.precision = precision
-        capturable = graph_safe(optimizer)
+        capturable = self.device.type == "cuda" and graphs is not False and \
+            prepare_for_graphs(optimizer, self.device)
         self.graphs = (self.device.type == "cuda" and capturable) if graphs is None else graphs
         if self.graphs and not (self.device.type == "cuda" and capturable):
             raise ValueError("graphs=True needs CUDA and an optimizer whose step can be captured "
-                             "(make_fast_optimizer)")
+                             "(Adam, AdamW, SGD or ASGD, before its first step)")
         zeros = dict(device=self.device)
         self.loss_sum = torch.zeros((), **zeros)
         self.correct = torch.zeros((), dtype=torch.long, **zeros)
@@ -114,17 +127,15 @@ class FastTrainer:
         self._graphs = {}
         self._stepped = False  # whether a training step has run (and made the optimizer's state)
         self._lr_tensors = [g["lr"] for g in optimizer.param_groups]
-        if self.device.type == "cpu":
-            tune_cpu_allocator()
 
     # -- the step, written once: eager on the CPU and for partial batches, captured on CUDA
     def _forward(self, loader, idx, net, train):
         X, y = loader.batch(idx)
         if train and self.augment is not None:
             X = self.augment(X)
-        with _precision(self.precision, self.device):
+        with precision_context(self.precision, self.device):
             y_hat = net(X)
-            l_sum = _per_example(self.loss, y_hat, y).float().sum()  # whatever the loss's reduction
+            l_sum = per_example(self.loss, y_hat, y).float().sum()  # whatever the loss's reduction
         return y_hat, y, l_sum
 
     def _accumulate(self, y_hat, y, l_sum):
@@ -231,9 +242,9 @@ class FastTrainer:
             else:
                 step(loader, idx)
 
-    # -- the epoch functions that :func:`nbutils.train.fit` calls
+    # -- the epoch functions that :func:`nbutils.train.train_ch3` calls
     def train_epoch(self, net, loader, loss, updater, device):
-        _require_device_loader(loader, "train_iter")
+        require_device_loader(loader, "train_iter")
         net.train()
         self._keep_lr_tensors()
         self._reset()
@@ -243,7 +254,7 @@ class FastTrainer:
         return float(self.loss_sum) / n, float(self.correct) / n
 
     def evaluate(self, net, loader, loss, device):
-        _require_device_loader(loader, "test_iter")
+        require_device_loader(loader, "test_iter")
         was_training = self.eval_net.training
         self.eval_net.eval()
         self._reset()
@@ -253,20 +264,7 @@ class FastTrainer:
         return float(self.loss_sum) / n, float(self.correct) / n
 
 
-def _require_device_loader(loader, name):
+def require_device_loader(loader, name):
     if not isinstance(loader, DeviceLoader):
         raise ValueError(f"{name} must be a DeviceLoader (load_data_fashion_mnist_device) for the "
                          f"fast path, got {type(loader).__name__}")
-
-
-def train_fast(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
-               precision="fp32", graphs=None, animator=None, on_epoch_end=None, history=None,
-               val_iter=None):
-    """:func:`~nbutils.train.train_ch3`'s semantics on the fast path; returns the same History."""
-    device = resolve_device(device if device is not None else train_iter.device)
-    net.to(device)
-    trainer = FastTrainer(net, loss, updater, device, precision, graphs)
-    return fit(net, train_iter, test_iter, loss, num_epochs, updater, scheduler, device, animator,
-               train_epoch=trainer.train_epoch, evaluate_fn=trainer.evaluate,
-               on_epoch_end=on_epoch_end, history=history, val_iter=val_iter)
-

@@ -1,13 +1,14 @@
-"""Atomic writes: a file appears complete under its name or not at all, whatever kills the process."""
+"""Atomic writes: a file appears complete under its name or not at all, whatever kills the process.
+
+Only the standard library, so that the export command runs on a bare machine."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_torch_save"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_write_bytes(path, payload: bytes) -> Path:
@@ -34,10 +35,3 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_write_json(path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def atomic_torch_save(obj, path) -> Path:
-    import torch
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())

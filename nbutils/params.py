@@ -1,26 +1,29 @@
 """Run parameters: the profiles, and one validation that every entry point shares.
 
 A notebook's ``parameters`` cell holds plain literals (papermill overrides them); the next cell calls
-:func:`resolve`, which applies the profile, checks every value and fails before any expensive work
-with a message naming the parameter and what is allowed.
+:func:`from_namespace`. A value given (typed into the cell, or by papermill) always holds; ``None``
+takes the profile's value, and the report's default where the profile says nothing. Every value is
+checked before any expensive work, with a message naming the parameter and what is allowed.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import yaml
 
+from .coursework import INITS, OPTIMIZERS
+from .devices import resolve_device, use_fast_path
 from .fast import PRECISIONS
-from .model import INITS
-from .train import OPTIMIZERS, resolve_device
 
-__all__ = ["PROFILES", "Params", "TRAINING_KEYS", "from_namespace", "load_profile",
-           "replaced_by_profile", "resolve"]
+__all__ = ["PROFILES", "Params", "TRAINING_KEYS", "describe", "from_namespace", "load_profile",
+           "resolve"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILES = tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
 N_TRAIN, N_TEST = 60_000, 10_000
 
 
@@ -68,9 +71,8 @@ CHOICES = {"optimizer": tuple(OPTIMIZERS), "init": tuple(INITS), "fast": ("auto"
 def load_profile(name):
     """The YAML profile ``nbutils/profiles/<name>.yaml`` as a dict."""
     path = PROFILE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise ValueError(f"profile must be one of {known}, got {name!r}")
+    if name not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {name!r}")
     values = yaml.safe_load(path.read_text()) or {}
     unknown = set(values) - set(FIELDS)
     if unknown:
@@ -78,45 +80,45 @@ def load_profile(name):
     return values
 
 
-PROFILES = tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
-
-
 def resolve(profile="", **given) -> Params:
-    """Validated :class:`Params` from a profile and explicitly given values.
-
-    ``profile`` "" means ``$NBUTILS_PROFILE`` or "seed". A given value that still equals the seed
-    default is taken as "not given", so a notebook's untouched parameters cell follows the profile,
-    while papermill's ``-p`` values win over it.
-    """
+    """Validated :class:`Params`: the ``given`` values, then the profile's for those given as None
+    or not at all, then the report's defaults. ``profile`` "" means ``$NBUTILS_PROFILE`` or "seed"."""
     unknown = set(given) - set(FIELDS)
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)}; allowed: {sorted(FIELDS)}")
     profile = profile or os.environ.get("NBUTILS_PROFILE") or "seed"
     values = dict(DEFAULTS, **load_profile(profile), profile=profile)
-    values.update({k: v for k, v in given.items() if v != DEFAULTS[k] or k not in values})
-    for name, value in values.items():
-        values[name] = _coerce(name, value)
-    params = Params(**values)
-    _check(params)
+    values.update({k: v for k, v in given.items() if v is not None})
+    params = Params(**{name: coerce(name, value) for name, value in values.items()})
+    check(params)
     return params
 
 
-def replaced_by_profile(profile, **given):
-    """The given values that :func:`resolve` takes as "not given" and replaces with the profile's:
-    equal to the report's default where the profile sets another value. ``{name: profile's value}``.
-    ``given`` must already pass :func:`resolve`."""
-    chosen = load_profile(profile)
-    return {k: chosen[k] for k, v in given.items()
-            if k in chosen and _coerce(k, v) == DEFAULTS[k] != chosen[k]}
-
-
-def from_namespace(namespace) -> Params:
-    """:func:`resolve` from a notebook's globals: the parameters cell's names, whatever else is there."""
+def from_namespace(namespace, log=print) -> Params:
+    """:func:`resolve` from a notebook's globals (the parameters cell's names, whatever else is
+    there), saying which values the profile filled in."""
     given = {k: namespace[k] for k in FIELDS if k in namespace and k != "profile"}
-    return resolve(namespace.get("profile", ""), **given)
+    params = resolve(namespace.get("profile", ""), **given)
+    filled = {k: getattr(params, k) for k, v in given.items() if v is None}
+    log(f"profile {params.profile!r}" + (": " + ", ".join(f"{k}={v!r}" for k, v in filled.items())
+                                         + " from the profile" if filled else ""))
+    return params
 
 
-def _coerce(name, value):
+def describe(params) -> str:
+    """One line on what a run trained: a smoke run is labelled as the pipeline check it is."""
+    images = f"{params.train_subset or N_TRAIN:,} training images"
+    tests = f"{params.test_subset or N_TEST:,} test images"
+    what = (f"{params.epochs} epoch{'s' * (params.epochs != 1)} on {images} ({tests}), "
+            f"{params.optimizer} lr {params.lr:g}, batch {params.batch_size}, seed {params.seed}")
+    if params.profile == "smoke":
+        return (f"smoke profile, a pipeline check: {what}. Its numbers only show that the code "
+                f"runs; they mean nothing about the model.")
+    return f"profile {params.profile!r}: {what}"
+
+
+def coerce(name, value):
+    """``value`` as parameter ``name``'s type (papermill and YAML bring ints, floats and text)."""
     kind = FIELDS[name].type
     if kind == "bool":
         if isinstance(value, bool):
@@ -132,14 +134,14 @@ def _coerce(name, value):
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number, got {value!r}" + _yaml_hint(value))
+            raise ValueError(f"{name} must be a number, got {value!r}" + yaml_hint(value))
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {value!r}")
     return value
 
 
-def _yaml_hint(value):
+def yaml_hint(value):
     """YAML (papermill's -f and -y) reads 5e-4 as text; say so where that is what happened."""
     if isinstance(value, str):
         try:
@@ -149,15 +151,16 @@ def _yaml_hint(value):
     return ""
 
 
-def _check(p: Params):
+def check(p: Params):
     def need(ok, message):
         if not ok:
             raise ValueError(message)
 
     need(p.epochs >= 1, f"epochs must be >= 1, got {p.epochs}")
     need(p.batch_size >= 1, f"batch_size must be >= 1, got {p.batch_size}")
-    need(p.lr > 0, f"lr must be > 0, got {p.lr}")
-    need(p.weight_decay >= 0, f"weight_decay must be >= 0, got {p.weight_decay}")
+    need(math.isfinite(p.lr) and p.lr > 0, f"lr must be a finite number > 0, got {p.lr}")
+    need(math.isfinite(p.weight_decay) and p.weight_decay >= 0,
+         f"weight_decay must be a finite number >= 0, got {p.weight_decay}")
     need(p.patience >= 0, f"patience must be >= 0, got {p.patience}")
     need(p.seed >= 0, f"seed must be >= 0, got {p.seed}")
     need(0 <= p.train_subset <= N_TRAIN, f"train_subset must be 0 (all) to {N_TRAIN}, got {p.train_subset}")
@@ -167,16 +170,15 @@ def _check(p: Params):
     for name, allowed in CHOICES.items():
         need(getattr(p, name) in allowed, f"{name} must be one of {list(allowed)}, got {getattr(p, name)!r}")
     device = resolve_device(p.device)  # raises for "cuda" without CUDA
-    fast_path = p.fast == "on" or (p.fast == "auto" and device.type == "cuda")
-    need(p.precision == "fp32" or fast_path,
+    need(p.precision == "fp32" or use_fast_path(p.fast, device),
          f"precision={p.precision!r} needs the fast path, which is off here (fast={p.fast!r} on "
          f"{device.type}); set fast='on' (mixed precision is never chosen silently on a CPU)")
     for name in ("run_dir", "checkpoint_dir"):
         if getattr(p, name):
-            _check_writable(name, Path(getattr(p, name)).expanduser())
+            check_writable(name, Path(getattr(p, name)).expanduser())
 
 
-def _check_writable(name, folder: Path):
+def check_writable(name, folder: Path):
     existing = folder
     while not existing.exists():
         existing = existing.parent

@@ -17,16 +17,17 @@ two DataLoader loops run ``--baseline-epochs`` full epochs (default 1: they cost
 projected to 30. On a CPU without bf16 instructions bf16 is emulated, about 20x slower than fp32, so
 ``fast-bf16`` times at most 3 steps and 500 test images there (a few minutes instead of ten). Each
 mode's row is printed when it is measured, and the JSON written to ``--out`` (default
-``reports/bench/bench-<device>.json``). The README's speed tables are generated from such files: a
-run that writes one rewrites its table, and ``--tables-only`` rewrites them all, measuring nothing.
+``reports/bench/bench-<device>.json``). The tables of ``reports/bench/README.md`` are generated from
+such files: a run that writes one rewrites its table, and ``--tables-only`` rewrites them all.
 ``--profile MODE`` prints where the device time of one eager training step goes instead
-(torch.profiler, top kernels). ``--stock-dropout`` and ``--stock-linear`` put torch's ``nn.Dropout``
-and ``nn.Linear`` back into the model, to measure what :class:`nbutils.cpu.Dropout` and
-:class:`nbutils.cpu.Linear` save on a CPU.
+(torch.profiler, top kernels). On a CPU the fast modes run with :func:`nbutils.cpu.cpu_kernels`, as
+``train_ch3(fast=True)`` does; ``--no-cpu-kernels`` measures them with torch's own modules, to show
+what the kernels save. The DataLoader loops always run torch's modules, as the coursework did.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -39,13 +40,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data as nbdata
-from .cpu import to_torch_modules
-from .experiment import REPO, hardware, reports_root
-from .fast import EVAL_BATCH_SIZE, FastTrainer, make_fast_optimizer
-from .io import atomic_write_json, atomic_write_text
-from .model import NeuralNetwork, init_weights
-from .train import evaluate, fit, make_optimizer, make_scheduler, resolve_device, train_epoch_ch3
+from torch.profiler import ProfilerActivity, profile as torch_profile
+
+from .. import data as nbdata
+from ..coursework import NeuralNetwork, init_weights, make_optimizer, make_scheduler
+from ..cpu import cpu_kernels
+from ..devices import resolve_device
+from ..fast import EVAL_BATCH_SIZE, FastTrainer
+from ..io import atomic_write_json, atomic_write_text
+from ..runs import REPO, hardware, reports_root
+from ..train import evaluate, train_ch3, train_epoch_ch3
 
 N_TRAIN, N_TEST = 60_000, 10_000
 FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured")
@@ -103,17 +107,23 @@ def _my_utils_evaluate(net, test_iter, loss, device):
 
 
 # ----------------------------------------------------------------------------- one mode
-def _setup(device, seed, precision, fast, stock_dropout=False, stock_linear=False):
+def setup(device, seed):
+    """The report's model, optimizer and scheduler, seeded. The fast path prepares the optimizer for
+    CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
     torch.manual_seed(seed)
     net = init_weights(NeuralNetwork()).to(device)
-    # What nbutils.cpu's modules save on a CPU (on CUDA they are the stock ones): torch's in their
-    # place, with the same weights.
-    to_torch_modules(net, linear=stock_linear, dropout=stock_dropout)
-    if fast:
-        opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 5e-4, device)
-    else:
-        opt = make_optimizer(net.parameters(), "adam", 1e-3, 5e-4)
+    opt = make_optimizer(net, "adam", 1e-3, 5e-4)
     return net, opt, make_scheduler(opt)
+
+
+def run_epochs(net, train_iter, test_iter, loss, epochs, opt, sched, device):
+    """my_utils' epochs, as the coursework ran them: its train_epoch_ch3, then evaluate_accuracy
+    and evaluate_loss, then the scheduler on the test loss. Returns the last test accuracy."""
+    for _ in range(epochs):
+        _my_utils_train_epoch(net, train_iter, loss, opt, device)
+        test_loss, test_acc = _my_utils_evaluate(net, test_iter, loss, device)
+        sched.step(test_loss)
+    return test_acc
 
 
 def _sync(device):
@@ -130,8 +140,18 @@ def _timed(fn, device):
 
 
 def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
-            baseline_epochs=1, stock_dropout=False, stock_linear=False):
+            baseline_epochs=1, kernels=True):
     """Time one mode; returns its row (FIELDS) plus the accuracy it reached."""
+    fast = mode.startswith("fast")
+    net, opt, sched = setup(device, seed)
+    # The fast path trains with the CPU kernels, as train_ch3(fast=True) does (nbutils.cpu).
+    with cpu_kernels(net) if fast and kernels and device.type == "cpu" else contextlib.nullcontext():
+        return measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs,
+                            batch_size, seed, baseline_epochs)
+
+
+def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs, batch_size, seed,
+                 baseline_epochs):
     fast = mode.startswith("fast")
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
@@ -140,36 +160,38 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
     if emulated:
         steps, eval_images = min(steps, EMULATED_STEPS), min(eval_images, EMULATED_EVAL_IMAGES)
     loss = nn.CrossEntropyLoss()
-    net, opt, sched = _setup(device, seed, precision, fast, stock_dropout, stock_linear)
     n_train = N_TRAIN if epochs else steps * batch_size
     n_test = N_TEST if epochs else eval_images
+    subsets = dict(root=root, train_subset=0 if epochs else n_train,
+                   test_subset=0 if epochs else n_test, seed=seed)
     if fast:
         train_iter, test_iter = nbdata.load_data_fashion_mnist_device(
-            batch_size, device, root=root, train_subset=0 if epochs else n_train,
-            test_subset=0 if epochs else n_test, seed=seed,
-            eval_batch_size=max(batch_size, EVAL_BATCH_SIZE))
+            batch_size, device, eval_batch_size=max(batch_size, EVAL_BATCH_SIZE), **subsets)
         trainer = FastTrainer(net, loss, opt, device, precision)
         train_epoch, evaluate_fn = trainer.train_epoch, trainer.evaluate
     else:
         workers = 4 if mode == "my_utils" else None  # my_utils.get_dataloader_workers() returned 4
-        train_iter, test_iter = nbdata.load_data_fashion_mnist(
-            batch_size, root=root, num_workers=workers, train_subset=0 if epochs else n_train,
-            test_subset=0 if epochs else n_test, seed=seed)
+        train_iter, test_iter = nbdata.load_data_fashion_mnist(batch_size, num_workers=workers,
+                                                               **subsets)
         train_epoch = _my_utils_train_epoch if mode == "my_utils" else train_epoch_ch3
         evaluate_fn = _my_utils_evaluate if mode == "my_utils" else evaluate
 
     if epochs:  # the real protocol, end to end (capture included in the first epoch)
-        seconds, history = _timed(lambda: fit(net, train_iter, test_iter, loss, epochs, opt, sched,
-                                              device, train_epoch=train_epoch,
-                                              evaluate_fn=evaluate_fn), device)
+        if mode == "my_utils":
+            def protocol():
+                return run_epochs(net, train_iter, test_iter, loss, epochs, opt, sched, device)
+        else:
+            def protocol():
+                return train_ch3(net, train_iter, test_iter, loss, epochs, opt, sched, device,
+                                 animator=False, fast=trainer if fast else False,
+                                 progress=False)[-1]["test_acc"]
+        seconds, acc = _timed(protocol, device)
         epoch_s = seconds / epochs
         steps_per_epoch = math.ceil(N_TRAIN / batch_size)
-        row = dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
-                   images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
-                   setup_s=None, measured=f"{epochs} full epoch{'s' * (epochs > 1)}"
-                   + ("" if fast else ", projected"),
-                   final_test_acc=history[-1]["test_acc"])
-        return row
+        return dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
+                    images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
+                    setup_s=None, measured=f"{epochs} full epoch{'s' * (epochs > 1)}"
+                    + ("" if fast else ", projected"), final_test_acc=acc)
 
     # Projection: a warm-up epoch (graph capture, worker start-up) timed apart, then the timed epoch.
     setup_s, _ = _timed(lambda: train_epoch(net, train_iter, loss, opt, device), device)
@@ -188,7 +210,7 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
 
 # ----------------------------------------------------------------------------- the command
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
-        batch_size=128, baseline_epochs=1, stock_dropout=False, stock_linear=False):
+        batch_size=128, baseline_epochs=1, kernels=True):
     device = resolve_device(device)
     for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1),
                                ("epochs", epochs, 0), ("baseline_epochs", baseline_epochs, 1),
@@ -205,8 +227,7 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     print(format_header(hardware(device), batch_size), flush=True)
     for mode in modes:  # each row as it comes: on a CPU the whole run takes minutes
         row = measure(mode, root, device, steps, eval_images, epochs, batch_size,
-                      baseline_epochs=baseline_epochs, stock_dropout=stock_dropout,
-                      stock_linear=stock_linear)
+                      baseline_epochs=baseline_epochs, kernels=kernels)
         row["speedup_vs_my_utils"] = (rows or [row])[0]["epoch_s"] / row["epoch_s"]
         rows.append(row)
         print(format_row(row), flush=True)
@@ -217,16 +238,15 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         parameters=dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
                         baseline_epochs=baseline_epochs if epochs else None,
                         optimizer="adam", lr=1e-3, weight_decay=5e-4,
-                        dropout="torch" if stock_dropout else "nbutils",
-                        linear="torch" if stock_linear else "nbutils"),
+                        cpu_kernels=kernels and device.type == "cpu"),
         best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
         created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"written: {out}")
-    if README.exists() and out.resolve() in [(REPO / p).resolve() for p in readme_tables()]:
-        write_readme_tables()  # so that a table never shows other numbers than the file it names
-        print(f"updated: {README}")
+    if REPORT.exists() and out.resolve() in [(REPO / p).resolve() for p in report_tables()]:
+        write_report_tables()  # so that a table never shows other numbers than the file it names
+        print(f"updated: {REPORT}")
     return result
 
 
@@ -253,38 +273,39 @@ def format_row(r):
             f"{r['speedup_vs_my_utils']:>8.2f}x  {r['measured']}")
 
 
-# ----------------------------------------------------------------------------- the README's tables
-README = REPO / "README.md"
-# The README's speed tables are generated: each stands between these two lines, the first naming its
+# ----------------------------------------------------------------------------- reports/bench/README.md
+REPORT = REPO / "reports" / "bench" / "README.md"
+# The report's speed tables are generated: each stands between these two lines, the first naming its
 # JSON file (relative to the repository), and is rewritten from it by every run that writes the file.
-_TABLE = re.compile(r"^(<!-- bench table: (?P<path>\S+) -->\n).*?^(<!-- end of bench table -->)$",
+TABLE = re.compile(r"^(<!-- bench table: (?P<path>\S+) -->\n).*?^(<!-- end of bench table -->)$",
                     re.S | re.M)
 
 
-def readme_tables():
-    """The JSON files that the README's bench tables are generated from."""
-    return [m["path"] for m in _TABLE.finditer(README.read_text())]
+def report_tables():
+    """The JSON files that the report's bench tables are generated from."""
+    return [m["path"] for m in TABLE.finditer(REPORT.read_text())]
 
 
 def render_tables(text):
     """``text`` with every bench table block rendered again from the JSON file it names."""
     def table(m):
         if not (REPO / m["path"]).is_file():
-            raise ValueError(f"the README's bench table names {m['path']}, which is not a file")
+            raise ValueError(f"{REPORT.relative_to(REPO)}: a bench table names {m['path']}, which is "
+                             f"not a file")
         result = json.loads((REPO / m["path"]).read_text())
         return m[1] + markdown_table(result, m["path"]) + "\n" + m[3]  # a blank line ends the table
-    return _TABLE.sub(table, text)
+    return TABLE.sub(table, text)
 
 
-def write_readme_tables():
-    text = README.read_text()
+def write_report_tables():
+    text = REPORT.read_text()
     rendered = render_tables(text)
     if rendered != text:
-        atomic_write_text(README, rendered)
+        atomic_write_text(REPORT, rendered)
 
 
 def markdown_table(result, path):
-    """A bench JSON as the README shows it: what it was measured on, the command that measures it
+    """A bench JSON as the report shows it: what it was measured on, the command that measures it
     again, and a row per mode."""
     cuda = f", CUDA {result['cuda']}" if result.get("cuda") else ""
     lines = [f"`{path}`: {result['hardware']}, torch {result['torch']}{cuda}, batch "
@@ -311,7 +332,8 @@ def rerun_command(result, path):
     modes = [r["mode"] for r in result["rows"]]
     if modes != _modes_for(device, MODES):
         args.append(f"--modes {','.join(modes)}")
-    args += [f"--stock-{part}" for part in ("dropout", "linear") if p.get(part) == "torch"]
+    if p.get("cpu_kernels") is False and device.type == "cpu":
+        args.append("--no-cpu-kernels")
     if Path(path).name != f"bench-{device.type}.json":
         args.append(f"--out {path}")
     return " ".join(args)
@@ -336,14 +358,12 @@ def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None,
     Eager on purpose: a replayed graph runs the same kernels, so their sum is what a graph step costs
     at best, and the gap to the measured graph step is what is left between kernels.
     """
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-
     device = resolve_device(device)
     fast_modes = [m for m in MODES if m.startswith("fast")]
     if mode not in fast_modes:
         raise ValueError(f"profile must be one of {fast_modes}, got {mode!r}")
     precision = mode.split("-")[1]
-    net, opt, _ = _setup(device, 0, precision, fast=True)
+    net, opt, _ = setup(device, 0)
     train_iter, _ = nbdata.load_data_fashion_mnist_device(
         batch_size, device, root=nbdata.prepare_fashion_mnist(root),
         train_subset=batch_size * (steps + 2), test_subset=batch_size)
@@ -384,28 +404,26 @@ def main(argv=None):
                         help="full epochs of the two DataLoader loops, with --epochs N (default: 1)")
     parser.add_argument("--out", default=None,
                         help="the JSON file (default: reports/bench/bench-<device>.json)")
-    parser.add_argument("--stock-dropout", action="store_true",
-                        help="torch's nn.Dropout in the model instead of nbutils.cpu.Dropout")
-    parser.add_argument("--stock-linear", action="store_true",
-                        help="torch's nn.Linear in the model instead of nbutils.cpu.Linear")
+    parser.add_argument("--no-cpu-kernels", action="store_true",
+                        help="on a CPU, time the fast modes with torch's own modules instead of "
+                             "nbutils.cpu's kernels")
     parser.add_argument("--profile", default=None, metavar="MODE",
                         help="print the kernel profile of one mode's eager step instead")
     parser.add_argument("--tables-only", action="store_true",
-                        help="regenerate the README's speed tables from the JSON files they name; "
-                             "measure nothing")
+                        help="regenerate the tables of reports/bench/README.md from the JSON files "
+                             "they name; measure nothing")
     args = parser.parse_args(argv)
     try:
         if args.tables_only:
-            write_readme_tables()
-            print(f"written: {README} (tables from {', '.join(readme_tables())})")
+            write_report_tables()
+            print(f"written: {REPORT} (tables from {', '.join(report_tables())})")
             return
         if args.profile:
             profile(args.profile, args.device, batch_size=args.batch_size)
             return
         run(args.device, args.steps, args.eval_images, args.epochs,
             [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
-            baseline_epochs=args.baseline_epochs, stock_dropout=args.stock_dropout,
-            stock_linear=args.stock_linear)
+            baseline_epochs=args.baseline_epochs, kernels=not args.no_cpu_kernels)
     except ValueError as e:  # a bad argument, or a missing or corrupt dataset: the message says which
         parser.error(str(e))
 

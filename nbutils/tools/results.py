@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
-from .experiment import reports_root
-from .io import atomic_write_text
-from .params import DEFAULTS, TRAINING_KEYS
-from .run import read_status
+from ..io import atomic_write_json, atomic_write_text
+from ..params import DEFAULTS, TRAINING_KEYS
+from ..runs import reports_root
+
+STATUS = "status.json"
 
 COLUMNS = ("run", "status", "epochs", "batch", "lr", "weight decay", "optimizer", "init", "subset",
            "other settings", "hardware", "max test acc (epoch)", "final test acc", "train time")
@@ -21,6 +23,22 @@ COLUMNS = ("run", "status", "epochs", "batch", "lr", "weight decay", "optimizer"
 # differently look alike.
 _IN_COLUMNS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "init", "train_subset",
                "test_subset")
+
+
+def read_status(folder: Path):
+    """The run folder's status.json as a dict, or None (an interactive folder has none)."""
+    try:
+        return json.loads((folder / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_status(folder: Path, state, **extra):
+    """Record a runner's progress in the run folder's status.json (what :func:`run_state` reads)."""
+    status = dict(read_status(folder) or {}, state=state, pid=os.getpid(),
+                  updated=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
+    atomic_write_json(folder / STATUS, status)
+    return status
 
 
 def _pid_alive(pid):

@@ -1,6 +1,6 @@
 """A stronger all-MLP recipe, still conv-free: a patch MLP-Mixer trained the way such models are now.
 
-The coursework's model stays as it is (:mod:`nbutils.model`). This is the "what would a patch MLP do
+The coursework's model stays as it is (:mod:`nbutils.coursework`). This is the "what would a patch MLP do
 today" comparison, with the same 4×4 patches and no convolution anywhere:
 
 * model: residual token- and channel-mixing blocks with pre-LayerNorm and GELU, and MLPs wider than the
@@ -24,10 +24,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import IMAGE_SIZE, _check_patch_size, patchify
+from ..coursework import make_scheduler, patchify
+from ..devices import resolve_device
 
 __all__ = ["EMA", "INGREDIENTS", "Augment", "PatchMixer", "Recipe", "WarmupCosine", "default_precision",
-           "make_recipe"]
+           "make_recipe", "recipe_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +106,8 @@ class PatchMixer(nn.Module):
 
     def __init__(self, recipe: Recipe = Recipe(), patch_size=4, num_classes=10):
         super().__init__()
-        _check_patch_size(patch_size)
         self.patch_size = patch_size
-        tokens = (IMAGE_SIZE // patch_size) ** 2
+        tokens = (28 // patch_size) ** 2
         self.stem = nn.Linear(patch_size ** 2, recipe.dim)
         self.blocks = nn.Sequential(*(
             MixerBlock(tokens, recipe.dim, recipe.token_hidden, recipe.channel_hidden, recipe.norm,
@@ -116,8 +116,7 @@ class PatchMixer(nn.Module):
         self.head = nn.Linear(recipe.dim, num_classes)
 
     def forward(self, x):
-        if x.dim() == 4:
-            x = patchify(x, self.patch_size)
+        x = patchify(x, self.patch_size)
         return self.head(self.norm(self.blocks(self.stem(x))).mean(dim=1))
 
 
@@ -188,8 +187,7 @@ class EMA:
 def default_precision(device="auto"):
     """The recipe's bf16 autocast on a GPU with bf16 units (compute capability 8.0 on: A100, H100,
     L4...); fp32 elsewhere, where bf16 is emulated: about 20 times slower on this bundle's CPU (see
-    the README's Speed section), and slow on Colab's default T4."""
-    from .train import resolve_device
+    reports/bench/README.md), and slow on Colab's default T4."""
     device = resolve_device(device)
     native = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
     return "bf16" if native else "fp32"
@@ -202,8 +200,6 @@ def make_recipe(recipe: Recipe, device, steps_per_epoch, background=0.0):
     coursework's ReduceLROnPlateau for the "adam" ingredient and None otherwise (the per-step schedule
     is a hook).
     """
-    from .train import make_scheduler
-
     net = PatchMixer(recipe).to(device)
     cuda = torch.device(device).type == "cuda"
     fused = dict(capturable=True, fused=True) if cuda else {}
@@ -228,3 +224,13 @@ def make_recipe(recipe: Recipe, device, steps_per_epoch, background=0.0):
         eval_net = hooks["after_update"].ema_net
     loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     return net, eval_net, loss, optimizer, scheduler, hooks
+
+
+def recipe_for(params, ingredient, name="recipe"):
+    """The :class:`Recipe` of one row of the recipe's ablation. A training subset (the smoke profile)
+    trains for the profile's epochs instead, without warm-up. An unknown row is refused with
+    ``name``, the caller's word for it."""
+    if ingredient not in INGREDIENTS:
+        raise ValueError(f"{name} must be one of {list(INGREDIENTS)}, got {ingredient!r}")
+    short = dict(epochs=params.epochs, warmup_epochs=0) if params.train_subset else {}
+    return Recipe(**INGREDIENTS[ingredient], precision=params.precision, **short)

@@ -3,7 +3,10 @@
     python3 -m nbutils reproduce [--profile seed|smoke] [-f params.yaml] [-p NAME VALUE]... [--name RUN]
 
 The parameters are validated here first (the notebooks validate them again), and the dataset is read
-once, so a bad value or a missing or corrupt file fails before any notebook runs. The run folder
+once, so a bad value or a missing or corrupt file fails before any notebook runs. A value given with
+``-p`` or ``-f`` always holds; the profile fills the rest. Each notebook gets the parameters its own
+parameters cell names, and what it prints (one line per training epoch among it) streams to the
+terminal as it runs. The run folder
 ``reports/<name>/`` (default ``<profile>-<timestamp>``) gets the executed notebooks, ``params.json``
 and ``status.json``; the notebooks add history, checkpoint, metrics and figures. A failed cell stops
 the run: papermill's failed notebook stays in the folder and ``status.json`` says ``failed``. A folder
@@ -12,6 +15,7 @@ holding a finished run is never written into again.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import signal
@@ -20,15 +24,16 @@ import time
 import traceback
 from pathlib import Path
 
+import papermill as pm
 import yaml
 
-from .data import verify_fashion_mnist
-from .experiment import REPO, reports_root, warn_if_slow
-from .io import atomic_write_json
-from .params import DEFAULTS, from_namespace, load_profile, replaced_by_profile, resolve
+from ..data import verify_fashion_mnist
+from ..io import atomic_write_json
+from ..params import resolve
+from ..runs import REPO, reports_root, warn_if_slow
+from .results import read_status, write_results_table, write_status
 
 NOTEBOOKS_DIR = REPO / "notebooks"
-STATUS = "status.json"
 
 
 def notebooks():
@@ -36,21 +41,6 @@ def notebooks():
     if len(found) != 5:
         raise FileNotFoundError(f"expected notebooks 01..05 in {NOTEBOOKS_DIR}, found {found}")
     return found
-
-
-def read_status(folder: Path):
-    """The run folder's status.json as a dict, or None (an interactive folder has none)."""
-    try:
-        return json.loads((folder / STATUS).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_status(folder: Path, state, **extra):
-    status = dict(read_status(folder) or {}, state=state, pid=os.getpid(),
-                  updated=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
-    atomic_write_json(folder / STATUS, status)
-    return status
 
 
 def read_parameters_file(path):
@@ -69,7 +59,7 @@ def read_parameters_file(path):
     return values
 
 
-def _parse_value(text):
+def parse_value(text):
     """``-p lr 5e-4`` → 0.0005, as papermill's own ``-p`` reads a value: True, False and None by
     name, then an int, then a float, else the text. (Not YAML, which keeps ``5e-4`` a string.)"""
     named = {"True": True, "False": False, "None": None}
@@ -83,26 +73,7 @@ def _parse_value(text):
     return text
 
 
-def _check_not_replaced(profile, overrides):
-    """Refuse a given value that the profile would replace without a word.
-
-    A value equal to the report's default counts as "not given", so that a notebook's untouched
-    parameters cell follows the profile (:func:`~nbutils.params.resolve`). On the command line that
-    would turn ``--profile smoke -p epochs 30`` into smoke's 1 epoch; say so, and how to get 30.
-    """
-    replaced = replaced_by_profile(profile, **overrides)
-    if not replaced:
-        return
-    keep = {k: v for k, v in load_profile(profile).items() if v != DEFAULTS[k] and k not in replaced}
-    command = " ".join(f"-p {k} {v}" for k, v in {**keep, **overrides}.items())
-    given = ", ".join(f"{k}={overrides[k]!r}" for k in replaced)
-    sets = ", ".join(f"{k}={v!r}" for k, v in replaced.items())
-    raise ValueError(f"{given}: a value equal to the report's default follows the profile, and "
-                     f"{profile} sets {sets}; to run with {given}, start from the seed profile: "
-                     f"--profile seed {command}")
-
-
-def _check_name(name):
+def check_name(name):
     """A run's name is one folder inside reports/: '../x' or 'a/b' would put it elsewhere."""
     if name and (Path(name).name != name or "\\" in name or name.startswith(".")):
         raise ValueError(f"--name must be one folder name, without '/', '\\' or a leading '.', "
@@ -112,11 +83,11 @@ def _check_name(name):
 def prepare(profile=None, overrides=None, name=None, root=None):
     """Validate the parameters and create the run folder; returns ``(params, folder, injected)``.
 
-    ``injected`` is what papermill passes to every notebook: the profile, the overrides and the run
-    folder. Each notebook resolves them with the same :func:`~nbutils.params.from_namespace`, so the
-    notebooks and this runner agree on every value.
+    ``injected`` is what papermill passes to the notebooks: the profile, the overrides and the run
+    folder, each notebook getting those its parameters cell declares. The notebooks resolve them
+    with the same :func:`~nbutils.params.resolve`, so that they and this runner agree on every value.
     """
-    _check_name(name)
+    check_name(name)
     overrides = dict(overrides or {})
     given = overrides.pop("profile", profile)  # `-p profile smoke`, as papermill users write it
     if profile not in (None, given):
@@ -130,7 +101,6 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
     # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
     params = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
-    _check_not_replaced(profile, overrides)
     verify_fashion_mnist(params.data_root or None)  # a missing or corrupt file stops here, not in 01
     injected = dict(overrides, profile=profile)
     name = name or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -141,18 +111,41 @@ def prepare(profile=None, overrides=None, name=None, root=None):
                          f"overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
     injected["run_dir"] = str(folder)
-    return from_namespace(injected), folder, injected
+    return resolve(**injected), folder, injected
 
 
 # ipykernel 7 warns on every start that its local TCP sockets are unencrypted, five times a run, on
 # the terminal the kernels inherit. Errors still show; cells' own stderr is kept in the notebooks.
-_QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+
+
+def declared_parameters(path: Path):
+    """The names that a notebook's ``parameters`` cell assigns."""
+    cells = json.loads(path.read_text())["cells"]
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    return {t.id for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+class Indented:
+    """A notebook's streamed output in the terminal, indented under its name."""
+
+    def __init__(self, stream, prefix="    "):
+        self.stream, self.prefix, self.at_line_start = stream, prefix, True
+
+    def write(self, text):
+        for piece in text.splitlines(keepends=True):
+            self.stream.write((self.prefix if self.at_line_start else "") + piece)
+            self.at_line_start = piece.endswith("\n")
+        self.stream.flush()
+
+    def flush(self):
+        self.stream.flush()
 
 
 def execute(params, folder: Path, injected, log=print):
-    """Run the five notebooks in order; True when all finished."""
-    import papermill as pm
-    from .results import write_results_table
+    """Run the five notebooks in order, each with the parameters its cell declares; True when all
+    finished."""
     os.environ["NBUTILS_HEADLESS"] = "1"  # the kernels inherit it: no live plot, figures to files
     atomic_write_json(folder / "params.json", params.as_dict())
     write_status(folder, "running", started=time.strftime("%Y-%m-%d %H:%M:%S"), notebook=None)
@@ -161,9 +154,11 @@ def execute(params, folder: Path, injected, log=print):
         log(f"[{folder.name}] {nb.name}")
         write_status(folder, "running", notebook=nb.name)
         try:
-            pm.execute_notebook(str(nb), str(folder / nb.name), parameters=injected,
-                                cwd=str(folder), kernel_name="python3", progress_bar=False,
-                                extra_arguments=_QUIET_KERNEL)
+            names = declared_parameters(nb)
+            pm.execute_notebook(str(nb), str(folder / nb.name), cwd=str(folder),
+                                parameters={k: v for k, v in injected.items() if k in names},
+                                kernel_name="python3", progress_bar=False,
+                                stdout_file=Indented(sys.stdout), extra_arguments=QUIET_KERNEL)
         except BaseException as e:  # a failed cell, Ctrl-C, SIGTERM: the folder says so
             message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             write_status(folder, "failed", notebook=nb.name, error=message,
@@ -194,20 +189,20 @@ def main(argv=None):
         overrides = {}
         for path in args.parameters_file:
             overrides.update(read_parameters_file(path))
-        overrides.update({k: _parse_value(v) for k, v in args.parameter})
+        overrides.update({k: parse_value(v) for k, v in args.parameter})
         params, folder, injected = prepare(args.profile, overrides, args.name)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     warn_if_slow(params)
-    signal.signal(signal.SIGTERM, _interrupt)  # a `kill` marks the run failed, like Ctrl-C
+    signal.signal(signal.SIGTERM, interrupt)  # a `kill` marks the run failed, like Ctrl-C
     try:
         return 0 if execute(params, folder, injected) else 1
     except KeyboardInterrupt:
         return 130  # execute() has marked the run folder failed
 
 
-def _interrupt(signum, frame):
+def interrupt(signum, frame):
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 

@@ -1,7 +1,7 @@
 """What the sweep's runs say: for each claim, its rows (mean ± std over seeds), its verdict, its
 table and plot; ``reports/ablations/README.md`` and ``ablations.json``; notebook 06's display.
 
-The runs are found as :mod:`nbutils.sweep` plans them, by what they compute. A claim whose runs are
+The runs are found as :mod:`nbutils.tools.claims` plans them, by what they compute. A claim whose runs are
 not all finished gets no verdict, only its rows that have every seed.
 """
 from __future__ import annotations
@@ -12,9 +12,14 @@ import statistics
 import urllib.request
 from pathlib import Path
 
-from . import GITHUB_REPOSITORY
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .sweep import CLAIMS, finished_runs, run_spec, spec_key, variants_to_run
+from IPython.display import Image, Markdown, display
+from matplotlib import pyplot as plt
+
+from .. import GITHUB_REPOSITORY
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..plotting import save_figure
+from ..runs import reports_root
+from .claims import CLAIMS, finished_runs, run_spec, spec_key, variants_to_run
 
 __all__ = ["ablations_folder", "fetch_committed", "format_table", "load_report", "show_report",
            "status_line", "summarize", "verdict", "write_tables"]
@@ -214,9 +219,6 @@ def table_notes(rows):
 
 
 def plot_claim(claim, rows, path):
-    from .plotting import save_figure
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(rows)), 3))
     x = range(len(rows))
     ax.errorbar(x, [100 * r["final"] for r in rows], [100 * r["final_sd"] for r in rows], fmt="o",
@@ -283,7 +285,6 @@ def status_line(claim):
 # ----------------------------------------------------------------------------- notebook 06
 def ablations_folder(folder=""):
     """``folder``, else ``reports/ablations`` (where the sweep writes)."""
-    from .experiment import reports_root
     return Path(folder).expanduser() if folder else reports_root() / "ablations"
 
 
@@ -326,8 +327,6 @@ def fetch_committed(folder="", timeout=20):
 def show_report(report, folder="", keys=None):
     """Notebook 06's display: per claim (or those in ``keys``), the table, the machine, the verdict
     and the plot."""
-    from IPython.display import Image, Markdown, display
-
     folder = ablations_folder(folder)
     for key, claim in report["claims"].items():
         if keys is not None and key not in keys:

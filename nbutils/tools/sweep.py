@@ -22,7 +22,7 @@ The ``epochs`` claim reads the 10-, 20-, ... epoch results off one run per seed 
 length: ReduceLROnPlateau does not depend on the planned number of epochs, so the first N epochs of
 a long run *are* an N-epoch run.
 
-The ``recipe`` claim is the stronger conv-free model of :mod:`nbutils.recipe` under the honest
+The ``recipe`` claim is the stronger conv-free model of :mod:`nbutils.tools.recipe` under the honest
 protocol, in bf16 autocast, then the same with one ingredient taken out per row.
 """
 from __future__ import annotations
@@ -30,182 +30,39 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import subprocess
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .io import atomic_write_json
-from .recipe import INGREDIENTS
+import torch
 
-__all__ = ["CLAIMS", "Claim", "finished_runs", "main", "plan", "recipe_spec", "run_one", "run_spec",
-           "spec_key", "variants_to_run"]
+from ..devices import resolve_device
+from ..fast import FastTrainer
+from ..io import atomic_write_json
+from ..params import Params, resolve
+from ..runs import environment, make_loaders, reports_root, train_params, warn_if_slow, write_history
+from ..train import History, evaluate, train_ch3
+from .ablations import status_line, write_tables
+from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, val_size_for
+from .recipe import make_recipe, recipe_for
 
-VAL_SIZE = 5000
-SEEDS = (0, 1, 2)
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    key: str
-    statement: str
-    variants: tuple  # ((label, overrides), ...); the first is the report's choice
-
-
-def _grid(name, values, chosen):
-    return tuple((f"{name} {v}", {name: v}) for v in [chosen] + [v for v in values if v != chosen])
-
-
-BASE = ("report protocol", {})
-CLAIMS = {c.key: c for c in (
-    Claim("fast_path", "The fast path (CUDA graphs, mixed precision) keeps the accuracy of eager fp32",
-          (("eager fp32", {"fast": "eager", "precision": "fp32"}),
-           ("graphs fp32", {"fast": "on", "precision": "fp32"}),
-           ("graphs bf16", {"fast": "on", "precision": "bf16"}))),
-    Claim("protocol", "The report's numbers survive an honest protocol (validation split, one test)",
-          (BASE, ("honest protocol", {"protocol": "honest"}))),
-    Claim("scheduler", 'The scheduler was "the key" to 90 %',
-          (BASE, ("no scheduler", {"scheduler": "none"}))),
-    # The report's curve jumps after epoch 18, where its scheduler cut the learning rate; ours never
-    # cuts (see make_cut_scheduler). Its first row replays that cut: is the cut what bought 90 %?
-    Claim("lr_cut", "The report's learning-rate cut after epoch 18 lifts the final accuracy",
-          (("lr cut after epoch 18", {"scheduler": "cut18"}), BASE)),
-    Claim("init", "kaiming_uniform beat xavier_normal, xavier_uniform and kaiming_normal",
-          _grid("init", ("xavier_normal", "xavier_uniform", "kaiming_normal"), "kaiming_uniform")),
-    Claim("batch_size", "Batch size 128 beat 64, 256, 512, 1024, 2048 and 4096",
-          _grid("batch_size", (64, 256, 512, 1024, 2048, 4096), 128)),
-    Claim("optimizer", "Adam at lr 1e-3 beat SGD and ASGD",
-          _grid("optimizer", ("sgd", "asgd"), "adam")),
-    Claim("epochs", "30 epochs beat 10, 20, 40, 50, 100 and 200",
-          _grid("epochs", (10, 20, 40, 50, 100, 200), 30)),
-    Claim("recipe", "A modern conv-free patch MLP reaches 93 % under the honest protocol; "
-                    "each ingredient's share",
-          # bf16 autocast: the recipe's target is a time (60 s), and it is what the recipe is for
-          tuple((name, {"recipe": name, "precision": "bf16"}) for name in INGREDIENTS)),
-)}
-SWEEP_KEYS = ("protocol", "scheduler", "recipe")  # run options beyond Params
-
-
-# ----------------------------------------------------------------------------- planning
-def _slug(label):
-    return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
-
-
-def run_key(params: dict, protocol="report", scheduler="plateau", recipe=None):
-    """What a run computes, as text: the training parameters, the run options and the seed.
-
-    Runs are found by this key, not by folder name, so a finished run serves every claim and every
-    later sweep that asks for the same computation, whatever its folder is called. ``recipe`` is the
-    recipe's every setting (a dict, None for the coursework's model), not its row's name: a run made
-    before the recipe changed is not the new recipe's run.
-    """
-    from .params import TRAINING_KEYS
-    return json.dumps(dict({k: params[k] for k in TRAINING_KEYS}, protocol=protocol,
-                           scheduler=scheduler, recipe=recipe), sort_keys=True)
-
-
-def spec_key(spec):
-    return run_key(spec["params"], spec["protocol"], spec["scheduler"], recipe_settings(spec))
-
-
-def recipe_settings(spec):
-    """The settings a recipe run trains with (what its metrics record as ``recipe``), or None."""
-    from .params import Params
-    if not spec["recipe"]:
-        return None
-    return dataclasses.asdict(recipe_for(Params(**spec["params"]), spec["recipe"]))
-
-
-def finished_runs(root: Path):
-    """``{key: metrics}`` of every finished run under ``root/runs`` (each with its ``folder``)."""
-    found = {}
-    for path in sorted((root / "runs").glob("*/metrics.json")):
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        key = run_key(m["params"], m.get("protocol", "report"), m.get("scheduler", "plateau"),
-                      m.get("recipe"))
-        found[key] = dict(m, folder=str(path.parent))
-    return found
-
-
-def plan(claims, seeds, base_params: dict, root: Path):
-    """Every run the claims need, one per key, in the order the claims ask: ``{key: spec}``.
-
-    ``base_params`` are the resolved parameters of the report's protocol (profile, precision, device).
-    A run already finished keeps its folder; a new one gets a folder named after its variant.
-    """
-    done = {k: m["folder"] for k, m in finished_runs(root).items()}
-    taken = set(done.values())
-    runs = {}
-    for claim in claims:
-        for seed in seeds:  # seeds inside claims: a claim's runs finish together, early ones first
-            for label, overrides in variants_to_run(claim):
-                spec = run_spec(label, dict(overrides), seed, base_params)
-                key = spec_key(spec)
-                if key in runs:
-                    continue
-                if key == spec_key(run_spec(BASE[0], {}, seed, base_params)):  # named for what it is
-                    spec["label"] = label = BASE[0]
-                spec["folder"] = done.get(key) or _new_folder(root, label, spec, taken)
-                taken.add(spec["folder"])
-                runs[key] = spec
-    return runs
-
-
-def variants_to_run(claim):
-    """The epochs claim trains only its longest variant (the others are read off its history)."""
-    if claim.key != "epochs":
-        return claim.variants
-    longest = max(v["epochs"] for _, v in claim.variants)
-    return ((f"epochs {longest}", {"epochs": longest}),)
-
-
-def _new_folder(root, label, spec, taken):
-    stem = f"{_slug(label)}-s{spec['seed']}"  # only for people: runs are found by their key
-    folder, n = root / "runs" / stem, 1
-    while str(folder) in taken or folder.exists():
-        n += 1
-        folder = root / "runs" / f"{stem}-{n}"
-    return str(folder)
-
-
-def run_spec(label, overrides, seed, base_params):
-    """One run: its label and seed, its parameters (``base_params`` with ``overrides``) and the run
-    options among the overrides (protocol, scheduler, recipe). ``overrides`` is consumed."""
-    options = {k: overrides.pop(k) for k in SWEEP_KEYS if k in overrides}
-    params = dict(base_params, **overrides, seed=seed, live_plot=False, resume=False)
-    recipe = options.get("recipe")
-    return dict(label=label, seed=seed, params=params, recipe=recipe,
-                protocol="honest" if recipe else options.get("protocol", "report"),
-                scheduler=options.get("scheduler", "plateau"))
-
-
-def val_size_for(params):
-    """5,000 held-out images of 60,000; a training subset (the smoke profile) holds out its share."""
-    if not params.train_subset:
-        return VAL_SIZE
-    return max(10, round(VAL_SIZE * params.train_subset / 60_000))
+__all__ = ["main", "make_cut_scheduler", "recipe_spec", "run_one"]
 
 
 # ----------------------------------------------------------------------------- one run
 def run_one(spec, animator=None):
     """Train one run folder (in this process) and write its params, history and metrics.
 
-    ``animator`` (:func:`~nbutils.train.training_animator`) plots it live, as in notebook 07.
+    ``animator`` (:func:`~nbutils.plotting.training_animator`) plots it live, as in notebook 07.
     """
-    from .experiment import environment, write_history
-    from .params import Params
-    from .train import History, evaluate
-
     params = Params(**dict(spec["params"], run_dir=spec["folder"]))
     folder = Path(spec["folder"])
     folder.mkdir(parents=True, exist_ok=True)
     honest = spec["protocol"] == "honest"
-    train = _train_recipe if spec.get("recipe") else _train_coursework
+    train = train_recipe if spec.get("recipe") else train_coursework
     best = {}
 
     def keep_best(history, eval_net):  # the honest protocol's model selection, on validation only
@@ -216,7 +73,7 @@ def run_one(spec, animator=None):
     history, eval_net, loss, test_iter, recipe = train(spec, params, honest, keep_best, animator)
     metrics = dict(label=spec["label"], seed=params.seed, protocol=spec["protocol"],
                    scheduler=spec["scheduler"], ingredient=spec["recipe"], epochs_run=len(history),
-                   jobs=spec.get("jobs", 1),
+                   jobs=spec.get("jobs", 1), stack=spec.get("stack", 1),
                    train_seconds=sum(r["seconds"] for r in history),
                    environment=environment(params.device), params=params.as_dict(), recipe=recipe)
     if honest:
@@ -228,52 +85,53 @@ def run_one(spec, animator=None):
         top = History(history).best()
         metrics.update(final_test_acc=history[-1]["test_acc"], max_test_acc=top["test_acc"],
                        max_epoch=top["epoch"])
-    atomic_write_json(folder / "params.json", dict(params.as_dict(), protocol=spec["protocol"],
-                                                   scheduler=spec["scheduler"], recipe=recipe))
-    write_history(folder, history)
-    atomic_write_json(folder / "metrics.json", metrics)  # last: its presence means "finished"
+    write_run(folder, params, spec, history, metrics, recipe)
     return metrics
 
 
-def _train_coursework(spec, params, honest, keep_best, animator=None):
-    """The coursework's model through notebook 04's code: ``(history, net, loss, test_iter, None)``."""
-    from .experiment import build, fit_params, make_loaders
+def write_run(folder, params, spec, history, metrics, recipe=None):
+    """A sweep run's params, history and metrics; metrics.json last: its presence means "finished"."""
+    atomic_write_json(folder / "params.json", dict(params.as_dict(), protocol=spec["protocol"],
+                                                   scheduler=spec["scheduler"], recipe=recipe))
+    write_history(folder, history)
+    atomic_write_json(folder / "metrics.json", metrics)
 
-    train_iter, *val, test_iter = make_loaders(params, val_size_for(params) if honest else 0)
-    net, loss, optimizer, scheduler = build(params)
-    history = fit_params(params, net, train_iter, test_iter, loss, optimizer, animator=animator,
-                         scheduler=_scheduler(spec["scheduler"], optimizer, scheduler),
-                         on_epoch_end=lambda h: keep_best(h, net),
-                         val_iter=val[0] if val else None)
+
+def train_coursework(spec, params, honest, keep_best, animator=None):
+    """The coursework's model through notebook 04's code: ``(history, net, loss, test_iter, None)``."""
+    net, history, loss, test_iter = train_params(
+        params, animator=animator, scheduler=scheduler_for(spec["scheduler"]),
+        val_size=val_size_for(params) if honest else 0,
+        on_epoch_end=lambda net, h: keep_best(h, net))
     return history, net, loss, test_iter, None
 
 
-def _scheduler(name, optimizer, plateau):
-    """A run's scheduler by its name in CLAIMS: "plateau" (the report's, as built), "none", or
-    "cut18" (the cut the report's curve shows)."""
-    if name == "cut18":
-        from .train import make_cut_scheduler
-        return make_cut_scheduler(optimizer, epoch=18)
-    return {"plateau": plateau, "none": None}[name]
+def make_cut_scheduler(optimizer, epoch=18, factor=0.1):
+    """The learning-rate cut the report's curve shows, at a fixed epoch: lr times ``factor`` from
+    epoch ``epoch + 1`` on, whatever the loss does (step it once per epoch).
+
+    The report's ReduceLROnPlateau (patience 15) could cut after epoch 18 only if the loss it watched
+    was lowest at epoch 2. Our test loss is lowest around epochs 15-21, so the same scheduler never
+    cuts within 30 epochs; this replays the report's cut, to ask what the cut itself is worth.
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise ValueError(f"epoch must be an integer >= 1, got {epoch!r}")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
+        raise ValueError(f"factor must be a number between 0 and 1, got {factor!r}")
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epoch], gamma=factor)
 
 
-def recipe_for(params, ingredient, name="recipe"):
-    """The :class:`~nbutils.recipe.Recipe` of one row of the recipe's ablation. A training subset
-    (the smoke profile) trains for the profile's epochs instead, without warm-up. An unknown row is
-    refused with ``name``, the caller's word for it."""
-    from .recipe import Recipe
-
-    if ingredient not in INGREDIENTS:
-        raise ValueError(f"{name} must be one of {list(INGREDIENTS)}, got {ingredient!r}")
-    short = dict(epochs=params.epochs, warmup_epochs=0) if params.train_subset else {}
-    return Recipe(**INGREDIENTS[ingredient], precision=params.precision, **short)
+def scheduler_for(name):
+    """A run's scheduler by its name in CLAIMS, as :func:`~nbutils.runs.train_params` takes it:
+    "plateau" (the report's), "none", or "cut18" (the cut the report's curve shows)."""
+    return {"plateau": "plateau", "none": "none",
+            "cut18": lambda optimizer: make_cut_scheduler(optimizer, epoch=18)}[name]
 
 
 def recipe_spec(params, ingredient="full recipe"):
     """One row of the recipe's table as a run of its own (notebook 07): the sweep's spec for
     ``params`` (:class:`~nbutils.params.Params`, its precision kept), trained into ``run_dir``, else
     ``<reports>/recipe-<profile>/``. An unknown ingredient is refused here, before any work."""
-    from .experiment import reports_root
     recipe_for(params, ingredient, name="ingredient")
     folder = Path(params.run_dir).expanduser() if params.run_dir else \
         reports_root() / f"recipe-{params.profile}"
@@ -281,27 +139,20 @@ def recipe_spec(params, ingredient="full recipe"):
                 folder=str(folder))
 
 
-def _train_recipe(spec, params, honest, keep_best, animator=None):
+def train_recipe(spec, params, honest, keep_best, animator=None):
     """The stronger recipe, honest protocol: ``(history, evaluated net, loss, test_iter, recipe)``."""
-    import torch
-
-    from .experiment import make_loaders
-    from .fast import FastTrainer
-    from .recipe import make_recipe
-    from .train import fit, resolve_device, seed_everything
-
     recipe = recipe_for(params, spec["recipe"])
     device = resolve_device(params.device)
-    loader_params = dataclasses.replace(params, batch_size=recipe.batch_size, fast="on")
-    train_iter, val_iter, test_iter = make_loaders(loader_params, val_size_for(params))
-    seed_everything(params.seed)
+    loader_params = dataclasses.replace(params, batch_size=recipe.batch_size)
+    train_iter, val_iter, test_iter = make_loaders(loader_params, device, val_size_for(params))
+    torch.manual_seed(params.seed)
     background = float(train_iter.normalize(torch.zeros(())))  # the value of a black pixel
     net, eval_net, loss, optimizer, scheduler, hooks = make_recipe(recipe, device, len(train_iter),
                                                                    background)
     trainer = FastTrainer(net, loss, optimizer, device, recipe.precision, eval_net=eval_net, **hooks)
-    history = fit(net, train_iter, test_iter, loss, recipe.epochs, optimizer, scheduler, device,
-                  animator, train_epoch=trainer.train_epoch, evaluate_fn=trainer.evaluate,
-                  on_epoch_end=lambda h: keep_best(h, eval_net), val_iter=val_iter)
+    history = train_ch3(net, train_iter, test_iter, loss, recipe.epochs, optimizer, scheduler,
+                        device, animator=animator or False, fast=trainer, progress=False,
+                        val_iter=val_iter, on_epoch_end=lambda net, h: keep_best(h, eval_net))
     return history, eval_net, loss, test_iter, dataclasses.asdict(recipe)
 
 
@@ -311,7 +162,7 @@ def unfinished(specs):
     return [s for s in specs if spec_key(s) not in done]
 
 
-def _execute(specs, jobs, max_runs=None, log=print):
+def execute(specs, jobs, max_runs=None, log=print):
     """Run the unfinished specs (the first ``max_runs`` of them); a failed run is logged, not fatal.
     Returns the number that failed.
 
@@ -331,11 +182,10 @@ def _execute(specs, jobs, max_runs=None, log=print):
             run_one(spec)
             return None
         except Exception:  # noqa: BLE001 - one broken run must not stop the sweep; its error is logged
-            import traceback
             return traceback.format_exc()
 
     def in_subprocess(spec):
-        done = subprocess.run([sys.executable, "-m", "nbutils.sweep", "--one", json.dumps(spec)],
+        done = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", "--one", json.dumps(spec)],
                               capture_output=True, text=True)
         return done.stderr if done.returncode else None
 
@@ -402,10 +252,6 @@ def main(argv=None):
     if args.max_runs is not None and args.max_runs < 0:
         parser.error(f"--max-runs must be >= 0, got {args.max_runs}")
 
-    from .ablations import status_line, write_tables  # which imports this module
-    from .experiment import reports_root, warn_if_slow
-    from .params import resolve
-
     precision = args.precision
     claims = [CLAIMS[c] for c in names]
     root = Path(args.out) if args.out else reports_root() / "ablations"
@@ -423,7 +269,7 @@ def main(argv=None):
     if not args.tables_only:
         todo = len(unfinished(list(specs.values())))
         warn_if_slow(base_params, runs=todo if args.max_runs is None else min(todo, args.max_runs))
-    failed = 0 if args.tables_only else _execute(list(specs.values()), args.jobs, args.max_runs)
+    failed = 0 if args.tables_only else execute(list(specs.values()), args.jobs, args.max_runs)
     context = dict(command=" ".join(["python3 -m nbutils sweep", *(argv or sys.argv[1:])]),
                    profile=args.profile, precision=precision,
                    created=time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -1,0 +1,208 @@
+"""Run folders: where a run's parameters, history, model, metrics and figures go, and how to read
+them back.
+
+A run folder holds ``params.json``, ``checkpoint.pt`` (every epoch), ``model.pt``,
+``history.csv``/``history.json``, ``metrics.json``, ``figures/*.png`` and, when the papermill runner
+made it, the executed notebooks and ``status.json``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CHECKPOINT, Checkpoint, atomic_torch_save
+from .coursework import NeuralNetwork, build
+from .data import load_data_fashion_mnist, load_data_fashion_mnist_device
+from .devices import resolve_device, use_fast_path
+from .fast import EVAL_BATCH_SIZE
+from .io import atomic_write_json, atomic_write_text
+from .params import Params, describe, resolve
+from .train import History, train_ch3
+
+__all__ = ["environment", "hardware", "load_or_train", "load_trained", "make_loaders", "reports_root",
+           "run_folder", "save_run", "train_params", "warn_if_slow", "write_history", "write_metrics"]
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = ("model.pt", "history.csv", "history.json", "metrics.json", CHECKPOINT)
+
+
+def reports_root() -> Path:
+    """``$NBUTILS_REPORTS``, else ``reports/`` of the repository, else ``~/nbutils-reports`` (Colab)."""
+    if os.environ.get("NBUTILS_REPORTS"):
+        return Path(os.environ["NBUTILS_REPORTS"]).expanduser()
+    if (REPO / "pyproject.toml").exists():
+        return REPO / "reports"
+    return Path.home() / "nbutils-reports"
+
+
+def run_folder(params: Params) -> Path:
+    """The run folder (created): ``run_dir``, else ``<reports>/interactive-<profile>``. With
+    ``resume=False`` a previous run's results there are moved to ``previous/<time>/``, never deleted."""
+    folder = Path(params.run_dir).expanduser() if params.run_dir else \
+        reports_root() / f"interactive-{params.profile}"
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    old = [folder / name for name in RESULTS if (folder / name).exists()]
+    if not params.resume and old:
+        archive = folder / "previous" / time.strftime("%Y%m%d-%H%M%S")
+        archive.mkdir(parents=True)
+        for path in old + [folder / "params.json", folder / "figures"]:
+            if path.exists():
+                path.rename(archive / path.name)
+        (folder / "figures").mkdir()
+        print(f"resume=False: the previous results were moved to {archive}")
+    return folder
+
+
+def warn_if_slow(params: Params, runs=1, epochs=None):
+    """Say so before full-size training starts on a CPU: hours per run, not seconds. ``epochs``: those
+    still to train, default all of them."""
+    epochs = params.epochs if epochs is None else epochs
+    full_size = params.train_subset in (0, 60_000)
+    if not runs or not epochs or not full_size or resolve_device(params.device).type != "cpu":
+        return
+    # Minutes per full epoch on 2 cores, at the slow end of what reports/bench/bench-cpu.json holds.
+    minutes = (6 if use_fast_path(params.fast, "cpu") else 9) * epochs * runs
+    print(f"note: no GPU here; {runs} full-size run{'s' * (runs > 1)} of {epochs} epochs: about "
+          f"{minutes / 60:.1f} h on 2 CPU cores. The smoke profile checks the pipeline in minutes: "
+          f"`python3 -m nbutils reproduce --profile smoke`, or profile = \"smoke\" in a notebook.",
+          flush=True)
+
+
+def make_loaders(params: Params, device=None, val_size=0):
+    """``(train_iter, test_iter)`` for ``params``: held in ``device``'s memory (the fast path's
+    :class:`~nbutils.data.DeviceLoader`) when a device is given, else my_utils' DataLoaders. With
+    ``val_size``, ``(train_iter, val_iter, test_iter)`` (the honest protocol)."""
+    kw = dict(root=params.data_root or None, train_subset=params.train_subset,
+              test_subset=params.test_subset, seed=params.seed, val_size=val_size)
+    if device is not None:
+        return load_data_fashion_mnist_device(
+            params.batch_size, device, eval_batch_size=max(params.batch_size, EVAL_BATCH_SIZE), **kw)
+    return load_data_fashion_mnist(params.batch_size, **kw)
+
+
+def train_params(params: Params, folder=None, animator=False, progress=False, scheduler="plateau",
+                 val_size=0, on_epoch_end=None):
+    """Notebook 04's training as one call, for notebook 05 opened alone, the sweep and the tests:
+    its loaders, its :func:`~nbutils.coursework.build` and its ``train_ch3`` call (with a
+    checkpoint in ``folder``, where given). A test holds it to what notebook 04 computes.
+
+    ``scheduler``: "plateau" (the report's), "none", or a function of the optimizer that makes one;
+    ``val_size``, ``on_epoch_end(net, history)``: the honest protocol's (the sweep's). Returns ``(net, history, loss, test_iter)``.
+    """
+    device = resolve_device(params.device)
+    fast = use_fast_path(params.fast, device)
+    train_iter, *val_iter, test_iter = make_loaders(params, device if fast else None, val_size)
+    net, loss, optimizer, plateau = build(params, device)
+    if scheduler != "plateau":
+        plateau = None if scheduler == "none" else scheduler(optimizer)
+    checkpoint = Checkpoint(Path(folder) / CHECKPOINT, params.training_dict(), params.resume) \
+        if folder else None
+    history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer, plateau, device,
+                        animator=animator, fast=fast, precision=params.precision,
+                        graphs=False if params.fast == "eager" else None, checkpoint=checkpoint,
+                        progress=progress, val_iter=val_iter[0] if val_iter else None,
+                        on_epoch_end=on_epoch_end)
+    return net, history, loss, test_iter
+
+
+def save_run(folder, net, history, params: Params, animator=None):
+    """A trained run's ``model.pt``, ``history.json``/``.csv``, ``params.json`` and, with its
+    animator, ``figures/training.png``: what notebook 05 reads back."""
+    folder = Path(folder)
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"model": net.state_dict(), "params": params.as_dict()}, folder / "model.pt")
+    atomic_write_json(folder / "params.json", params.as_dict())
+    write_history(folder, history)
+    if animator:
+        animator.save(folder / "figures" / "training.png")
+
+
+def write_history(folder: Path, history):
+    """``history.json`` and ``history.csv``, each written atomically."""
+    atomic_write_json(Path(folder) / "history.json", list(history))
+    buffer = io.StringIO()
+    honest = any("val_acc" in r for r in history)
+    writer = csv.DictWriter(buffer, fieldnames=History.VAL_FIELDS if honest else History.FIELDS)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(Path(folder) / "history.csv", buffer.getvalue())
+
+
+def load_trained(folder, device=None):
+    """``(net, history, params)`` of the model trained into ``folder``, or None if there is none."""
+    folder = Path(folder)
+    if not ((folder / "model.pt").exists() and (folder / "history.json").exists()):
+        return None
+    saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)
+    params = Params(**saved["params"])
+    net = NeuralNetwork(params.patch_size)
+    net.load_state_dict(saved["model"])
+    history = History(json.loads((folder / "history.json").read_text()))
+    return net.to(resolve_device(device)), history, params
+
+
+def load_or_train(params: Params, folder, log=print):
+    """Notebook 05's model: the one notebook 04 trained into ``folder``, with the parameters it was
+    trained with. Without one it is trained now, so that the notebook opened alone still runs end to
+    end: on a GPU the run itself (seconds on the fast path), on a CPU, where that takes hours, a smoke
+    model in ``folder/smoke-fallback``. Returns ``(net, history, trained parameters, the folder
+    its results belong in)``."""
+    trained = load_trained(folder, params.device)
+    if trained is not None:
+        log(f"The model notebook 04 trained in {folder}, with its own parameters (params.json).")
+        return (*trained, Path(folder))
+    if resolve_device(params.device).type == "cuda":
+        log(f"No trained model in {folder}: training it now, as notebook 04 would (seconds on a GPU).")
+    else:
+        log(f"No trained model in {folder}. Run notebook 04 first (or `python3 -m nbutils "
+            f"reproduce`). So that this notebook still runs end to end, a smoke model is trained now.")
+        params = resolve("smoke", device=params.device, data_root=params.data_root,
+                         run_dir=str(Path(folder) / "smoke-fallback"), live_plot=False)
+        folder = run_folder(params)
+    net, history, _, _ = train_params(params, folder)
+    save_run(folder, net, history, params)
+    return net, History(history), params, Path(folder)
+
+
+def hardware(device=None):
+    """The GPU's name, or the CPU's model with its cores and torch's threads (what a time depends on)."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def environment(device=None):
+    device = resolve_device(device)
+    return dict(torch=torch.__version__, python=platform.python_version(),
+                platform=platform.platform(), device=str(device), device_name=hardware(device))
+
+
+def write_metrics(folder, history, extra=None):
+    """``metrics.json``: the headline numbers, beside the parameters of the model they measure (the
+    run folder's own ``params.json``, whatever the caller's profile) and the environment."""
+    folder = Path(folder)
+    params = json.loads((folder / "params.json").read_text())
+    best = History(history).best()
+    metrics = dict(
+        max_test_acc=best["test_acc"], max_epoch=best["epoch"],
+        final_test_acc=history[-1]["test_acc"], epochs_run=len(history),
+        train_seconds=sum(r["seconds"] for r in history), summary=describe(Params(**params)),
+        params=params, environment=environment(params["device"]), **(extra or {}))
+    atomic_write_json(folder / "metrics.json", metrics)
+    return metrics
