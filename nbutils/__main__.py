@@ -136,15 +136,15 @@ def main(argv=None):
         return 2
     command, rest = argv[0], argv[1:]
     if command == "export":  # the standard library only: nothing to install first
-        _exec_module(MODULES[command], rest)
+        return _exec_module(MODULES[command], rest)
     # A command's --help needs its module's imports, not the data: checking the files costs seconds.
     setup(data=not {"-h", "--help"} & set(rest))
     if command == "setup":
         return 0
     if command == "test":
         ensure_browser()
-        _exec_module("pytest", rest, NBUTILS_PROFILE="smoke", NBUTILS_HEADLESS="1")
-    _exec_module(MODULES[command], rest)
+        return _exec_module("pytest", rest, NBUTILS_PROFILE="smoke", NBUTILS_HEADLESS="1")
+    return _exec_module(MODULES[command], rest)
 
 
 if __name__ == "__main__":

@@ -100,5 +100,5 @@ def load_optimizer_in_place(optimizer, saved):
     optimizer.load_state_dict(saved)
     for group, lr in zip(optimizer.param_groups, lrs):
         if torch.is_tensor(lr):
-            lr.fill_(float(group["lr"]))
+            lr.copy_(torch.as_tensor(group["lr"]))
             group["lr"] = lr

@@ -1,14 +1,10 @@
-"""Fashion-MNIST: finding the files, checking them, and feeding them to a model.
+"""Fashion-MNIST: finding the files, checking them, and my_utils' loaders (and the fast path's).
 
-Where the data comes from, in order (the first that works wins):
-
-1. an explicit root (the ``root`` argument, else the ``NBUTILS_DATA`` environment variable),
-   else ``<repository>/data``; if it already holds torchvision's ``FashionMNIST/raw`` layout, use it;
-2. Debian's ``dataset-fashion-mnist`` package, decompressed into that layout;
-3. torchvision's download (what Colab uses).
-
-Every file is checked (IDX header, counts, SHA-256 of the decompressed bytes) before it is used,
-and every file is written under a temporary name and renamed, so a crash leaves nothing half-written.
+Where the data comes from, the first that works: ``root`` (else ``$NBUTILS_DATA``, else ``data/`` in
+the repository) when it holds torchvision's ``FashionMNIST/raw`` files; Debian's
+``dataset-fashion-mnist`` package, decompressed there; torchvision's download (what Colab uses).
+Every file is checked (IDX header, counts, SHA-256 of the decompressed bytes) as it is read, and
+written under a temporary name and renamed, so that a crash leaves nothing half-written.
 """
 from __future__ import annotations
 
@@ -29,16 +25,13 @@ from torchvision.datasets import FashionMNIST
 from .devices import resolve_device
 from .io import atomic_write_bytes
 
-__all__ = [
-    "CLASS_NAMES", "FASHION_MNIST", "DatasetError", "DatasetSpec", "DeviceLoader",
-    "get_dataloader_workers", "get_fashion_mnist_labels", "load_data_fashion_mnist",
-    "load_data_fashion_mnist_device", "load_split", "pixel_stats", "prepare_fashion_mnist",
-    "stratified_split", "subset_indices", "verify_fashion_mnist",
-]
+__all__ = ["CLASS_NAMES", "FASHION_MNIST", "DatasetError", "DatasetSpec", "DeviceLoader",
+           "get_dataloader_workers", "get_fashion_mnist_labels", "load_data_fashion_mnist",
+           "load_data_fashion_mnist_device", "load_split", "load_subsets", "pixel_stats",
+           "prepare_fashion_mnist", "subset_indices", "verify_fashion_mnist"]
 
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                "sandal", "shirt", "sneaker", "bag", "ankle boot")
-IMAGE_SIZE = 28
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -59,8 +52,7 @@ class DatasetSpec:
         return self.n_train if filename.startswith("train") else self.n_test
 
 
-# Digests of the decompressed IDX files. The gzip bytes differ between mirrors (Debian recompresses);
-# the decompressed bytes are the dataset itself.
+# Digests of the decompressed IDX files: the gzip bytes differ between mirrors (Debian recompresses).
 FASHION_MNIST = DatasetSpec(60_000, 10_000, {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -68,7 +60,6 @@ FASHION_MNIST = DatasetSpec(60_000, 10_000, {
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 })
 RAW_FILES = tuple(FASHION_MNIST.sha256)
-_MAGIC = {"images": 2051, "labels": 2049}
 
 
 def get_fashion_mnist_labels(labels):
@@ -81,34 +72,31 @@ def get_dataloader_workers():
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-# ----------------------------------------------------------------------------- finding the files
+# ----------------------------------------------------------------------------- reading the files
 def default_root() -> Path:
     """``NBUTILS_DATA`` if set, else ``data/`` at the repository root (not the current directory)."""
     if os.environ.get("NBUTILS_DATA"):
         return Path(os.environ["NBUTILS_DATA"]).expanduser()
     repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists():
-        return repo / "data"
-    return Path.home() / ".cache" / "nbutils" / "data"
+    return repo / "data" if (repo / "pyproject.toml").exists() else Path.home() / ".cache" / "nbutils"
 
 
 def raw_folder(root) -> Path:
     return Path(root) / "FashionMNIST" / "raw"
 
 
-def _read_idx(path: Path, kind: str, spec: DatasetSpec) -> torch.Tensor:
-    """Parse one IDX file into a uint8 tensor, refusing anything that is not the split it claims to be."""
-    name = path.name
-    blob = path.read_bytes()
+def read_idx(path: Path, kind: str, spec: DatasetSpec) -> torch.Tensor:
+    """One IDX file as a uint8 tensor, refusing anything that is not the split it claims to be."""
+    blob, name = path.read_bytes(), path.name
     remedy = f"delete {path} and run again to fetch a fresh copy"
     ndim = 3 if kind == "images" else 1
     header = 4 + 4 * ndim
-    if len(blob) < header or int.from_bytes(blob[:4], "big") != _MAGIC[kind]:
+    if len(blob) < header or int.from_bytes(blob[:4], "big") != {"images": 2051, "labels": 2049}[kind]:
         raise DatasetError(f"{path}: not an IDX {kind} file (bad header); {remedy}.")
     dims = [int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     if dims[0] != spec.count(name):
         raise DatasetError(f"{path}: holds {dims[0]} {kind}, expected {spec.count(name)}; {remedy}.")
-    if kind == "images" and dims[1:] != [IMAGE_SIZE, IMAGE_SIZE]:
+    if kind == "images" and dims[1:] != [28, 28]:
         raise DatasetError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28; {remedy}.")
     expected_len = header + int(torch.tensor(dims).prod())
     if len(blob) != expected_len:
@@ -123,25 +111,25 @@ def load_split(root=None, train=True, spec: DatasetSpec = FASHION_MNIST):
     """The checked ``(images uint8 (N, 28, 28), labels int64 (N,))`` of one split."""
     raw = raw_folder(root if root is not None else default_root())
     prefix = "train" if train else "t10k"
-    images = _read_idx(raw / f"{prefix}-images-idx3-ubyte", "images", spec)
-    labels = _read_idx(raw / f"{prefix}-labels-idx1-ubyte", "labels", spec).long()
+    images = read_idx(raw / f"{prefix}-images-idx3-ubyte", "images", spec)
+    labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte", "labels", spec).long()
     if labels.max() >= len(CLASS_NAMES):
         raise DatasetError(f"{raw / (prefix + '-labels-idx1-ubyte')}: label {int(labels.max())} is not a "
                            f"class (0..9); delete it and run again.")
-    if train and spec.balanced:
-        per_class = torch.bincount(labels, minlength=len(CLASS_NAMES))
-        if not bool((per_class == per_class[0]).all()):
-            raise DatasetError(f"{raw / 'train-labels-idx1-ubyte'}: classes are unbalanced "
-                               f"({per_class.tolist()}), expected {spec.n_train // 10} each; "
-                               f"delete it and run again.")
+    per_class = torch.bincount(labels, minlength=len(CLASS_NAMES))
+    if train and spec.balanced and not bool((per_class == per_class[0]).all()):
+        raise DatasetError(f"{raw / 'train-labels-idx1-ubyte'}: classes are unbalanced "
+                           f"({per_class.tolist()}), expected {spec.n_train // 10} each; delete it "
+                           f"and run again.")
     return images, labels
 
 
-def _missing(raw: Path):
+# ----------------------------------------------------------------------------- getting the files
+def missing(raw: Path):
     return [name for name in RAW_FILES if not (raw / name).exists()]
 
 
-def _write_checked(raw: Path, name: str, payload: bytes, spec: DatasetSpec):
+def write_checked(raw: Path, name: str, payload: bytes, spec: DatasetSpec):
     """Write ``payload`` as ``raw/name`` only once its checksum holds; never leave a partial file."""
     digest = spec.sha256.get(name)
     if digest and hashlib.sha256(payload).hexdigest() != digest:
@@ -150,69 +138,63 @@ def _write_checked(raw: Path, name: str, payload: bytes, spec: DatasetSpec):
 
 
 def debian_files():
-    """The package's ``*.gz`` files by raw name, found with ``dpkg -L`` (falling back to its usual folder)."""
+    """The package's ``*.gz`` files by raw name, found with ``dpkg -L`` (else in its usual folder)."""
     try:
         listed = subprocess.run(["dpkg", "-L", DEBIAN_PACKAGE], capture_output=True, text=True,
                                 timeout=30).stdout.split()
     except (OSError, subprocess.SubprocessError):
         listed = []
-    candidates = [Path(p) for p in listed if p.endswith("-ubyte.gz")]
-    candidates += [DEBIAN_DIR / f"{name}.gz" for name in RAW_FILES]
     found = {}
-    for path in candidates:
-        name = path.name[:-3]
-        if name in RAW_FILES and name not in found and path.is_file():
-            found[name] = path
+    for path in [Path(p) for p in listed if p.endswith("-ubyte.gz")] + \
+            [DEBIAN_DIR / f"{name}.gz" for name in RAW_FILES]:
+        if path.name[:-3] in RAW_FILES and path.is_file():
+            found.setdefault(path.name[:-3], path)
     return found
 
 
-def _from_debian(raw: Path, spec: DatasetSpec):
+def from_debian(root: Path, raw: Path, spec: DatasetSpec):
     sources = debian_files()
-    missing = [n for n in _missing(raw) if n not in sources]
-    if missing:
-        raise DatasetError(f"package {DEBIAN_PACKAGE} not installed (no {', '.join(missing)})")
-    for name in _missing(raw):
+    absent = [n for n in missing(raw) if n not in sources]
+    if absent:
+        raise DatasetError(f"package {DEBIAN_PACKAGE} not installed (no {', '.join(absent)})")
+    for name in missing(raw):
         try:
             payload = gzip.decompress(sources[name].read_bytes())
         except (OSError, EOFError) as e:
             raise DatasetError(f"{sources[name]}: unreadable gzip ({e})") from e
-        _write_checked(raw, name, payload, spec)
+        write_checked(raw, name, payload, spec)
 
 
-def _from_torchvision(root: Path, raw: Path, spec: DatasetSpec):
+def from_torchvision(root: Path, raw: Path, spec: DatasetSpec):
     with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
         try:
             FashionMNIST(tmp, train=True, download=True)
             FashionMNIST(tmp, train=False, download=True)
         except Exception as e:  # torchvision raises RuntimeError/URLError/OSError depending on the mirror
             raise DatasetError(f"torchvision download failed ({type(e).__name__}: {e})") from e
-        for name in _missing(raw):
-            _write_checked(raw, name, (raw_folder(tmp) / name).read_bytes(), spec)
+        for name in missing(raw):
+            write_checked(raw, name, (raw_folder(tmp) / name).read_bytes(), spec)
 
 
 def prepare_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_MNIST) -> Path:
-    """Make sure ``root`` holds a checked copy of the dataset and return ``root``.
-
-    Raises :class:`DatasetError` naming every place tried when the data cannot be had.
-    """
+    """Make sure ``root`` holds the dataset's files and return ``root``; raises
+    :class:`DatasetError` naming every place tried when they cannot be had."""
     root = Path(root).expanduser() if root is not None else default_root()
     raw = raw_folder(root)
-    if not _missing(raw):
+    if not missing(raw):
         return root  # load_split checks every file as it reads it
     try:
         raw.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=raw)
-        probe.close()
+        tempfile.NamedTemporaryFile(dir=raw).close()
     except OSError as e:
         raise DatasetError(f"data root {root} is not writable ({e.strerror}); point NBUTILS_DATA or "
                            f"root= at a writable folder") from e
-    tried = [f"{raw}: missing {', '.join(_missing(raw))}"]
-    sources = [("Debian package", _from_debian)]
-    if download:
-        sources.append(("torchvision download", lambda r, s: _from_torchvision(root, r, s)))
+    tried = [f"{raw}: missing {', '.join(missing(raw))}"]
+    sources = [("Debian package", from_debian)] + \
+        ([("torchvision download", from_torchvision)] if download else [])
     for label, fetch in sources:
         try:
-            fetch(raw, spec)
+            fetch(root, raw, spec)
             return root
         except DatasetError as e:
             tried.append(f"{label}: {e}")
@@ -223,8 +205,8 @@ def prepare_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_
 
 
 def verify_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_MNIST) -> Path:
-    """:func:`prepare_fashion_mnist`, then read both splits once (about a second), so that a truncated
-    or corrupt file is refused before a caller starts work that would stop at its first read."""
+    """:func:`prepare_fashion_mnist`, then read both splits once (about a second), so that a corrupt
+    file is refused before a caller starts work that would stop at its first read."""
     root = prepare_fashion_mnist(root, download, spec)
     for train in (True, False):
         load_split(root, train, spec)
@@ -237,9 +219,8 @@ def pixel_stats(images: torch.Tensor):
     # From the 256-bin histogram: exact, and no float copy of 47 M pixels.
     counts = torch.bincount(images.flatten(), minlength=256).double()
     values = torch.arange(256, dtype=torch.float64) / 255
-    n = counts.sum()
-    mean = (counts * values).sum() / n
-    var = (counts * (values - mean) ** 2).sum() / (n - 1)
+    mean = (counts * values).sum() / counts.sum()
+    var = (counts * (values - mean) ** 2).sum() / (counts.sum() - 1)
     return float(mean), float(var.sqrt())
 
 
@@ -252,58 +233,28 @@ def subset_indices(n_total: int, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
 
 
-def _check_batch_size(batch_size, name="batch_size"):
+def load_subsets(root=None, train_subset=0, test_subset=0, seed=0, download=True,
+                 spec: DatasetSpec = FASHION_MNIST):
+    """``((train images, labels), (test images, labels))``: seeded subsets (0: all) of the checked
+    splits, and the mean and std of the *full* training set's pixels, as the coursework normalised."""
+    root = prepare_fashion_mnist(root, download, spec)
+    splits = []
+    for train, n in ((True, train_subset), (False, test_subset)):
+        images, labels = load_split(root, train, spec)
+        if train:
+            stats = pixel_stats(images)
+        keep = subset_indices(len(labels), n, seed)
+        splits.append((images[keep], labels[keep]))
+    return splits, stats
+
+
+def check_batch_size(batch_size, name="batch_size"):
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"{name} must be a positive integer, got {batch_size!r}")
 
 
-VAL_SEED = 0  # one held-out set for every run, so runs differ only by their own seed
-
-
-def stratified_split(labels: torch.Tensor, n_val: int, seed: int = VAL_SEED):
-    """``(kept, held_out)`` index tensors: ``n_val`` images held out, each class in its share.
-
-    Quotas are the classes' proportions of ``n_val``, rounded down, with the remainder going to the
-    largest fractions; within a class the images are a seeded random draw.
-    """
-    if isinstance(n_val, bool) or not isinstance(n_val, int) or not 0 < n_val < len(labels):
-        raise ValueError(f"val_size must be an integer between 1 and {len(labels) - 1} (the training "
-                         f"images available), got {n_val!r}")
-    classes, counts = labels.unique(return_counts=True)
-    share = counts.double() * n_val / len(labels)
-    quota = share.floor().long()
-    quota[(share - quota).argsort(descending=True)[:n_val - int(quota.sum())]] += 1
-    generator = torch.Generator().manual_seed(seed)
-    held = []
-    for c, q in zip(classes, quota):
-        members = (labels == c).nonzero().flatten()
-        held.append(members[torch.randperm(len(members), generator=generator)[:q]])
-    keep = torch.ones(len(labels), dtype=torch.bool)
-    keep[torch.cat(held)] = False
-    return keep.nonzero().flatten(), (~keep).nonzero().flatten()
-
-
-def _checked_subsets(root, download, spec, train_subset, test_subset, seed, val_size=0):
-    """The splits (seeded subsets) and the training pixels' mean and std.
-
-    Without ``val_size``: ``(train, test, stats)``, stats from the *full* training set as in the
-    coursework. With it: ``(train, val, test, stats)``, the stratified held-out images taken out of
-    the training subset, and the stats from the images that remain for training.
-    """
-    root = prepare_fashion_mnist(root, download, spec)
-    (x_train, y_train), (x_test, y_test) = load_split(root, True, spec), load_split(root, False, spec)
-    i_train = subset_indices(len(y_train), train_subset, seed)
-    i_test = subset_indices(len(y_test), test_subset, seed)
-    train, test = (x_train[i_train], y_train[i_train]), (x_test[i_test], y_test[i_test])
-    if not val_size:
-        return train, test, pixel_stats(x_train)
-    kept, held = stratified_split(train[1], val_size)
-    return ((train[0][kept], train[1][kept]), (train[0][held], train[1][held]), test,
-            pixel_stats(train[0][kept]))
-
-
 # ----------------------------------------------------------------------------- my_utils' loaders
-class _TensorImages(data.Dataset):
+class TensorImages(data.Dataset):
     """uint8 images with a torchvision transform per sample, like ``torchvision.datasets.FashionMNIST``."""
 
     def __init__(self, images, labels, transform):
@@ -313,34 +264,27 @@ class _TensorImages(data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.transform(Image.fromarray(self.images[i].numpy(), mode="L")), int(self.labels[i])
+        return self.transform(Image.fromarray(self.images[i].numpy())), int(self.labels[i])
 
 
 def load_data_fashion_mnist(batch_size=128, resize=None, root=None, num_workers=None,
                             train_subset=0, test_subset=0, seed=0, download=True,
-                            spec: DatasetSpec = FASHION_MNIST, val_size=0):
-    """``(train_iter, test_iter)`` as in my_utils: ToTensor (+Resize) + Normalize, train shuffled, test not.
-
-    Normalize uses the training set's own mean and std (:func:`pixel_stats`).
-    ``train_subset``/``test_subset`` keep a seeded random subset of that size (0: all).
-    ``val_size > 0`` holds that many training images out (:func:`stratified_split`) and returns
-    ``(train_iter, val_iter, test_iter)``.
-    """
-    _check_batch_size(batch_size)
-    *splits, (mean, std) = _checked_subsets(root, download, spec, train_subset, test_subset, seed,
-                                            val_size)
-    trans = [transforms.ToTensor(), transforms.Normalize((mean,), (std,))]
-    if resize:
-        trans.insert(0, transforms.Resize(resize))
-    trans = transforms.Compose(trans)
+                            spec: DatasetSpec = FASHION_MNIST):
+    """``(train_iter, test_iter)`` as in my_utils: ToTensor (+Resize) + Normalize with the training
+    pixels' mean and std, train shuffled, test not; ``train_subset``/``test_subset`` keep a seeded
+    random subset of that size (0: all)."""
+    check_batch_size(batch_size)
+    (train, test), (mean, std) = load_subsets(root, train_subset, test_subset, seed, download, spec)
+    trans = [transforms.Resize(resize)] if resize else []
+    trans = transforms.Compose(trans + [transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
     workers = get_dataloader_workers() if num_workers is None else num_workers
-    train, *held_out = [_TensorImages(*split, trans) for split in splits]
-    return (data.DataLoader(train, batch_size, shuffle=True, num_workers=workers,
-                            generator=torch.Generator().manual_seed(seed)),
-            *(data.DataLoader(d, batch_size, shuffle=False, num_workers=workers) for d in held_out))
+    return (data.DataLoader(TensorImages(*train, trans), batch_size, shuffle=True,
+                            num_workers=workers, generator=torch.Generator().manual_seed(seed)),
+            data.DataLoader(TensorImages(*test, trans), batch_size, shuffle=False,
+                            num_workers=workers))
 
 
-# ----------------------------------------------------------------------------- the GPU-resident loader
+# ----------------------------------------------------------------------------- the fast path's loader
 class DeviceLoader:
     """A whole split held on the device as one uint8 tensor, served in batches by index.
 
@@ -351,7 +295,7 @@ class DeviceLoader:
 
     def __init__(self, images, labels, batch_size, shuffle, mean, std, device="cpu", seed=0,
                  drop_last=False):
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         self.device = torch.device(device)
         self.images = images.to(self.device, torch.uint8).unsqueeze(1)  # (N, 1, 28, 28)
         self.labels = labels.to(self.device, torch.long)
@@ -381,6 +325,10 @@ class DeviceLoader:
     def batch(self, idx):
         return self.normalize(self.images[idx]), self.labels[idx]
 
+    def index_buffer(self):
+        """Where a CUDA graph reads each batch's indices from (:class:`~nbutils.fast.FastTrainer`)."""
+        return torch.arange(self.batch_size, device=self.device)
+
     def __iter__(self):
         for idx in self.batch_indices():
             yield self.batch(idx)
@@ -388,20 +336,16 @@ class DeviceLoader:
 
 def load_data_fashion_mnist_device(batch_size=128, device=None, root=None, train_subset=0,
                                    test_subset=0, seed=0, download=True, drop_last=False,
-                                   spec: DatasetSpec = FASHION_MNIST, eval_batch_size=None,
-                                   val_size=0):
+                                   spec: DatasetSpec = FASHION_MNIST, eval_batch_size=None):
     """Like :func:`load_data_fashion_mnist`, but both splits live on ``device`` (:class:`DeviceLoader`).
 
     ``eval_batch_size`` (default ``batch_size``) batches the test split only: evaluation has no
     dropout and BatchNorm uses its running statistics, so its batch size changes nothing but speed.
-    ``val_size > 0`` returns ``(train_iter, val_iter, test_iter)`` as in :func:`load_data_fashion_mnist`.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
-    _check_batch_size(eval_batch_size, "eval_batch_size")
+    check_batch_size(eval_batch_size, "eval_batch_size")
     device = resolve_device(device)
-    train_split, *held_out, (mean, std) = _checked_subsets(root, download, spec, train_subset,
-                                                           test_subset, seed, val_size)
-    return (DeviceLoader(*train_split, batch_size, True, mean, std, device, seed, drop_last),
-            *(DeviceLoader(*split, eval_batch_size, False, mean, std, device, seed)
-              for split in held_out))
+    (train, test), (mean, std) = load_subsets(root, train_subset, test_subset, seed, download, spec)
+    return (DeviceLoader(*train, batch_size, True, mean, std, device, seed, drop_last),
+            DeviceLoader(*test, eval_batch_size, False, mean, std, device, seed))

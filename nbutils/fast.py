@@ -11,13 +11,16 @@ What this path does instead:
   captured once as a CUDA graph and replayed; :func:`prepare_for_graphs` makes the optimizer's step
   capturable, with its learning rate in a device tensor, so that a scheduler's cut reaches the graph;
   evaluation is a second graph;
-* mixed precision (``tf32``, ``bf16`` autocast) only when asked for.
+* mixed precision (``tf32``, ``bf16`` autocast) only when asked for;
+* on a CPU, glibc keeps freed activations in the heap (:func:`tune_cpu_allocator`).
 
 The last partial batch runs eagerly (a graph has static shapes); it is kept unless the loader drops it.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 
 import torch
 
@@ -25,7 +28,8 @@ from .data import DeviceLoader
 from .devices import resolve_device
 from .metrics import check_finite, per_example
 
-__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "prepare_for_graphs"]
+__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "prepare_for_graphs",
+           "tune_cpu_allocator"]
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The fast path evaluates in batches of at least this many images: 10 graph replays per test pass
@@ -40,6 +44,25 @@ CAPTURE = {torch.optim.Adam: dict(capturable=True, fused=True, foreach=False),
            torch.optim.SGD: dict(fused=True, foreach=False)}
 
 
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # glibc's mallopt parameters
+
+
+def tune_cpu_allocator():
+    """Stop glibc from returning big blocks to the OS after every step.
+
+    Each step allocates and frees activations of up to 64 MB (128 x 256 x 512 floats). By default glibc
+    serves those with mmap and unmaps them on free, so every step pays page faults on hundreds of MB.
+    Keeping them in the heap removes that. Process-wide and harmless elsewhere (the process keeps its
+    peak memory). Returns False where glibc is absent.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)
+        return bool(ok and libc.mallopt(M_TOP_PAD, 256 << 20))
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
 def prepare_for_graphs(optimizer, device):
     """Make a fresh Adam, AdamW, SGD or ASGD capturable in a CUDA graph, in place, and return whether
     its step now is (:func:`graph_safe`). Its learning rate becomes a device tensor: a float would be
@@ -50,8 +73,9 @@ def prepare_for_graphs(optimizer, device):
     they are, and the fast path runs their step eagerly.
     """
     settings = CAPTURE.get(type(optimizer))
-    if settings is None or optimizer.state or torch.device(device).type != "cuda":
-        return graph_safe(optimizer)
+    if (graph_safe(optimizer) or settings is None or optimizer.state
+            or torch.device(device).type != "cuda"):
+        return graph_safe(optimizer)  # already made for graphs (the recipe's), or left as it is
     # Built once with these settings, so that torch checks them (fused needs float CUDA parameters).
     groups = [dict(g, **settings, lr=torch.tensor(float(g["lr"]), device=device))
               for g in optimizer.param_groups]
@@ -104,6 +128,8 @@ class FastTrainer:
     the warm-up before capture leaves no trace.
     """
 
+    counter_shape = ()  # one loss sum, hit count and first bad batch; (K,) for a stack of K runs
+
     def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, augment=None,
                  before_update=None, after_update=None, eval_net=None):
         self.net, self.loss, self.optimizer = net, loss, optimizer
@@ -119,17 +145,20 @@ class FastTrainer:
         if self.graphs and not (self.device.type == "cuda" and capturable):
             raise ValueError("graphs=True needs CUDA and an optimizer whose step can be captured "
                              "(Adam, AdamW, SGD or ASGD, before its first step)")
-        zeros = dict(device=self.device)
-        self.loss_sum = torch.zeros((), **zeros)
-        self.correct = torch.zeros((), dtype=torch.long, **zeros)
-        self.first_bad = torch.full((), -1, dtype=torch.long, **zeros)
-        self.batch_no = torch.zeros((), dtype=torch.long, **zeros)
+        shape, on = self.counter_shape, dict(device=self.device)
+        self.loss_sum = torch.zeros(shape, **on)
+        self.correct = torch.zeros(shape, dtype=torch.long, **on)
+        self.first_bad = torch.full(shape, -1, dtype=torch.long, **on)
+        self.batch_no = torch.zeros((), dtype=torch.long, **on)
         self._graphs = {}
         self._stepped = False  # whether a training step has run (and made the optimizer's state)
         self._lr_tensors = [g["lr"] for g in optimizer.param_groups]
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
 
-    # -- the step, written once: eager on the CPU and for partial batches, captured on CUDA
-    def _forward(self, loader, idx, net, train):
+    # -- the step, written once: eager on the CPU and for partial batches, captured on CUDA. The
+    # sums are over the last axis, so that a stack of runs (nbutils.tools.stack) keeps one per run.
+    def forward(self, loader, idx, net, train):
         X, y = loader.batch(idx)
         if train and self.augment is not None:
             X = self.augment(X)
@@ -138,55 +167,55 @@ class FastTrainer:
             l_sum = per_example(self.loss, y_hat, y).float().sum()  # whatever the loss's reduction
         return y_hat, y, l_sum
 
-    def _accumulate(self, y_hat, y, l_sum):
+    def accumulate(self, y_hat, y, l_sum):
         self.loss_sum += l_sum.detach()
-        self.correct += (y_hat.detach().argmax(dim=1) == y).sum()
+        self.correct += (y_hat.detach().argmax(dim=-1) == y).sum(-1)
         bad = (self.first_bad < 0) & ~torch.isfinite(l_sum.detach())
         self.first_bad.copy_(torch.where(bad, self.batch_no, self.first_bad))
         self.batch_no += 1
 
-    def _train_step(self, loader, idx):
+    def train_step(self, loader, idx):
         # set_to_none: backward then writes fresh gradients instead of adding into zeroed ones (20
         # kernels fewer); inside a graph they come from the graph's pool, at the same place each replay.
         self.optimizer.zero_grad(set_to_none=True)
-        y_hat, y, l_sum = self._forward(loader, idx, self.net, train=True)
-        (l_sum / y.numel()).backward()
+        y_hat, y, l_sum = self.forward(loader, idx, self.net, train=True)
+        (l_sum / y.shape[-1]).sum().backward()  # each run's batch mean
         if self.before_update is not None:
             self.before_update()
         self.optimizer.step()
         if self.after_update is not None:
             self.after_update()
-        self._accumulate(y_hat, y, l_sum)
+        self.accumulate(y_hat, y, l_sum)
 
-    def _eval_step(self, loader, idx):
+    def eval_step(self, loader, idx):
         with torch.no_grad():
-            y_hat, y, l_sum = self._forward(loader, idx, self.eval_net, train=False)
+            y_hat, y, l_sum = self.forward(loader, idx, self.eval_net, train=False)
             self.loss_sum += l_sum
-            self.correct += (y_hat.argmax(dim=1) == y).sum()
+            self.correct += (y_hat.argmax(dim=-1) == y).sum(-1)
 
-    def _keep_lr_tensors(self):
+    def keep_lr_tensors(self):
         """A scheduler (older torch) or a user may *replace* a tensor lr with a float; the graph still
         reads the tensor, so copy the new value into it rather than lose the cut."""
         for group, lr in zip(self.optimizer.param_groups, self._lr_tensors):
             if torch.is_tensor(lr) and group["lr"] is not lr:
-                lr.fill_(float(group["lr"]))
+                lr.copy_(torch.as_tensor(group["lr"]))
                 group["lr"] = lr
 
-    def _reset(self):
+    def reset(self):
         self.loss_sum.zero_()
         self.correct.zero_()
         self.first_bad.fill_(-1)
         self.batch_no.zero_()
 
     # -- CUDA graphs
-    def _capture(self, step, loader):
+    def capture(self, step, loader):
         """Capture ``step`` on a static index buffer, without changing the model, optimizer or RNG.
 
         Warm-up iterations (needed before capture) really step the model, so everything they touch is
         saved first and restored in place afterwards, keeping the tensors the graph points at.
         """
-        idx = torch.arange(loader.batch_size, device=self.device)
-        saved = [(t, t.clone()) for t in self._mutable_tensors()]
+        idx = loader.index_buffer()
+        saved = [(t, t.clone()) for t in self.mutable_tensors()]
         opt_state = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
                      for p, s in self.optimizer.state.items()}
         rng = torch.cuda.get_rng_state(self.device)
@@ -213,7 +242,7 @@ class FastTrainer:
             t.copy_(saved)
         return graph, idx, loader  # the loader is kept so that its id is never reused
 
-    def _mutable_tensors(self):
+    def mutable_tensors(self):
         """What a training step may change in place, besides the optimizer's state."""
         tensors = list(self.net.state_dict().values())
         if self.eval_net is not self.net:
@@ -223,11 +252,11 @@ class FastTrainer:
             tensors += getattr(hook, "state_tensors", lambda: [])()
         return tensors
 
-    def _run(self, loader, step, train):
+    def run(self, loader, step, train):
         # A graph gathers from the images of the loader it was captured on: one graph per loader.
         key = (train, id(loader))
         for idx in loader.batch_indices():
-            full = len(idx) == loader.batch_size
+            full = idx.shape[-1] == loader.batch_size
             if self.graphs and full and train and not self._stepped:
                 # The first update runs eagerly: it creates the optimizer's state with its true
                 # initial values (ASGD's eta is the lr, not 0), which capture's warm-up then restores.
@@ -235,7 +264,7 @@ class FastTrainer:
                 self._stepped = True
             elif self.graphs and full:
                 if key not in self._graphs:
-                    self._graphs[key] = self._capture(step, loader)
+                    self._graphs[key] = self.capture(step, loader)
                 graph, static_idx, _ = self._graphs[key]
                 static_idx.copy_(idx)
                 graph.replay()
@@ -246,9 +275,9 @@ class FastTrainer:
     def train_epoch(self, net, loader, loss, updater, device):
         require_device_loader(loader, "train_iter")
         net.train()
-        self._keep_lr_tensors()
-        self._reset()
-        self._run(loader, self._train_step, train=True)
+        self.keep_lr_tensors()
+        self.reset()
+        self.run(loader, self.train_step, train=True)
         check_finite(int(self.first_bad))
         n = len(loader.labels) if not loader.drop_last else len(loader) * loader.batch_size
         return float(self.loss_sum) / n, float(self.correct) / n
@@ -257,8 +286,8 @@ class FastTrainer:
         require_device_loader(loader, "test_iter")
         was_training = self.eval_net.training
         self.eval_net.eval()
-        self._reset()
-        self._run(loader, self._eval_step, train=False)
+        self.reset()
+        self.run(loader, self.eval_step, train=False)
         self.eval_net.train(was_training)
         n = len(loader.labels)
         return float(self.loss_sum) / n, float(self.correct) / n

@@ -172,7 +172,7 @@ class Animator:
             if settings:
                 set_axes(ax, *settings)
                 _fit_ylim(ax, settings[3], [v for _, y, _ in series for v in y])
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         self.fig.tight_layout()
 
     def show(self):

@@ -75,12 +75,11 @@ def warn_if_slow(params: Params, runs=1, epochs=None):
           flush=True)
 
 
-def make_loaders(params: Params, device=None, val_size=0):
+def make_loaders(params: Params, device=None):
     """``(train_iter, test_iter)`` for ``params``: held in ``device``'s memory (the fast path's
-    :class:`~nbutils.data.DeviceLoader`) when a device is given, else my_utils' DataLoaders. With
-    ``val_size``, ``(train_iter, val_iter, test_iter)`` (the honest protocol)."""
+    :class:`~nbutils.data.DeviceLoader`) when a device is given, else my_utils' DataLoaders."""
     kw = dict(root=params.data_root or None, train_subset=params.train_subset,
-              test_subset=params.test_subset, seed=params.seed, val_size=val_size)
+              test_subset=params.test_subset, seed=params.seed)
     if device is not None:
         return load_data_fashion_mnist_device(
             params.batch_size, device, eval_batch_size=max(params.batch_size, EVAL_BATCH_SIZE), **kw)
@@ -88,20 +87,20 @@ def make_loaders(params: Params, device=None, val_size=0):
 
 
 def train_params(params: Params, folder=None, animator=False, progress=False, scheduler="plateau",
-                 val_size=0, on_epoch_end=None):
+                 loaders=None, on_epoch_end=None):
     """Notebook 04's training as one call, for notebook 05 opened alone, the sweep and the tests:
     its loaders, its :func:`~nbutils.coursework.build` and its ``train_ch3`` call (with a
     checkpoint in ``folder``, where given). A test holds it to what notebook 04 computes.
 
-    ``scheduler``: "plateau" (the report's), "none", or a function of the optimizer that makes one;
+    ``scheduler``: "plateau" (the report's), None, or a function of the optimizer that makes one;
     ``val_size``, ``on_epoch_end(net, history)``: the honest protocol's (the sweep's). Returns ``(net, history, loss, test_iter)``.
     """
     device = resolve_device(params.device)
     fast = use_fast_path(params.fast, device)
-    train_iter, *val_iter, test_iter = make_loaders(params, device if fast else None, val_size)
+    train_iter, *val_iter, test_iter = loaders or make_loaders(params, device if fast else None)
     net, loss, optimizer, plateau = build(params, device)
     if scheduler != "plateau":
-        plateau = None if scheduler == "none" else scheduler(optimizer)
+        plateau = scheduler(optimizer) if scheduler else None
     checkpoint = Checkpoint(Path(folder) / CHECKPOINT, params.training_dict(), params.resume) \
         if folder else None
     history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer, plateau, device,

@@ -5,14 +5,12 @@ hard asserts. Its further arguments are the fast path, the live plot and the che
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
 import torch
 from tqdm.auto import tqdm
 
-from .cpu import cpu_kernels
 from .data import get_fashion_mnist_labels
 from .devices import resolve_device
 from .fast import FastTrainer
@@ -219,9 +217,8 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
       pass an :class:`~nbutils.plotting.Animator` of your own, or ``False``;
     * ``fast``: the fast path (:class:`~nbutils.fast.FastTrainer`) on
       :class:`~nbutils.data.DeviceLoader` data, whole steps as CUDA graphs on a GPU unless
-      ``graphs=False``, in ``precision`` fp32, tf32 or bf16 autocast; on a CPU with
-      :mod:`nbutils.cpu`'s kernels while it trains. A FastTrainer of your own (with hooks: the
-      recipe's) may be passed instead of True;
+      ``graphs=False``, in ``precision`` fp32, tf32 or bf16 autocast. A FastTrainer of your own
+      (with hooks: the recipe's) may be passed instead of True;
     * ``checkpoint``: a :class:`~nbutils.checkpoint.Checkpoint`, resumed from when it matches and
       written every epoch;
     * ``progress``: a bar per epoch in a notebook, a printed line per epoch elsewhere;
@@ -248,20 +245,18 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     for record in history:  # a resumed run's plot starts with the epochs already done
         plot_epoch(animator, record)
     bar = EpochProgress(num_epochs, len(history)) if progress else None
-    kernels = cpu_kernels(net) if fast and device.type == "cpu" else contextlib.nullcontext()
     try:
-        with kernels:
-            for epoch in range(len(history) + 1, num_epochs + 1):
-                history.append(train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter,
-                                               val_iter or test_iter, loss, updater, scheduler,
-                                               device, validating=val_iter is not None))
-                if checkpoint:
-                    checkpoint.save(net, updater, scheduler, history, train_iter)
-                plot_epoch(animator, history[-1])
-                if bar:
-                    bar.update(history[-1])
-                if on_epoch_end is not None:
-                    on_epoch_end(net, history)
+        for epoch in range(len(history) + 1, num_epochs + 1):
+            history.append(train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter,
+                                           val_iter or test_iter, loss, updater, scheduler, device,
+                                           validating=val_iter is not None))
+            if checkpoint:
+                checkpoint.save(net, updater, scheduler, history, train_iter)
+            plot_epoch(animator, history[-1])
+            if bar:
+                bar.update(history[-1])
+            if on_epoch_end is not None:
+                on_epoch_end(net, history)
     finally:
         if bar:
             bar.close()

@@ -1,6 +1,6 @@
-"""nbutils.cpu: the model's CPU kernels compute what torch's modules compute, and only on a CPU."""
+"""nbutils.tools.cpu: the CPU kernels the bench measures compute what torch's modules compute, only on
+a CPU, and only inside cpu_kernels()."""
 import math
-import warnings
 
 import pytest
 import torch
@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import nbutils as nb
-from nbutils import bench, cpu
-from nbutils.cpu import Dropout, Linear
+from nbutils.fast import tune_cpu_allocator
+from nbutils.tools import cpu
+from nbutils.tools.cpu import Dropout, Linear
 
 needs_onednn = pytest.mark.skipif(not cpu.onednn_available(), reason="torch without oneDNN")
 
@@ -18,13 +19,13 @@ needs_onednn = pytest.mark.skipif(not cpu.onednn_available(), reason="torch with
 def gemm_calls(monkeypatch):
     """Counts the oneDNN GEMMs, to tell which calls Linear routes there."""
     calls = []
-    real = cpu._gemm
+    real = cpu.gemm
 
     def counting(*args):
         calls.append(args[0].shape)
         return real(*args)
 
-    monkeypatch.setattr(cpu, "_gemm", counting)
+    monkeypatch.setattr(cpu, "gemm", counting)
     return calls
 
 
@@ -60,15 +61,18 @@ def test_linear_gives_torchs_output_and_gradients(bias, gemm_calls):
 
 @needs_onednn
 def test_the_model_trains_the_same_through_onednn(gemm_calls):
-    stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_linear=True)
-    ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
+    torch.manual_seed(0)
+    stock = nb.init_weights(nb.NeuralNetwork())
+    ours = nb.init_weights(nb.NeuralNetwork())
+    ours.load_state_dict(stock.state_dict())
     nets = (stock, ours)
-    X, y = torch.randn(16, 49, 16), torch.arange(16) % 10
+    X, y = torch.randn(16, 1, 28, 28), torch.arange(16) % 10
     losses = []
     for net in nets:
-        torch.manual_seed(1)  # the same dropout masks
-        loss = F.cross_entropy(net(X), y)
-        loss.backward()
+        net.Block1_Dropout.p = net.Block2_Dropout.p = 0.0  # no masks: only the GEMMs differ
+        with cpu.cpu_kernels(net) if net is ours else torch.enable_grad():
+            loss = F.cross_entropy(net(X), y)
+            loss.backward()
         losses.append(loss)
     assert torch.allclose(losses[0], losses[1], rtol=1e-6)
     for p, q in zip(*(n.parameters() for n in nets)):
@@ -105,7 +109,7 @@ def test_onednn_probe_draws_no_random_numbers_and_refuses_a_broken_op(monkeypatc
     def broken(*args):
         raise RuntimeError("mkldnn::_linear_pointwise: no such signature")
 
-    monkeypatch.setattr(cpu, "_gemm", broken)
+    monkeypatch.setattr(cpu, "gemm", broken)
     assert probe() is False
 
 
@@ -149,26 +153,6 @@ def test_second_derivatives_equal_torchs(gemm_calls):
 
 
 @needs_onednn
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch's forward_ad imports torch.jit.script
-def test_forward_mode_derivatives_equal_torchs(gemm_calls):
-    """Dual numbers (torch.autograd.forward_ad) through input, weight and bias give nn.Linear's
-    tangent; the custom autograd Function needs its own jvp for that."""
-    import torch.autograd.forward_ad as fwAD
-    from torch.func import functional_call
-    stock, ours = twins()
-    x, x_t = torch.randn(5, 49), torch.randn(5, 49)
-    tangents = {k: torch.randn_like(v) for k, v in ours.named_parameters()}
-    out = []
-    for module in (stock, ours):
-        with fwAD.dual_level():
-            params = {k: fwAD.make_dual(v.detach(), tangents[k]) for k, v in module.named_parameters()}
-            y = functional_call(module, params, (fwAD.make_dual(x, x_t),))
-            out.append(fwAD.unpack_dual(y).tangent)
-    assert torch.allclose(out[1], out[0], atol=1e-5)
-    assert len(gemm_calls) == 1  # the primal went through oneDNN
-
-
-@needs_onednn
 def test_torch_func_transforms_take_torchs_modules(gemm_calls):
     """Per-example gradients with torch.func (vmap of grad) equal torch's own, one example at a time."""
     from torch.func import functional_call, grad, vmap
@@ -195,42 +179,32 @@ def test_linear_is_torchs_on_cuda(gemm_calls):
     assert torch.equal(ours(x), stock(x)) and gemm_calls == []
 
 
-def test_bench_stock_linear_swaps_in_torchs_module_with_the_same_weights():
-    ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
-    stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_linear=True)
-    assert type(ours.Block1_Linear2) is Linear and type(stock.Block1_Linear2) is nn.Linear
-    assert type(stock.Block1_Dropout) is Dropout  # --stock-linear alone
-    for a, b in zip(ours.state_dict().values(), stock.state_dict().values()):
-        assert torch.equal(a, b)
-
-
-def test_to_torch_modules_keeps_the_parameters_the_listing_and_the_function():
+def test_cpu_kernels_switch_torchs_modules_for_the_block_and_back():
     net = nb.init_weights(nb.NeuralNetwork()).eval()
     params, listing = list(net.parameters()), str(net)
-    X = torch.randn(4, 49, 16)
+    X = torch.randn(4, 1, 28, 28)
     expected = net(X)
     rng = torch.get_rng_state()
-    assert cpu.to_torch_modules(net) is net
-    assert torch.equal(torch.get_rng_state(), rng)  # no init drawn and thrown away
-    kinds = {type(m) for m in net.modules()}
-    assert Linear not in kinds and Dropout not in kinds and {nn.Linear, nn.Dropout} <= kinds
+    with cpu.cpu_kernels(net):
+        kinds = {type(m) for m in net.modules()}
+        assert {Linear, Dropout} <= kinds and not {nn.Linear, nn.Dropout} & kinds
+        assert torch.allclose(net(X), expected, atol=1e-5) and str(net) == listing
+    assert torch.equal(torch.get_rng_state(), rng)  # nothing drawn
+    assert {type(m) for m in net.modules()} == {nb.NeuralNetwork, nn.Linear, nn.BatchNorm1d,
+                                                nn.ReLU, nn.Dropout}
     assert all(p is q for p, q in zip(net.parameters(), params))  # what an optimizer holds
-    assert str(net) == listing and not any(m.training for m in net.modules())
-    assert torch.allclose(net(X), expected, atol=1e-5)
 
 
-def test_quantize_dynamic_reaches_every_layer_only_after_to_torch_modules():
-    dynamic = pytest.importorskip("torch.ao.nn.quantized.dynamic")
+def test_cpu_kernels_give_the_modules_back_after_an_error_and_leave_subclasses_alone():
+    class Mine(nn.Linear):
+        pass
 
-    def quantized_layers(net):
-        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in recent torch
-            warnings.simplefilter("ignore")
-            q = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
-        return sum(isinstance(m, dynamic.Linear) for m in q.modules()), q
-
-    assert quantized_layers(nb.NeuralNetwork().eval())[0] == 0  # why the function exists
-    n, q = quantized_layers(cpu.to_torch_modules(nb.NeuralNetwork()).eval())
-    assert n == 10 and q(torch.randn(2, 49, 16)).shape == (2, 10)
+    net = nn.Sequential(nn.Linear(3, 3), Mine(3, 3), nn.Dropout(0.1))
+    with pytest.raises(RuntimeError, match="stop"):
+        with cpu.cpu_kernels(net):
+            assert [type(m) for m in net] == [Linear, Mine, Dropout]
+            raise RuntimeError("stop")
+    assert [type(m) for m in net] == [nn.Linear, Mine, nn.Dropout]
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
@@ -263,6 +237,5 @@ def test_cpu_dropout_is_seeded_and_a_stock_dropout_elsewhere():
     assert isinstance(Dropout(0.2), nn.Dropout)  # code that switches dropouts off still finds it
 
 
-
 def test_cpu_allocator_tuning_is_accepted():
-    assert cpu.tune_cpu_allocator() in (True, False)  # False only where glibc is absent
+    assert tune_cpu_allocator() in (True, False)  # False only where glibc is absent

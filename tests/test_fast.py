@@ -1,4 +1,4 @@
-"""nbutils.fast: same semantics as train_ch3, each precision mode, the benchmark's JSON."""
+"""nbutils.fast: the semantics of train_ch3, each precision mode, graph-ready optimizers; the bench."""
 import json
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 import nbutils as nb
-from nbutils import bench
-from nbutils.fast import FastTrainer, graph_safe, make_fast_optimizer, train_fast
-from nbutils.cpu import Dropout
+from nbutils.fast import FastTrainer, graph_safe, prepare_for_graphs
+from nbutils.tools import bench, cpu
+from nbutils.tools.sweep import make_cut_scheduler
 from conftest import TINY
 
 
@@ -17,26 +17,25 @@ def device_loaders(root, batch_size=64, device="cpu", **kw):
 
 
 def fresh(device="cpu", seed=0, optimizer="adam"):
-    nb.seed_everything(seed)
+    torch.manual_seed(seed)
     net = nb.init_weights(nb.NeuralNetwork()).to(device)
-    opt = make_fast_optimizer(net.parameters(), optimizer, 1e-3, 5e-4, device)
-    return net, opt
+    return net, nb.make_optimizer(net, optimizer, 1e-3, 5e-4)
 
 
-def without_seconds(history):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+def train(net, train_iter, test_iter, epochs, opt, scheduler=None, **kw):
+    return nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), epochs, opt, scheduler,
+                        animator=False, progress=False, **kw)
 
 
 def test_fast_and_classic_agree_on_the_first_epoch(tiny_root):
-    """Same batches (one DeviceLoader seed), same model seed: fp32 results agree within 1e-5."""
+    """Same batches (one DeviceLoader seed), same model seed, the same modules: fp32 results agree
+    within 1e-5."""
     results = []
     for fast in (False, True):
         net, opt = fresh()
         train_iter, test_iter = device_loaders(tiny_root, seed=3)  # 200 images: 3 full + 1 partial
-        run = train_fast if fast else nb.train_ch3
-        kw = {} if fast else {"animator": False}
-        results.append((run(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt,
-                            nb.make_scheduler(opt), **kw)[0], net))
+        history = train(net, train_iter, test_iter, 1, opt, nb.make_scheduler(opt), fast=fast)
+        results.append((history[0], net))
     (a, net_a), (b, net_b) = results
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert b[key] == pytest.approx(a[key], abs=1e-5)
@@ -57,9 +56,9 @@ def test_partial_last_batch_is_trained_not_dropped(tiny_root):
 
 def test_scheduler_cut_takes_effect(tiny_root):
     """A learning rate set to 0 by the scheduler must stop Adam's updates (weight decay 0)."""
-    nb.seed_everything(0)
+    torch.manual_seed(0)
     net = nb.NeuralNetwork()
-    opt = make_fast_optimizer(net.parameters(), "adam", 1e-3, 0.0)
+    opt = nb.make_optimizer(net, "adam", 1e-3, 0.0)
 
     class CutToZero:
         def step(self):
@@ -67,10 +66,9 @@ def test_scheduler_cut_takes_effect(tiny_root):
                 g["lr"] = 0.0
 
     train_iter, test_iter = device_loaders(tiny_root)
-    train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt, CutToZero())
+    train(net, train_iter, test_iter, 1, opt, CutToZero(), fast=True)
     before = net.stemLinear.weight.detach().clone()
-    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, CutToZero(),
-                         history=[{"epoch": 1}])
+    history = train(net, train_iter, test_iter, 1, opt, CutToZero(), fast=True)
     assert history[-1]["lr"] == 0.0
     assert torch.equal(net.stemLinear.weight, before)
 
@@ -80,10 +78,10 @@ def test_fixed_cut_reaches_the_lr_tensor_a_graph_reads(tiny_root):
     tensor (torch fills it in place; older torch replaces it, and FastTrainer copies the value in)."""
     net = nb.NeuralNetwork()
     lr = torch.tensor(1e-3)
-    opt = nb.make_optimizer(net.parameters(), "adam", lr, 0.0)
+    opt = nb.make_optimizer(net, "adam", lr, 0.0)
     train_iter, test_iter = device_loaders(tiny_root)
-    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt,
-                         nb.make_cut_scheduler(opt, epoch=1, factor=0.5))
+    history = train(net, train_iter, test_iter, 2, opt, make_cut_scheduler(opt, epoch=1, factor=0.5),
+                    fast=True)
     assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(5e-4)
     assert history.column("lr") == pytest.approx([5e-4, 5e-4])
 
@@ -94,8 +92,7 @@ def test_each_precision_mode_runs(tiny_root, precision):
     # 50 images each way: bf16 is emulated, and slow, on CPUs without bf16 instructions.
     train_iter, test_iter = device_loaders(tiny_root, batch_size=25, train_subset=50,
                                            test_subset=50)
-    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt,
-                         precision=precision)
+    history = train(net, train_iter, test_iter, 1, opt, fast=True, precision=precision)
     assert 0 < history[0]["train_loss"] < 10 and 0 <= history[0]["test_acc"] <= 1
 
 
@@ -105,11 +102,9 @@ def test_fast_path_refuses_bad_input(tiny_root):
         FastTrainer(net, nn.CrossEntropyLoss(), opt, "cpu", precision="fp16")
     train_iter, test_iter = nb.load_data_fashion_mnist(64, root=tiny_root, num_workers=0, spec=TINY)
     with pytest.raises(ValueError, match="train_iter must be a DeviceLoader"):
-        train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt, device="cpu")
+        train(net, train_iter, test_iter, 1, opt, device="cpu", fast=True)
     with pytest.raises(ValueError, match="graphs=True needs CUDA"):
         FastTrainer(net, nn.CrossEntropyLoss(), opt, "cpu", graphs=True)
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        make_fast_optimizer(net.parameters(), "adam", -1.0)
 
 
 def test_fast_path_reports_divergence(tiny_root):
@@ -118,7 +113,7 @@ def test_fast_path_reports_divergence(tiny_root):
     with torch.no_grad():
         net.stemLinear.weight.fill_(float("inf"))
     with pytest.raises(nb.TrainingDiverged, match=r"epoch 1: .*batch 0"):
-        train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt)
+        train(net, train_iter, test_iter, 1, opt, fast=True)
 
 
 def test_bench_json_has_every_field(real_root, tmp_path):
@@ -133,7 +128,7 @@ def test_bench_json_has_every_field(real_root, tmp_path):
     for row in saved["rows"]:
         assert set(bench.FIELDS) <= set(row) and row["ms_per_step"] > 0 and row["epoch_s"] > 0
     assert saved["rows"][0]["speedup_vs_my_utils"] == 1.0
-    assert saved["parameters"]["dropout"] == saved["parameters"]["linear"] == "nbutils"
+    assert saved["parameters"]["cpu_kernels"] is False
 
 
 def test_bench_times_fewer_steps_where_bf16_is_emulated_and_prints_rows_as_they_come(
@@ -185,13 +180,15 @@ def test_bench_refuses_a_folder_as_its_json_before_measuring(tmp_path, capsys, m
     assert f"out must be a JSON file's path, and {tmp_path} is a folder" in capsys.readouterr().err
 
 
-def test_bench_stock_dropout_swaps_in_torchs_module_with_the_same_p():
-    ours, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False)
-    stock, _, _ = bench._setup(torch.device("cpu"), 0, "fp32", fast=False, stock_dropout=True)
-    for name in ("Block1_Dropout", "Block2_Dropout"):
-        assert type(getattr(ours, name)) is Dropout
-        assert type(getattr(stock, name)) is nn.Dropout
-        assert getattr(stock, name).p == getattr(ours, name).p
+def test_bench_times_the_fast_path_with_the_cpu_kernels_only_when_asked(monkeypatch):
+    kinds = []
+    monkeypatch.setattr(bench, "measure_mode", lambda mode, net, *a: kinds.append(
+        (mode, type(net.Block1_Dropout))) or {})
+    for kernels in (False, True):
+        for mode in ("my_utils", "fast-fp32"):
+            bench.measure(mode, None, torch.device("cpu"), 1, 1, 0, kernels=kernels)
+    assert kinds == [("my_utils", nn.Dropout), ("fast-fp32", nn.Dropout),
+                     ("my_utils", nn.Dropout), ("fast-fp32", cpu.Dropout)]
 
 
 def test_graph_safe_optimizers():
@@ -203,15 +200,32 @@ def test_graph_safe_optimizers():
     assert graph_safe(torch.optim.SGD(params, lr=lr, fused=True))
     assert not graph_safe(torch.optim.SGD(params, lr=1e-3, fused=True))  # a float lr is baked in
     assert not graph_safe(torch.optim.Adam(params)) and not graph_safe(torch.optim.SGD(params, lr=1))
-    for name in nb.OPTIMIZERS:  # on the CPU nothing is captured: the plain optimizers, float lr
-        assert not graph_safe(make_fast_optimizer(params, name, 1e-3, 5e-4, "cpu"))
+    for name in nb.OPTIMIZERS:  # on the CPU nothing is captured: the optimizers stay as they were
+        opt = nb.make_optimizer(nn.Linear(3, 2), name)
+        assert not prepare_for_graphs(opt, "cpu") and opt.param_groups[0]["lr"] == 1e-3
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("optimizer", sorted(nb.OPTIMIZERS))
-def test_cuda_optimizers_are_captured(optimizer):
-    opt = make_fast_optimizer(nn.Linear(3, 2).cuda().parameters(), optimizer, 1e-3, 5e-4, "cuda")
-    assert graph_safe(opt) and all(torch.is_tensor(g["lr"]) for g in opt.param_groups)
+def test_cuda_optimizers_are_made_capturable_in_place(optimizer):
+    layer = nn.Linear(3, 2).cuda()
+    opt = nb.make_optimizer(layer, optimizer, 1e-3, 5e-4)
+    plateau = nb.make_scheduler(opt)
+    assert prepare_for_graphs(opt, "cuda") and graph_safe(opt)
+    assert all(torch.is_tensor(g["lr"]) and g["lr"].is_cuda for g in opt.param_groups)
+    assert plateau.optimizer is opt and opt.param_groups[0]["weight_decay"] == 5e-4
+    layer(torch.ones(4, 3, device="cuda")).sum().backward()
+    opt.step()  # the converted optimizer steps
+
+
+def test_a_stepped_or_unknown_optimizer_is_left_as_it_is():
+    layer = nn.Linear(3, 2)
+    rmsprop = torch.optim.RMSprop(layer.parameters())
+    assert not prepare_for_graphs(rmsprop, "cuda") and rmsprop.param_groups[0]["lr"] == 0.01
+    adam = nb.make_optimizer(layer)
+    layer(torch.ones(1, 3)).sum().backward()
+    adam.step()
+    assert not prepare_for_graphs(adam, "cuda") and adam.param_groups[0]["lr"] == 1e-3
 
 
 @pytest.mark.cuda
@@ -220,7 +234,7 @@ def test_cuda_graphs_train_and_learn(tiny_root):
     train_iter, test_iter = device_loaders(tiny_root, device="cuda")
     trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, "cuda")
     assert trainer.graphs
-    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 4, opt)
+    history = train(net, train_iter, test_iter, 4, opt, fast=trainer)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
@@ -251,13 +265,14 @@ def test_cuda_graph_sees_scheduler_cut(tiny_root, optimizer, kind):
     net, opt = fresh("cuda", optimizer=optimizer)
     train_iter, test_iter = device_loaders(tiny_root, device="cuda", drop_last=True)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=1e-12, threshold=1e9) \
-        if kind == "plateau" else nb.make_cut_scheduler(opt, epoch=1, factor=1e-12)
+        if kind == "plateau" else make_cut_scheduler(opt, epoch=1, factor=1e-12)
     for g in opt.param_groups:
         g["weight_decay"] = 0.0
-    history = train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, sched)
+    trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, "cuda")
+    history = train(net, train_iter, test_iter, 2, opt, sched, fast=trainer)
     assert history[-1]["lr"] < 1e-13
     before = [p.detach().clone() for p in net.parameters()]
-    train_fast(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt, None, history=history)
+    train(net, train_iter, test_iter, 1, opt, None, fast=trainer)  # the same graphs, replayed
     assert all(torch.allclose(a, b, atol=1e-9) for a, b in zip(before, net.parameters()))
 
 
@@ -268,9 +283,8 @@ def test_cuda_fast_and_classic_agree_statistically(tiny_root, precision):
     for fast in (False, True):
         net, opt = fresh("cuda")
         train_iter, test_iter = device_loaders(tiny_root, device="cuda", seed=3)
-        run = train_fast if fast else nb.train_ch3
-        kw = {"precision": precision} if fast else {"animator": False}
-        accs.append(run(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt, **kw)[-1]["test_acc"])
+        kw = {"precision": precision} if fast else {}
+        accs.append(train(net, train_iter, test_iter, 3, opt, fast=fast, **kw)[-1]["test_acc"])
     assert abs(accs[0] - accs[1]) < 0.15
 
 
@@ -288,14 +302,14 @@ def _bench_result(device, parameters, modes):
 
 
 def test_a_bench_table_names_its_file_and_the_command_that_measures_it_again():
-    cpu = _bench_result("cpu", dict(batch_size=64, steps=20, eval_images=500, epochs=0,
-                                    baseline_epochs=None, dropout="torch", linear="nbutils"),
-                        ["my_utils", "fast-fp32"])
-    table = bench.markdown_table(cpu, "reports/bench/x.json")
+    result = _bench_result("cpu", dict(batch_size=64, steps=20, eval_images=500, epochs=0,
+                                       baseline_epochs=None, cpu_kernels=True),
+                           ["my_utils", "fast-fp32"])
+    table = bench.markdown_table(result, "reports/bench/x.json")
     assert table.splitlines()[0] == (
         "`reports/bench/x.json`: A CPU, torch 2.14.1, batch 64, 2026-11-28 01:48. Rerun: `python3 -m "
         "nbutils bench --device cpu --eval-images 500 --batch-size 64 --modes my_utils,fast-fp32 "
-        "--stock-dropout --out reports/bench/x.json`")
+        "--cpu-kernels --out reports/bench/x.json`")
     assert ("| fast-fp32 | 692 | 185 | 344 | 2.9 h | 1.53× | 20 steps + 2000 test images, projected |"
             in table.splitlines())
     # A GPU run of every mode at the defaults, into the default file, needs no other option.
@@ -305,18 +319,18 @@ def test_a_bench_table_names_its_file_and_the_command_that_measures_it_again():
         "python3 -m nbutils bench --device cuda --epochs 30")
 
 
-def test_the_readme_speed_tables_are_the_committed_json_rendered():
-    named = bench.readme_tables()
+def test_the_reports_speed_tables_are_the_committed_json_rendered():
+    named = bench.report_tables()
     assert {"reports/bench/bench-cpu.json", "reports/bench/bench-cuda-h100.json"} <= set(named)
-    text = bench.README.read_text()
+    text = bench.REPORT.read_text()
     assert bench.render_tables(text) == text, "regenerate: python3 -m nbutils bench --tables-only"
 
 
-def test_a_bench_run_rewrites_the_readme_table_of_the_file_it_writes(real_root, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_a_bench_run_rewrites_the_table_of_the_file_it_writes(real_root, tmp_path, monkeypatch,
+                                                              capsys):
     out, readme = tmp_path / "bench.json", tmp_path / "README.md"
     readme.write_text(f"intro\n\n<!-- bench table: {out} -->\nold\n<!-- end of bench table -->\n\nend\n")
-    monkeypatch.setattr(bench, "README", readme)
+    monkeypatch.setattr(bench, "REPORT", readme)
     result = bench.run("cpu", steps=1, eval_images=64, modes=["fast-fp32"], out=out,
                        root=real_root, batch_size=8)
     text = readme.read_text()
@@ -328,7 +342,7 @@ def test_a_bench_run_rewrites_the_readme_table_of_the_file_it_writes(real_root, 
 def test_bench_tables_only_names_a_missing_file(tmp_path, monkeypatch, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("<!-- bench table: reports/bench/gone.json -->\n<!-- end of bench table -->\n")
-    monkeypatch.setattr(bench, "README", readme)
+    monkeypatch.setattr(bench, "REPORT", readme)
     with pytest.raises(SystemExit):
         bench.main(["--tables-only"])
     assert "names reports/bench/gone.json, which is not a file" in capsys.readouterr().err

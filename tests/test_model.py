@@ -1,4 +1,5 @@
-"""nbutils.model: the report's listing, shapes, parameter count and weight initialisations."""
+"""The coursework's model (notebook 02) and initialisations (03), as exported: the report's listing,
+shapes and parameter count; nbutils.shapes traces the table."""
 import math
 import re
 from pathlib import Path
@@ -12,7 +13,6 @@ import nbutils as nb
 DATA = Path(__file__).parent / "data"
 
 
-
 def test_listing_matches_report_line_for_line():
     expected = (DATA / "report_listing.txt").read_text().strip().splitlines()
     got = [re.sub(r"(BatchNorm1d\(.*), bias=True", r"\1", line) for line in
@@ -23,8 +23,12 @@ def test_listing_matches_report_line_for_line():
 def test_parameter_count():
     net = nb.NeuralNetwork()
     assert nb.count_parameters(net) == 230_844
-    assert sum(n for _, n in nb.parameter_table(net)) == 230_844
-    assert nb.parameter_table(net)[0] == ("stemLinear", 16 * 256 + 256)
+    assert sum(p.numel() for p in net.stemLinear.parameters()) == 16 * 256 + 256
+
+
+def test_the_model_is_built_from_torchs_own_modules():
+    types = {type(m) for m in nb.NeuralNetwork().modules()} - {nb.NeuralNetwork}
+    assert types == {nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout}
 
 
 def test_traced_shape_table_matches_report():
@@ -44,12 +48,16 @@ def test_format_shape_table_has_header_and_every_row():
     assert len(text.splitlines()) == len(rows) + 1
 
 
-def test_forward_shapes_and_image_input():
+def test_forward_takes_images_and_cuts_them_into_patches():
     net = nb.NeuralNetwork().eval()
     images = torch.randn(5, 1, 28, 28)
-    out = net(nb.patchify(images))
-    assert out.shape == (5, 10)
-    assert torch.equal(out, net(images))  # images are cut into patches by the model itself
+    assert net(images).shape == (5, 10)
+    with torch.no_grad():
+        stem = nb.patchify(images) @ net.stemLinear.weight.T + net.stemLinear.bias
+    seen = []
+    net.stemLinear.register_forward_hook(lambda m, i, o: seen.append(o))
+    net(images)
+    assert torch.allclose(seen[0], stem, atol=1e-5)
 
 
 def test_forward_restores_training_mode_after_trace():
@@ -62,8 +70,6 @@ def test_other_patch_size_builds_a_consistent_model():
     net = nb.NeuralNetwork(patch_size=7)
     assert net.stemLinear.in_features == 49 and net.batchnorm.num_features == 16
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    with pytest.raises(ValueError, match="patch_size"):
-        nb.NeuralNetwork(patch_size=5)
 
 
 def _fan_in(w):
@@ -95,6 +101,28 @@ def test_inits_differ_and_leave_biases():
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match=r"init must be one of \['kaiming_normal', 'kaiming_uniform'"):
         nb.init_weights(nn.Linear(2, 2), "he")
+
+
+def test_make_optimizer_builds_the_named_optimizer_on_every_parameter():
+    net = nb.NeuralNetwork()
+    for name, cls in nb.OPTIMIZERS.items():
+        opt = nb.make_optimizer(net, name, lr=0.01, weight_decay=0.1)
+        assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.01
+        assert opt.param_groups[0]["weight_decay"] == 0.1
+        assert len(opt.param_groups[0]["params"]) == len(list(net.parameters()))
+    with pytest.raises(ValueError, match=r"optimizer must be one of \['adam', 'asgd', 'sgd'\]"):
+        nb.make_optimizer(net, "rmsprop")
+
+
+def test_build_is_the_reports_model_loss_optimizer_and_scheduler_seeded():
+    params = nb.resolve("seed", seed=3, patience=7, init="xavier_normal")
+    net, loss, opt, sched = nb.build(params)
+    again = nb.build(params)[0]
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                 again.state_dict().values()))
+    assert isinstance(loss, nn.CrossEntropyLoss) and isinstance(opt, torch.optim.Adam)
+    assert isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert (sched.patience, sched.mode, sched.threshold) == (7, "min", 1e-8)
 
 
 def test_every_exported_name_resolves():

@@ -5,18 +5,22 @@ import pytest
 import torch
 
 from nbutils import params as P
-from nbutils import run
 from nbutils.data import RAW_FILES
+from nbutils.runs import warn_if_slow
+from nbutils.tools import run
 
 
 @pytest.mark.parametrize("given, message", [
     (dict(epochs=0), "epochs must be >= 1, got 0"),
     (dict(batch_size=0), "batch_size must be >= 1, got 0"),
-    (dict(lr=-0.001), "lr must be > 0, got -0.001"),
+    (dict(lr=-0.001), "lr must be a finite number > 0, got -0.001"),
+    (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
+    (dict(lr=float("nan")), "lr must be a finite number > 0, got nan"),
+    (dict(weight_decay=float("inf")), "weight_decay must be a finite number >= 0, got inf"),
     (dict(lr="5e-4"),
      r"lr must be a number, got '5e-4' \(a string; write 0.0005: YAML reads 5e-4 as text\)"),
     (dict(lr="fast"), r"lr must be a number, got 'fast'$"),
-    (dict(weight_decay=-1e-4), "weight_decay must be >= 0"),
+    (dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
     (dict(optimizer="rmsprop"), r"optimizer must be one of \['adam', 'sgd', 'asgd'\], got 'rmsprop'"),
     (dict(init="he"), r"init must be one of \['kaiming_uniform'"),
     (dict(patch_size=5), r"patch_size must divide 28: one of \[1, 2, 4, 7, 14, 28\], got 5"),
@@ -66,41 +70,51 @@ def test_profiles_and_overrides(monkeypatch):
     assert P.resolve().profile == "smoke" and P.resolve("seed").epochs == 30
 
 
+@pytest.mark.parametrize("given", [dict(epochs=30), dict(epochs=30, live_plot=True),
+                                   dict(test_subset=0, train_subset=0)])
+def test_a_given_value_holds_whatever_the_profile(given):
+    """Even a value equal to the report's default: smoke used to swallow epochs=30 (1 epoch) and
+    live_plot=True (no plot)."""
+    params = P.resolve("smoke", **given)
+    assert {k: getattr(params, k) for k in given} == given
+
+
+def test_none_takes_the_profiles_value_and_the_notebook_says_which(capsys):
+    namespace = dict(profile="smoke", epochs=None, train_subset=None, lr=0.01, run_sweep=True)
+    params = P.from_namespace(namespace)
+    assert (params.epochs, params.train_subset, params.test_subset, params.lr) == (1, 256, 1000, 0.01)
+    assert capsys.readouterr().out == "profile 'smoke': epochs=1, train_subset=256 from the profile\n"
+    P.from_namespace(dict(profile="seed", epochs=5))
+    assert capsys.readouterr().out == "profile 'seed'\n"
+
+
+def test_a_smoke_run_is_described_as_a_pipeline_check():
+    assert P.describe(P.resolve("smoke")).startswith("smoke profile, a pipeline check: 1 epoch on "
+                                                     "256 training images (1,000 test images)")
+    assert "mean nothing" in P.describe(P.resolve("smoke"))
+    assert P.describe(P.resolve("seed")) == ("profile 'seed': 30 epochs on 60,000 training images "
+                                             "(10,000 test images), adam lr 0.001, batch 128, seed 0")
+
+
 def test_papermill_style_values_are_coerced():
     p = P.resolve("seed", epochs=10.0, resume="false", lr=1)
     assert (p.epochs, p.resume, p.lr) == (10, False, 1.0)
-    assert run._parse_value("ten") == "ten" and run._parse_value("10") == 10
+    assert run.parse_value("ten") == "ten" and run.parse_value("10") == 10
 
 
 @pytest.mark.parametrize("text", ["10", "5e-4", "0.0005", "-1", "True", "False", "None", "true",
                                   "ten", "cuda:0", "", "1_000"])
 def test_runner_reads_p_values_as_papermill_does(text):
     from papermill.cli import _resolve_type  # papermill's own -p parser
-    assert run._parse_value(text) == _resolve_type(text)
-    assert type(run._parse_value(text)) is type(_resolve_type(text))
+    assert run.parse_value(text) == _resolve_type(text)
+    assert type(run.parse_value(text)) is type(_resolve_type(text))
 
 
-def test_replaced_by_profile_names_the_defaults_a_profile_overrides():
-    assert P.replaced_by_profile("smoke", epochs=30, lr=0.001) == {"epochs": 1}  # lr: smoke keeps it
-    assert P.replaced_by_profile("smoke", epochs=2, test_subset=0, live_plot="True") == {
-        "test_subset": 1000, "live_plot": False}
-    assert P.replaced_by_profile("seed", epochs=30, train_subset=0) == {}
-
-
-def test_runner_refuses_a_value_the_profile_would_replace(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("NBUTILS_REPORTS", str(tmp_path))
-    assert run.main(["--profile", "smoke", "-p", "epochs", "30", "-p", "lr", "5e-4",
-                     "--name", "swallowed"]) == 2
-    err = capsys.readouterr().err
-    assert "epochs=30: a value equal to the report's default follows the profile, and smoke sets " \
-           "epochs=1" in err
-    assert not (tmp_path / "swallowed").exists()
-    # the command it suggests runs what was asked for: smoke's data, 30 epochs, lr 5e-4
-    suggested = err.split("--profile seed ")[1].split()
-    given = {suggested[i + 1]: run._parse_value(suggested[i + 2])
-             for i in range(0, len(suggested), 3)}
-    params = P.resolve("seed", **given)
+def test_the_runner_takes_a_given_value_whatever_the_profile(tmp_path, real_root):
+    """`reproduce --profile smoke -p epochs 30` simply runs 30 smoke epochs."""
+    params, _, injected = run.prepare("smoke", {"epochs": 30, "lr": 5e-4}, name="s", root=tmp_path)
     assert (params.epochs, params.lr, params.train_subset, params.test_subset) == (30, 5e-4, 256, 1000)
+    assert injected["epochs"] == 30
 
 
 def test_runner_refuses_bad_value_before_making_a_folder(tmp_path, monkeypatch, capsys):
@@ -129,18 +143,19 @@ def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path, real_root)
 
 
 def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
-    from nbutils.experiment import warn_if_slow
-    warn_if_slow(P.resolve("seed", device="cpu"), runs=2)  # the my_utils loop: ~8.5 min an epoch
-    assert "2 full-size runs of 30 epochs: about 8.5 h on 2 CPU cores" in capsys.readouterr().out
+    warn_if_slow(P.resolve("seed", device="cpu"), runs=2)  # the my_utils loop: ~9 min an epoch
+    out = capsys.readouterr().out
+    assert "2 full-size runs of 30 epochs: about 9.0 h on 2 CPU cores" in out
+    assert "`python3 -m nbutils reproduce --profile smoke`" in out
     warn_if_slow(P.resolve("seed", device="cpu", fast="on"))
-    assert "1 full-size run of 30 epochs: about 2.8 h" in capsys.readouterr().out
+    assert "1 full-size run of 30 epochs: about 3.0 h" in capsys.readouterr().out
     for quiet in (P.resolve("smoke", device="cpu"), P.resolve("seed", device="cpu", train_subset=500)):
         warn_if_slow(quiet)
     warn_if_slow(P.resolve("seed", device="cpu"), runs=0)
     warn_if_slow(P.resolve("seed", device="cpu"), epochs=0)  # a resumed run with nothing left
     assert capsys.readouterr().out == ""
     warn_if_slow(P.resolve("seed", device="cpu", fast="on"), epochs=12)  # 18 of 30 done
-    assert "1 full-size run of 12 epochs: about 1.1 h" in capsys.readouterr().out
+    assert "1 full-size run of 12 epochs: about 1.2 h" in capsys.readouterr().out
 
 
 def test_runner_refuses_a_corrupt_dataset_before_making_a_folder(tmp_path):

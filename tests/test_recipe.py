@@ -1,11 +1,11 @@
-"""nbutils.recipe: the stronger conv-free recipe's parts, each inside the fast path's step."""
+"""nbutils.tools.recipe: the stronger conv-free recipe's parts, each inside the fast path's step."""
 import pytest
 import torch
 from torch import nn
 
 import nbutils as nb
 from nbutils.fast import FastTrainer
-from nbutils.recipe import EMA, INGREDIENTS, Augment, PatchMixer, Recipe, WarmupCosine, make_recipe
+from nbutils.tools.recipe import EMA, INGREDIENTS, Augment, PatchMixer, Recipe, WarmupCosine, make_recipe
 from conftest import TINY
 
 
@@ -69,15 +69,15 @@ def test_ema_follows_the_weights():
 
 def test_recipe_learns_in_the_fast_trainer(tiny_root):
     """All ingredients at once, on the tiny data: the step runs, the loss falls, the EMA is evaluated."""
-    nb.seed_everything(0)
+    torch.manual_seed(0)
     train_iter, test_iter = nb.load_data_fashion_mnist_device(50, "cpu", root=tiny_root, spec=TINY)
     recipe = Recipe(dim=32, depth=2, token_hidden=32, channel_hidden=64, epochs=6, warmup_epochs=1,
                     lr=3e-3, ema_decay=0.9, precision="fp32")
     net, eval_net, loss, opt, sched, hooks = make_recipe(recipe, "cpu", len(train_iter))
     assert eval_net is not net and sched is None
     trainer = FastTrainer(net, loss, opt, "cpu", eval_net=eval_net, **hooks)
-    history = nb.train.fit(net, train_iter, test_iter, loss, recipe.epochs, opt, None, "cpu",
-                           train_epoch=trainer.train_epoch, evaluate_fn=trainer.evaluate)
+    history = nb.train_ch3(net, train_iter, test_iter, loss, recipe.epochs, opt, None, "cpu",
+                           animator=False, fast=trainer, progress=False)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert float(hooks["before_update"].step) == recipe.epochs * len(train_iter)
     assert float(opt.param_groups[0]["lr"]) == pytest.approx(0.0, abs=1e-9)  # the cosine ended
@@ -87,7 +87,7 @@ def test_recipe_learns_in_the_fast_trainer(tiny_root):
 @pytest.mark.cuda
 def test_recipe_graph_capture_leaves_no_trace(tiny_root):
     """Capture's warm-up steps the schedule and the EMA too; both must be restored."""
-    nb.seed_everything(0)
+    torch.manual_seed(0)
     train_iter, _ = nb.load_data_fashion_mnist_device(50, "cuda", root=tiny_root, spec=TINY,
                                                       drop_last=True)
     net, eval_net, loss, opt, _, hooks = make_recipe(Recipe(dim=32, depth=2, epochs=2), "cuda",

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import nbutils as nb
-from nbutils import experiment, io
-from nbutils.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
+from nbutils import io, runs
+from nbutils.checkpoint import Checkpoint, CheckpointMismatch
 from nbutils.params import resolve
 
 TRAIN = dict(epochs=3, train_subset=384, test_subset=200, batch_size=64, live_plot=False)
@@ -24,14 +24,23 @@ def params_for(folder, **kw):
     return resolve("smoke", run_dir=str(folder), **dict(TRAIN, **kw))
 
 
+def train(params):
+    """Notebook 04's training and what it writes: a checkpoint every epoch, then the run's files."""
+    folder = runs.run_folder(params)
+    net, history, _, _ = runs.train_params(params, params.checkpoint_dir or folder)
+    runs.save_run(folder, net, history, params)
+    return net, history, folder
+
+
 def train_in_subprocess(folder, **kw):
     """Start a real training process (the thing a Colab disconnect kills)."""
     code = textwrap.dedent(f"""
         from nbutils.params import resolve
-        from nbutils.experiment import train
+        from test_reliability import train
         train(resolve("smoke", run_dir={str(folder)!r}, **{dict(TRAIN, **kw)!r}))
     """)
-    return subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, NBUTILS_HEADLESS="1"))
+    return subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                            env=dict(os.environ, NBUTILS_HEADLESS="1"))
 
 
 def strip_seconds(history):
@@ -47,7 +56,7 @@ def uninterrupted(real_root, tmp_path_factory):
 
 
 def final_state(folder):
-    net, history, _ = experiment.load_trained(folder, "cpu")
+    net, history, _ = runs.load_trained(folder, "cpu")
     return net.state_dict(), strip_seconds(history)
 
 
@@ -87,33 +96,23 @@ def test_same_seed_same_history(uninterrupted, tmp_path):
     assert final_state(tmp_path / "again")[1] == final_state(uninterrupted)[1]
 
 
-def test_training_announces_a_cpu_run_before_it_starts(tmp_path, monkeypatch):
-    """Notebook 04 in Colab without a GPU runtime: the hours are said before training starts (for
-    a full-size run; warn_if_slow's own tests), and not again once the run has finished."""
-    said = []
-    monkeypatch.setattr(experiment, "warn_if_slow",
-                        lambda params, epochs=None: said.append((params.train_subset, epochs)))
-    experiment.train(params_for(tmp_path / "run", epochs=1))
-    experiment.train(params_for(tmp_path / "run", epochs=1))  # resumes a finished run: nothing to do
-    assert said == [(384, 1)]
-
-
 def test_checkpoint_with_other_parameters_is_refused(uninterrupted):
     with pytest.raises(CheckpointMismatch, match=r"other parameters \(lr: checkpoint 0.001 vs now 0.01\)"):
-        experiment.train(params_for(uninterrupted, lr=0.01))
+        train(params_for(uninterrupted, lr=0.01))
 
 
 def test_unreadable_checkpoint_is_refused(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"half a file")
     with pytest.raises(CheckpointMismatch, match="not a readable checkpoint"):
-        load_checkpoint(tmp_path / "checkpoint.pt", {})
+        Checkpoint(tmp_path / "checkpoint.pt", {}).load()
+    assert Checkpoint(tmp_path / "checkpoint.pt", {}, resume=False).load() is None
 
 
 def test_resume_false_starts_over_and_keeps_old_results(real_root, tmp_path):
     folder = tmp_path / "run"
-    experiment.train(params_for(folder, epochs=1))
+    train(params_for(folder, epochs=1))
     old_history = (folder / "history.json").read_text()
-    net, history, _ = experiment.train(params_for(folder, epochs=1, resume=False, seed=1))
+    net, history, _ = train(params_for(folder, epochs=1, resume=False, seed=1))
     archived = list((folder / "previous").glob("*/history.json"))
     assert len(archived) == 1 and archived[0].read_text() == old_history
     assert (archived[0].parent / "checkpoint.pt").exists()
@@ -121,18 +120,18 @@ def test_resume_false_starts_over_and_keeps_old_results(real_root, tmp_path):
 
 
 def test_checkpoint_dir_parameter(real_root, tmp_path):
-    experiment.train(params_for(tmp_path / "run", epochs=1, checkpoint_dir=str(tmp_path / "drive")))
+    train(params_for(tmp_path / "run", epochs=1, checkpoint_dir=str(tmp_path / "drive")))
     assert (tmp_path / "drive" / "checkpoint.pt").exists()
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_divergence_names_epoch_batch_and_cause_and_keeps_last_good_checkpoint(real_root, tmp_path,
                                                                              monkeypatch):
-    real_build = experiment.build
+    real_build = runs.build
     calls = {"n": 0}
 
-    def poisoned_build(params):
-        net, loss, opt, sched = real_build(params)
+    def poisoned_build(params, device):
+        net, loss, opt, sched = real_build(params, device)
 
         def loss_fn(y_hat, y):
             calls["n"] += 1
@@ -140,10 +139,10 @@ def test_divergence_names_epoch_batch_and_cause_and_keeps_last_good_checkpoint(r
             return value * float("nan") if calls["n"] == 13 else value  # 6 train + 4 test per epoch
         return net, loss_fn, opt, sched
 
-    monkeypatch.setattr(experiment, "build", poisoned_build)
+    monkeypatch.setattr(runs, "build", poisoned_build)
     folder = tmp_path / "diverged"
     with pytest.raises(nb.TrainingDiverged, match=r"epoch 2: .*batch 2; the learning rate"):
-        experiment.train(params_for(folder, epochs=3))
+        train(params_for(folder, epochs=3))
     kept = torch.load(folder / "checkpoint.pt", weights_only=False)
     assert [r["epoch"] for r in kept["history"]] == [1]
 
@@ -165,9 +164,10 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     net = nn.Linear(2, 2)
     opt = torch.optim.Adam(net.parameters())
-    save_checkpoint(tmp_path / "c.pt", net, opt, None, [{"epoch": 1}], {"lr": 1})
+    checkpoint = Checkpoint(tmp_path / "c.pt", {"lr": 1})
+    checkpoint.save(net, opt, None, [{"epoch": 1}], None)
     monkeypatch.setattr(io.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
-        save_checkpoint(tmp_path / "c.pt", net, opt, None, [{"epoch": 1}, {"epoch": 2}], {"lr": 1})
-    assert len(load_checkpoint(tmp_path / "c.pt", {"lr": 1})["history"]) == 1
+        checkpoint.save(net, opt, None, [{"epoch": 1}, {"epoch": 2}], None)
+    assert len(checkpoint.load()["history"]) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]

@@ -6,11 +6,14 @@ import sys
 from pathlib import Path
 
 import nbformat
+import papermill as pm
 import pytest
 import torch
 
-from nbutils import experiment, results, run
+from nbutils import runs
 from nbutils.params import Params, resolve
+from nbutils.tools import results, run, sweep
+from test_browser import CLUTTER
 
 
 @pytest.fixture
@@ -19,26 +22,79 @@ def reports(tmp_path, monkeypatch):
     return tmp_path / "reports"
 
 
-def test_smoke_profile_end_to_end(reports):
+def test_smoke_profile_end_to_end(reports, capfd):
     assert run.main(["--profile", "smoke", "--name", "smoke-e2e"]) == 0
+    terminal = capfd.readouterr().out
     folder = reports / "smoke-e2e"
     assert sorted(p.name for p in folder.glob("*.ipynb")) == [p.name for p in run.notebooks()]
-    for nb_path in folder.glob("*.ipynb"):  # executed copies, with outputs
-        assert any(c.get("outputs") for c in nbformat.read(nb_path, 4).cells if c.cell_type == "code")
+    for nb_path in folder.glob("*.ipynb"):  # executed copies, with outputs, and nothing stray
+        cells = nbformat.read(nb_path, 4).cells
+        assert any(c.get("outputs") for c in cells if c.cell_type == "code")
+        outputs = [o for c in cells for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.output_type == "error"], nb_path.name
+        assert not [o for o in outputs if o.output_type == "execute_result"
+                    and CLUTTER.match("".join(o.data.get("text/plain", "")))], nb_path.name
+        (injected,) = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+        names = {line.split(" = ")[0] for line in injected.source.splitlines() if " = " in line}
+        assert "profile" in names and names <= run.declared_parameters(nb_path), nb_path.name
     status = json.loads((folder / "status.json").read_text())
     assert status["state"] == "finished"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["params"]["profile"] == "smoke" and metrics["params"]["train_subset"] == 256
+    assert metrics["summary"].startswith("smoke profile, a pipeline check")
     assert metrics["environment"]["torch"] and metrics["environment"]["device_name"]
     assert 0 < metrics["final_test_acc"] <= 1 and metrics["epochs_run"] == 1
     assert (folder / "history.csv").read_text().splitlines()[0] == \
         "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds"
     for fig in ("samples", "patches", "inits", "training", "confusion", "misclassified"):
         assert (folder / "figures" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    # The terminal follows the run: each notebook's name, then what it prints, epochs included.
+    assert f"[smoke-e2e] 04_training.ipynb\n" in terminal
+    assert "\n    epoch 1/1: train loss " in terminal
     table = (reports / "RESULTS.md").read_text()
     assert "| smoke-e2e | finished | 1 | 128 |" in table
     with pytest.raises(ValueError, match="holds a finished run"):
         run.prepare("smoke", name="smoke-e2e")
+
+
+def test_a_full_size_cpu_run_is_announced_in_the_terminal_before_it_starts(reports, real_root,
+                                                                         monkeypatch, capsys):
+    monkeypatch.setattr(run, "execute", lambda *a: print("notebooks run") or True)
+    assert run.main(["--profile", "seed", "-p", "device", "cpu", "--name", "long"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("about 4.5 h on 2 CPU cores") < out.index("notebooks run")
+    assert "`python3 -m nbutils reproduce --profile smoke`" in out
+
+
+def test_notebook_04_trains_what_train_params_trains_and_a_given_epochs_holds(tmp_path):
+    """papermill 04 -p profile smoke -p epochs 30: 30 epochs (30 is the report's value, and smoke's is
+    1), the very history that runs.train_params, which notebook 05 alone and the sweep use, gives."""
+    given = dict(epochs=30, train_subset=64, test_subset=100)
+    pm.execute_notebook(str(run.NOTEBOOKS_DIR / "04_training.ipynb"), str(tmp_path / "04.ipynb"),
+                        parameters=dict(given, profile="smoke", run_dir=str(tmp_path / "nb")),
+                        kernel_name="python3", progress_bar=False)
+    history = json.loads((tmp_path / "nb" / "history.json").read_text())
+    assert len(history) == 30
+    _, expected, _, _ = runs.train_params(resolve("smoke", **given))
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in history] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in expected]
+
+
+def test_metrics_carry_the_parameters_of_the_model_they_measure(tmp_path, real_root):
+    """Notebook 05 with another profile than 04's used to write its own parameters beside 04's
+    epochs_run: now the trained model's parameters go with it, and the notebook says so."""
+    folder = tmp_path / "run"
+    trained = resolve("smoke", epochs=3, train_subset=64, test_subset=100, run_dir=str(folder))
+    net, history, _, _ = runs.train_params(trained, folder)
+    runs.save_run(folder, net, history, trained)
+    said = []
+    _, loaded, params, where = runs.load_or_train(resolve("smoke", run_dir=str(folder)), folder,
+                                                 log=said.append)
+    assert (params, where, len(loaded)) == (trained, folder, 3)
+    assert said == [f"The model notebook 04 trained in {folder}, with its own parameters (params.json)."]
+    metrics = runs.write_metrics(folder, loaded)
+    assert metrics["epochs_run"] == metrics["params"]["epochs"] == 3
+    assert metrics["params"]["train_subset"] == 64
 
 
 @pytest.mark.parametrize("name", ["../outside", "a/b", ".hidden", "..", "a\\b"])
@@ -128,8 +184,6 @@ def test_results_table_names_the_settings_without_a_column_that_differ_from_the_
 
 def test_results_table_lists_a_recipe_run_with_its_own_settings(reports):
     """Notebook 07's run folder: the recipe's batch, lr and optimizer, and no max (one test)."""
-    from nbutils import sweep
-    from nbutils.params import resolve
     params = resolve("smoke", device="cpu", fast="on", train_subset=120, test_subset=100)
     sweep.run_one(sweep.recipe_spec(params, "no EMA"))
     (row,) = results.collect(reports)
@@ -141,7 +195,6 @@ def test_results_table_lists_a_recipe_run_with_its_own_settings(reports):
 
 def test_papermill_wrong_type_stops_at_the_validation_cell(tmp_path):
     """`papermill ... -p epochs ten`: the cell after the parameters names the parameter."""
-    import papermill as pm
     out = tmp_path / "out.ipynb"
     with pytest.raises(pm.PapermillExecutionError, match="epochs must be an integer, got 'ten'"):
         pm.execute_notebook(str(run.NOTEBOOKS_DIR / "04_training.ipynb"), str(out),
@@ -151,14 +204,13 @@ def test_papermill_wrong_type_stops_at_the_validation_cell(tmp_path):
 
 
 def test_notebook_05_alone_explains_and_trains_a_smoke_model(tmp_path):
-    import papermill as pm
     folder = tmp_path / "fresh"
     out = pm.execute_notebook(str(run.NOTEBOOKS_DIR / "05_evaluation.ipynb"), str(tmp_path / "05.ipynb"),
                               parameters={"profile": "smoke", "run_dir": str(folder)},
                               kernel_name="python3", progress_bar=False)
     printed = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert "No trained model in" in printed and "Run notebook 04 first" in printed
-    assert "The final test accuracy is" in printed
+    assert "The final test accuracy is" in printed and "a pipeline check" in printed
     assert (folder / "smoke-fallback" / "metrics.json").exists()
     assert not (folder / "metrics.json").exists()  # the fallback's numbers never pose as the run's
 
@@ -166,22 +218,23 @@ def test_notebook_05_alone_explains_and_trains_a_smoke_model(tmp_path):
 def test_notebook_05_alone_on_a_gpu_trains_the_run_itself(tmp_path, monkeypatch):
     """Where the real protocol costs seconds, the notebook evaluates the real model, not a smoke one."""
     params = resolve("seed", run_dir=str(tmp_path / "run"))
-    monkeypatch.setattr(experiment, "resolve_device", lambda device: torch.device("cuda"))
-    trained = []
-    monkeypatch.setattr(experiment, "train",
-                        lambda p: trained.append(p) or ("net", "history", tmp_path / "run"))
+    monkeypatch.setattr(runs, "resolve_device", lambda device: torch.device("cuda"))
+    trained, saved = [], []
+    monkeypatch.setattr(runs, "train_params",
+                        lambda p, folder: trained.append((p, folder)) or ("net", [], None, None))
+    monkeypatch.setattr(runs, "save_run", lambda folder, net, history, p: saved.append((folder, p)))
     said = []
-    assert (experiment.load_or_train(params, tmp_path / "run", log=said.append)
-            == ("net", "history", tmp_path / "run", params))
-    assert trained == [params]
+    assert (runs.load_or_train(params, tmp_path / "run", log=said.append)
+            == ("net", [], params, tmp_path / "run"))
+    assert trained == [(params, tmp_path / "run")] and saved == [(tmp_path / "run", params)]
     assert said == [f"No trained model in {tmp_path / 'run'}: training it now, as notebook 04 would "
                     "(seconds on a GPU)."]
 
 
 def test_metrics_name_the_cpu_model_with_its_cores_and_threads():
     """A CPU time means little without the CPU: run metrics name it as the benchmark does."""
-    name = experiment.environment("cpu")["device_name"]
-    assert name == experiment.hardware("cpu")
+    name = runs.environment("cpu")["device_name"]
+    assert name == runs.hardware("cpu")
     assert name.endswith(f" CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
     cpuinfo = Path("/proc/cpuinfo")
     models = [line.split(":", 1)[1].strip() for line in

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from nbutils import __main__ as commands
+from nbutils.tools import results
 
 
 @pytest.mark.parametrize("text, met", [
@@ -78,8 +79,8 @@ def test_an_unknown_command_is_named_before_any_setup(monkeypatch, capsys):
     assert commands.main(["reprodcue"]) == 2
     out, err = capsys.readouterr()
     assert "python3 -m nbutils reproduce" in out  # the usage
-    assert err.strip() == ("error: unknown command 'reprodcue'; one of reproduce, test, bench, sweep, "
-                           "results, setup")
+    assert err.strip() == ("error: unknown command 'reprodcue'; one of reproduce, test, export, bench, "
+                           "sweep, results, setup")
     assert commands.main(["--help"]) == 0 and capsys.readouterr().err == ""
 
 
@@ -92,8 +93,17 @@ def test_a_commands_help_installs_what_is_missing_but_skips_the_data(monkeypatch
     assert calls == [False, ["--help"], True, ["--device", "cpu"]]
 
 
+def test_export_needs_no_setup_and_test_brings_the_browser(monkeypatch):
+    calls = []
+    monkeypatch.setattr(commands, "setup", lambda data=True: calls.append("setup"))
+    monkeypatch.setattr(commands, "ensure_browser", lambda: calls.append("browser"))
+    monkeypatch.setattr(commands, "_exec_module", lambda module, args, **env: calls.append(module))
+    commands.main(["export", "--check"])
+    commands.main(["test", "-m", "browser"])
+    assert calls == ["nbutils.tools.export", "setup", "browser", "pytest"]
+
+
 def test_results_command_has_help_and_refuses_a_missing_root(tmp_path, capsys):
-    from nbutils import results
     with pytest.raises(SystemExit) as exit_:
         results.main(["--help"])
     assert exit_.value.code == 0 and "rewrite reports/RESULTS.md" in capsys.readouterr().out

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import nbutils as nb
-from nbutils import ablations, sweep
-from nbutils.data import stratified_split
+from nbutils.params import Params
+from nbutils.tools import ablations, claims, recipe, sweep
+from nbutils.tools.protocol import stratified_split, val_size_for
 from nbutils.io import atomic_write_json
 from nbutils.params import resolve
 
@@ -34,8 +35,8 @@ def test_stratified_split_holds_out_each_class_in_its_share():
 
 
 def test_plan_shares_runs_and_reads_epochs_off_the_longest(tmp_path):
-    claims = [sweep.CLAIMS["fast_path"], sweep.CLAIMS["batch_size"], sweep.CLAIMS["epochs"]]
-    specs = sweep.plan(claims, [0, 1], base(fast="on"), tmp_path)
+    wanted = [claims.CLAIMS["fast_path"], claims.CLAIMS["batch_size"], claims.CLAIMS["epochs"]]
+    specs = claims.plan(wanted, [0, 1], base(fast="on"), tmp_path)
     names = [sweep.Path(s["folder"]).name for s in specs.values()]
     # "graphs fp32" and "batch_size 128" are the base run; the epochs claim trains 200 epochs once
     assert names.count("report-protocol-s0") == 1 and "graphs-fp32-s0" not in names
@@ -46,27 +47,27 @@ def test_plan_shares_runs_and_reads_epochs_off_the_longest(tmp_path):
 
 
 def test_recipe_rows_train_honestly_in_bf16(tmp_path):
-    specs = sweep.plan([sweep.CLAIMS["recipe"]], [0], base(fast="on"), tmp_path).values()
-    assert len(specs) == len(sweep.INGREDIENTS)
+    specs = claims.plan([claims.CLAIMS["recipe"]], [0], base(fast="on"), tmp_path).values()
+    assert len(specs) == len(recipe.INGREDIENTS)
     assert {(s["params"]["precision"], s["protocol"]) for s in specs} == {("bf16", "honest")}
 
 
 def fake_run(root, label, seed, final, top=None, history=None, seconds=10.0, **overrides):
     """A finished run folder, as run_one writes it, with made-up numbers."""
-    spec = sweep.run_spec(label, dict(overrides), seed, base(fast="on"))
-    folder = root / "runs" / f"{sweep._slug(label)}-s{seed}"
+    spec = claims.run_spec(label, dict(overrides), seed, base(fast="on"))
+    folder = root / "runs" / f"{claims._slug(label)}-s{seed}"
     folder.mkdir(parents=True)
     if history is not None:
         atomic_write_json(folder / "history.json", history)
     atomic_write_json(folder / "metrics.json", dict(
         final_test_acc=final, max_test_acc=top or final, train_seconds=seconds, params=spec["params"],
         protocol=spec["protocol"], scheduler=spec["scheduler"], ingredient=spec["recipe"],
-        recipe=sweep.recipe_settings(spec)))
+        recipe=claims.recipe_settings(spec)))
     return folder
 
 
 def test_verdicts_follow_the_data(tmp_path):
-    claim = sweep.CLAIMS["optimizer"]
+    claim = claims.CLAIMS["optimizer"]
     for seed, noise in enumerate((-0.001, 0.0, 0.001)):
         fake_run(tmp_path, "report protocol", seed, 0.89 + noise)
         fake_run(tmp_path, "sgd", seed, 0.80 + noise, optimizer="sgd")
@@ -82,7 +83,7 @@ def test_verdicts_follow_the_data(tmp_path):
 
 
 def test_scheduler_verdict_says_whether_the_scheduler_ever_acted(tmp_path):
-    claim = sweep.CLAIMS["scheduler"]
+    claim = claims.CLAIMS["scheduler"]
     flat = [dict(epoch=e, test_acc=0.89, lr=1e-3) for e in (1, 2)]
     for seed in (0, 1):
         fake_run(tmp_path, "report protocol", seed, 0.89 + seed / 1000, history=flat)
@@ -99,12 +100,12 @@ def test_scheduler_verdict_says_whether_the_scheduler_ever_acted(tmp_path):
 
 
 def test_lr_cut_claim_replays_the_reports_cut_and_sets_it_beside_the_reports_numbers(tmp_path):
-    claim = sweep.CLAIMS["lr_cut"]
-    specs = sweep.plan([sweep.CLAIMS["scheduler"], claim], [0], base(fast="on"), tmp_path).values()
+    claim = claims.CLAIMS["lr_cut"]
+    specs = claims.plan([claims.CLAIMS["scheduler"], claim], [0], base(fast="on"), tmp_path).values()
     assert sorted(sweep.Path(s["folder"]).name for s in specs) == \
         ["lr-cut-after-epoch-18-s0", "no-scheduler-s0", "report-protocol-s0"]  # the base is shared
-    opt = nb.make_optimizer(torch.nn.Linear(2, 2).parameters())
-    cut = sweep._scheduler("cut18", opt, None)
+    opt = nb.make_optimizer(torch.nn.Linear(2, 2))
+    cut = sweep.scheduler_maker("cut18", 15)(opt)
     assert isinstance(cut, torch.optim.lr_scheduler.MultiStepLR) and dict(cut.milestones) == {18: 1}
 
     def history(cut_to):  # a record's lr is the one after that epoch's scheduler step
@@ -125,7 +126,7 @@ def test_lr_cut_claim_replays_the_reports_cut_and_sets_it_beside_the_reports_num
 
 def test_fast_path_verdict_also_compares_the_last_epochs(tmp_path):
     """A final epoch that dips is not a mode that lost accuracy: the verdict says both."""
-    claim = sweep.CLAIMS["fast_path"]
+    claim = claims.CLAIMS["fast_path"]
     def history(*accs):
         return [dict(epoch=e, test_acc=a, lr=1e-3) for e, a in enumerate(accs, 1)]
     steady = history(0.80, 0.890, 0.886, 0.890, 0.886, 0.890)
@@ -166,7 +167,7 @@ def test_table_marks_times_of_runs_that_shared_the_device():
 
 
 def test_a_missing_seed_leaves_the_claim_without_a_table(tmp_path):
-    claim = sweep.CLAIMS["scheduler"]
+    claim = claims.CLAIMS["scheduler"]
     for seed in (0, 1):
         fake_run(tmp_path, "report protocol", seed, 0.9)
         fake_run(tmp_path, "no scheduler", seed, 0.9, scheduler="none")
@@ -180,7 +181,7 @@ def test_a_missing_seed_leaves_the_claim_without_a_table(tmp_path):
 
 
 def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path, monkeypatch):
-    claim = sweep.CLAIMS["scheduler"]
+    claim = claims.CLAIMS["scheduler"]
     for seed in (0, 1, 2):
         fake_run(tmp_path, "report protocol", seed, 0.89 + seed / 1000)
     fake_run(tmp_path, "no scheduler", 0, 0.95, scheduler="none")  # seeds 1 and 2 missing
@@ -195,7 +196,7 @@ def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path,
     assert "**Verdict:**" not in text and "| no scheduler |" not in text
     assert not (tmp_path / "scheduler.png").exists()
     shown_md = []
-    monkeypatch.setattr("IPython.display.display", lambda obj: shown_md.append(obj.data))
+    monkeypatch.setattr(ablations, "display", lambda obj: shown_md.append(obj.data))
     ablations.show_report(report, tmp_path)
     assert "still missing: no scheduler" in shown_md[0] and "89.10 ± 0.10" in shown_md[0]
     ablations.show_report(report, tmp_path, keys=["recipe"])  # notebook 07 shows only its own claim
@@ -204,19 +205,19 @@ def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path,
 
 def test_a_recipe_run_is_found_by_its_settings_not_its_name(tmp_path, monkeypatch):
     """A run made before the recipe changed must not stand in the new recipe's table."""
-    claim = sweep.CLAIMS["recipe"]
-    specs = sweep.plan([claim], [0], base(fast="on"), tmp_path)
+    claim = claims.CLAIMS["recipe"]
+    specs = claims.plan([claim], [0], base(fast="on"), tmp_path)
     first = next(iter(specs.values()))
     fake_run(tmp_path, "full recipe", 0, 0.93, recipe="full recipe", precision="bf16")
-    assert sweep.spec_key(first) in sweep.finished_runs(tmp_path)
+    assert claims.spec_key(first) in claims.finished_runs(tmp_path)
     assert len(sweep.unfinished(list(specs.values()))) == len(specs) - 1
-    monkeypatch.setitem(sweep.INGREDIENTS, "full recipe", {"epochs": 50})  # the recipe changes
-    assert sweep.spec_key(first) not in sweep.finished_runs(tmp_path)
+    monkeypatch.setitem(recipe.INGREDIENTS, "full recipe", {"epochs": 50})  # the recipe changes
+    assert claims.spec_key(first) not in claims.finished_runs(tmp_path)
     assert len(sweep.unfinished(list(specs.values()))) == len(specs)
 
 
 def test_epochs_rows_are_prefixes_of_the_long_run(tmp_path):
-    claim = sweep.CLAIMS["epochs"]
+    claim = claims.CLAIMS["epochs"]
     history = [dict(epoch=e, test_acc=e / 1000) for e in range(1, 201)]
     history[14]["test_acc"] = 0.5  # a peak at epoch 15 is the max of every prefix that contains it
     fake_run(tmp_path, "a long run", 0, 0.2, history=history, seconds=200.0, epochs=200)
@@ -229,18 +230,19 @@ def test_epochs_rows_are_prefixes_of_the_long_run(tmp_path):
 def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
     """Validation drives the scheduler and the selection; the test set is evaluated once, at the end."""
     seen = []
-    real = nb.train.evaluate
+    real = sweep.evaluate
 
     def counting(net, data_iter, *a, **kw):
         seen.append(len(data_iter.dataset))
         return real(net, data_iter, *a, **kw)
 
-    monkeypatch.setattr(nb.train, "evaluate", counting)
+    monkeypatch.setattr(sweep, "evaluate", counting)  # the final test
+    monkeypatch.setattr(nb.train, "evaluate", counting)  # every epoch's, in train_ch3
     params = resolve("smoke", device="cpu", epochs=3, train_subset=120, test_subset=50).as_dict()
-    spec = dict(sweep.run_spec("honest protocol", {"protocol": "honest"}, 0, params),
+    spec = dict(claims.run_spec("honest protocol", {"protocol": "honest"}, 0, params),
                 folder=str(tmp_path / "runs" / "honest-protocol-s0"))
     metrics = sweep.run_one(spec)
-    n_val = sweep.val_size_for(nb.params.Params(**spec["params"]))
+    n_val = val_size_for(Params(**spec["params"]))
     assert seen == [n_val] * 3 + [50]
     history = json.loads((tmp_path / "runs" / "honest-protocol-s0" / "history.json").read_text())
     assert all(r["test_acc"] is None and r["val_acc"] is not None for r in history)
@@ -252,7 +254,7 @@ def test_sweep_command_smoke(tmp_path):
     """The command end to end on the CPU: runs in this process (--jobs 1) or in their own (--jobs 2),
     finished runs reused, then tables and plots."""
     out = tmp_path / "ablations"
-    cmd = [sys.executable, "-m", "nbutils.sweep", "--profile", "smoke", "--seeds", "0,1",
+    cmd = [sys.executable, "-m", "nbutils.tools.sweep", "--profile", "smoke", "--seeds", "0,1",
            "--out", str(out)]
     done = subprocess.run(cmd + ["--claims", "scheduler", "--jobs", "1"], capture_output=True,
                           text=True, timeout=600)
@@ -274,7 +276,7 @@ def test_sweep_command_smoke(tmp_path):
 
 
 def test_max_runs_trains_the_first_unfinished_runs_in_plan_order(tmp_path, monkeypatch):
-    specs = list(sweep.plan([sweep.CLAIMS["scheduler"]], [0, 1], base(fast="on"), tmp_path).values())
+    specs = list(claims.plan([claims.CLAIMS["scheduler"]], [0, 1], base(fast="on"), tmp_path).values())
     fake_run(tmp_path, "report protocol", 0, 0.89)  # finished already: not counted
     trained = []
 
@@ -285,7 +287,7 @@ def test_max_runs_trains_the_first_unfinished_runs_in_plan_order(tmp_path, monke
 
     monkeypatch.setattr(sweep, "run_one", train)
     logged = []
-    assert sweep._execute(specs, jobs=1, max_runs=2, log=logged.append) == 0
+    assert sweep.execute(specs, jobs=1, max_runs=2, log=logged.append) == 0
     assert trained == [specs[1]["folder"], specs[2]["folder"]]
     assert logged[0] == "1 of 4 runs already finished; 3 to go, 1 at a time, 2 now"
     assert logged[1].startswith("done no-scheduler-s0 in ") and logged[1].endswith(": final test acc 88.12 %")
@@ -293,7 +295,7 @@ def test_max_runs_trains_the_first_unfinished_runs_in_plan_order(tmp_path, monke
 
 def test_sweep_refuses_bad_arguments(capsys, tmp_path):
     (tmp_path / "a-file").write_text("")
-    done = subprocess.run([sys.executable, "-m", "nbutils.sweep", "--claims", "colour"],
+    done = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", "--claims", "colour"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "unknown ['colour']" in done.stderr
     for args, message in ((["--max-runs", "-1"], "--max-runs must be >= 0"),
@@ -311,14 +313,14 @@ def test_sweep_refuses_bad_arguments(capsys, tmp_path):
 
 def test_recipe_run_is_honest_and_records_its_recipe(tmp_path):
     params = resolve("smoke", device="cpu", train_subset=120, test_subset=100).as_dict()
-    spec = dict(sweep.run_spec("no EMA", {"recipe": "no EMA"}, 0, params),
+    spec = dict(claims.run_spec("no EMA", {"recipe": "no EMA"}, 0, params),
                 folder=str(tmp_path / "runs" / "no-ema-s0"))
     metrics = sweep.run_one(spec)
     assert metrics["protocol"] == "honest" and metrics["max_test_acc"] is None
     assert metrics["recipe"]["ema_decay"] == 0.0 and metrics["recipe"]["epochs"] == 1
     assert (tmp_path / "runs" / "no-ema-s0" / "metrics.json").exists()
     with pytest.raises(ValueError, match="recipe must be one of"):
-        sweep.recipe_for(nb.params.Params(), "more layers")
+        recipe.recipe_for(Params(), "more layers")
 
 
 def test_recipe_spec_is_one_row_of_the_recipe_table_in_its_own_folder(tmp_path, monkeypatch):
@@ -327,10 +329,10 @@ def test_recipe_spec_is_one_row_of_the_recipe_table_in_its_own_folder(tmp_path, 
     spec = sweep.recipe_spec(params, "no EMA")
     assert spec["folder"] == str(tmp_path / "recipe-smoke") and spec["protocol"] == "honest"
     assert spec["recipe"] == "no EMA" and spec["params"]["seed"] == 2
-    assert spec["params"]["precision"] == "fp32" == nb.recipe.default_precision("cpu")
+    assert spec["params"]["precision"] == "fp32" == recipe.default_precision("cpu")
     # the same computation as the sweep's row, so its key is the row's key
-    row = sweep.run_spec("no EMA", {"recipe": "no EMA"}, 2, params.as_dict())
-    assert sweep.spec_key(spec) == sweep.spec_key(row)
+    row = claims.run_spec("no EMA", {"recipe": "no EMA"}, 2, params.as_dict())
+    assert claims.spec_key(spec) == claims.spec_key(row)
     assert sweep.recipe_spec(resolve("smoke", device="cpu", run_dir=str(tmp_path / "r")))["folder"] == \
         str(tmp_path / "r")
     with pytest.raises(ValueError, match=r"ingredient must be one of \['full recipe', 'no residual'"):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import nbutils as nb
+from nbutils.tools.sweep import make_cut_scheduler
 from conftest import TINY
 
 
@@ -68,10 +69,10 @@ def test_evaluate_weighs_partial_batches_per_example(tiny_root):
 
 
 def test_short_cpu_training_run_learns(tiny_root):
-    nb.seed_everything(0)
+    torch.manual_seed(0)
     train_iter, test_iter = tiny_loaders(tiny_root)
     net = nb.init_weights(nb.NeuralNetwork())
-    opt = nb.make_optimizer(net.parameters(), "adam", lr=1e-3, weight_decay=5e-4)
+    opt = nb.make_optimizer(net, "adam", lr=1e-3, weight_decay=5e-4)
     history = nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt,
                            nb.make_scheduler(opt), device="cpu")
     assert [r["epoch"] for r in history] == [1, 2, 3]
@@ -85,7 +86,7 @@ def test_short_cpu_training_run_learns(tiny_root):
 def test_scheduler_steps_on_the_test_loss_and_lr_is_recorded(tiny_root):
     train_iter, test_iter = tiny_loaders(tiny_root)
     net = nb.NeuralNetwork()
-    opt = nb.make_optimizer(net.parameters(), "sgd", lr=0.1, weight_decay=0)
+    opt = nb.make_optimizer(net, "sgd", lr=0.1, weight_decay=0)
 
     class Recorder(torch.optim.lr_scheduler.ReduceLROnPlateau):
         seen = []
@@ -105,9 +106,9 @@ def test_the_fixed_cut_lowers_the_lr_once_after_its_epoch(tiny_root):
     """make_cut_scheduler (the lr_cut claim's): epoch 3 trains at the cut lr, whatever the loss did."""
     train_iter, test_iter = tiny_loaders(tiny_root)
     net = nb.NeuralNetwork()
-    opt = nb.make_optimizer(net.parameters(), "adam", lr=1e-3)
+    opt = nb.make_optimizer(net, "adam", lr=1e-3)
     history = nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 3, opt,
-                           nb.make_cut_scheduler(opt, epoch=2), animator=False)
+                           make_cut_scheduler(opt, epoch=2), animator=False)
     assert history.column("lr") == pytest.approx([1e-3, 1e-4, 1e-4])
     assert [epoch for epoch, *_ in history.lr_cuts()] == [2]
 
@@ -137,7 +138,7 @@ def test_my_utils_updater_function_still_works(tiny_root):
 def test_nan_loss_names_epoch_and_batch(tiny_root):
     train_iter, test_iter = tiny_loaders(tiny_root)
     net = nb.NeuralNetwork()
-    opt = nb.make_optimizer(net.parameters(), "sgd", lr=0.01, weight_decay=0)
+    opt = nb.make_optimizer(net, "sgd", lr=0.01, weight_decay=0)
     calls = {"n": 0}
 
     def poisoned(y_hat, y):
@@ -149,42 +150,52 @@ def test_nan_loss_names_epoch_and_batch(tiny_root):
         nb.train_ch3(net, train_iter, test_iter, poisoned, 2, opt, animator=False)
 
 
-@pytest.mark.parametrize("name", sorted(nb.OPTIMIZERS))
-def test_optimizers_by_name(name):
-    opt = nb.make_optimizer(nn.Linear(2, 2).parameters(), name, lr=0.01, weight_decay=5e-4)
-    assert isinstance(opt, nb.OPTIMIZERS[name]) and opt.param_groups[0]["weight_decay"] == 5e-4
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(name="rmsprop"), r"optimizer must be one of \['adam', 'asgd', 'sgd'\]"),
-    (dict(lr=0), "lr must be > 0"),
-    (dict(lr=-1e-3), "lr must be > 0"),
-    (dict(weight_decay=-1), "weight_decay must be >= 0"),
-])
-def test_bad_optimizer_settings(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        nb.make_optimizer(nn.Linear(2, 2).parameters(), **kwargs)
-
-
-def test_bad_patience_and_epochs(tiny_root):
-    opt = nb.make_optimizer(nn.Linear(2, 2).parameters())
-    with pytest.raises(ValueError, match="patience must be an integer >= 0"):
-        nb.make_scheduler(opt, patience=-1)
+def test_bad_epochs_cut_and_precision_are_refused_before_any_work(tiny_root):
+    net = nb.NeuralNetwork()
+    opt = nb.make_optimizer(net)
     with pytest.raises(ValueError, match="epoch must be an integer >= 1, got 0"):
-        nb.make_cut_scheduler(opt, epoch=0)
+        make_cut_scheduler(opt, epoch=0)
     for bad in (1, "0.1"):
         with pytest.raises(ValueError, match=f"factor must be a number between 0 and 1, got {bad!r}"):
-            nb.make_cut_scheduler(opt, factor=bad)
+            make_cut_scheduler(opt, factor=bad)
     with pytest.raises(ValueError, match="num_epochs must be an integer >= 1"):
-        nb.train_ch3(nb.NeuralNetwork(), [], [], nn.CrossEntropyLoss(), 0, opt)
+        nb.train_ch3(net, [], [], nn.CrossEntropyLoss(), 0, opt)
+    with pytest.raises(ValueError, match=r"precision='bf16' needs the fast path \(fast=True\)"):
+        nb.train_ch3(net, [], [], nn.CrossEntropyLoss(), 1, opt, precision="bf16")
 
 
-def test_seed_everything_repeats_a_run(tiny_root):
+def test_without_a_frontend_each_epoch_is_one_printed_line(tiny_root, capsys):
+    """What `reproduce` streams to the terminal while notebook 04 trains."""
+    train_iter, test_iter = tiny_loaders(tiny_root)
+    net = nb.NeuralNetwork()
+    opt = nb.make_optimizer(net)
+    nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, animator=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert "train loss" in lines[0] and "test acc" in lines[0] and lines[0].endswith(" s")
+    nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt, animator=False,
+                 progress=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_the_animator_and_on_epoch_end_see_every_epoch(tiny_root):
+    train_iter, test_iter = tiny_loaders(tiny_root)
+    net = nb.NeuralNetwork()
+    opt = nb.make_optimizer(net)
+    animator = nb.training_animator(2, live=False)
+    seen = []
+    nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, animator=animator,
+                 progress=False, on_epoch_end=lambda model, h: seen.append((model, len(h))))
+    assert seen == [(net, 1), (net, 2)]
+    assert animator.X == [[1, 2]] * 4 and animator.Y[3] == [1e-3, 1e-3]  # the lr panel too
+
+
+def test_the_same_seed_repeats_a_run(tiny_root):
     def run():
-        nb.seed_everything(5)
+        torch.manual_seed(5)
         train_iter, test_iter = tiny_loaders(tiny_root, seed=5)
         net = nb.init_weights(nb.NeuralNetwork())
-        opt = nb.make_optimizer(net.parameters())
+        opt = nb.make_optimizer(net)
         return nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 1, opt, animator=False)
     a, b = run(), run()
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in a] == \
@@ -195,7 +206,7 @@ def test_seed_everything_repeats_a_run(tiny_root):
 def test_train_ch3_on_cuda(tiny_root):
     train_iter, test_iter = tiny_loaders(tiny_root)
     net = nb.NeuralNetwork()
-    opt = nb.make_optimizer(net.parameters())
+    opt = nb.make_optimizer(net)
     history = nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, device="cuda",
                            animator=False)
     assert next(net.parameters()).is_cuda and history[-1]["train_loss"] < history[0]["train_loss"]

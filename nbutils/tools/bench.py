@@ -20,9 +20,9 @@ mode's row is printed when it is measured, and the JSON written to ``--out`` (de
 ``reports/bench/bench-<device>.json``). The tables of ``reports/bench/README.md`` are generated from
 such files: a run that writes one rewrites its table, and ``--tables-only`` rewrites them all.
 ``--profile MODE`` prints where the device time of one eager training step goes instead
-(torch.profiler, top kernels). On a CPU the fast modes run with :func:`nbutils.cpu.cpu_kernels`, as
-``train_ch3(fast=True)`` does; ``--no-cpu-kernels`` measures them with torch's own modules, to show
-what the kernels save. The DataLoader loops always run torch's modules, as the coursework did.
+(torch.profiler, top kernels). Every mode trains the model as notebook 02 writes it, with torch's
+own modules; on a CPU, ``--cpu-kernels`` times the fast modes with :mod:`nbutils.tools.cpu`'s
+kernels instead, to show what they would save.
 """
 from __future__ import annotations
 
@@ -44,11 +44,12 @@ from torch.profiler import ProfilerActivity, profile as torch_profile
 
 from .. import data as nbdata
 from ..coursework import NeuralNetwork, init_weights, make_optimizer, make_scheduler
-from ..cpu import cpu_kernels
 from ..devices import resolve_device
-from ..fast import EVAL_BATCH_SIZE, FastTrainer
+from ..fast import EVAL_BATCH_SIZE, PRECISIONS, FastTrainer
 from ..io import atomic_write_json, atomic_write_text
 from ..runs import REPO, hardware, reports_root
+from . import stack_bench
+from .cpu import cpu_kernels
 from ..train import evaluate, train_ch3, train_epoch_ch3
 
 N_TRAIN, N_TEST = 60_000, 10_000
@@ -140,11 +141,10 @@ def _timed(fn, device):
 
 
 def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
-            baseline_epochs=1, kernels=True):
+            baseline_epochs=1, kernels=False):
     """Time one mode; returns its row (FIELDS) plus the accuracy it reached."""
     fast = mode.startswith("fast")
     net, opt, sched = setup(device, seed)
-    # The fast path trains with the CPU kernels, as train_ch3(fast=True) does (nbutils.cpu).
     with cpu_kernels(net) if fast and kernels and device.type == "cpu" else contextlib.nullcontext():
         return measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs,
                             batch_size, seed, baseline_epochs)
@@ -210,7 +210,7 @@ def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs
 
 # ----------------------------------------------------------------------------- the command
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
-        batch_size=128, baseline_epochs=1, kernels=True):
+        batch_size=128, baseline_epochs=1, kernels=False):
     device = resolve_device(device)
     for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1),
                                ("epochs", epochs, 0), ("baseline_epochs", baseline_epochs, 1),
@@ -245,7 +245,33 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     atomic_write_json(out, result)
     print(f"written: {out}")
     if REPORT.exists() and out.resolve() in [(REPO / p).resolve() for p in report_tables()]:
-        write_report_tables()  # so that a table never shows other numbers than the file it names
+        write_report_tables({out.resolve()})  # a table never shows other numbers than its file
+        print(f"updated: {REPORT}")
+    return result
+
+
+def run_stacks(args):
+    """``bench --stack``: every size's row, then the JSON (and its table, where the report has one)."""
+    try:
+        sizes = [int(k) for k in args.stack.split(",") if k]
+    except ValueError:
+        raise ValueError(f"--stack must be comma-separated integers, got {args.stack!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--stack needs sizes >= 1, got {args.stack!r}")
+    if args.precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {args.precision!r}")
+    if args.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {args.steps}")
+    device = resolve_device(args.device)
+    out = Path(args.out) if args.out else reports_root() / "bench" / f"stack-{device.type}.json"
+    if out.is_dir():
+        raise ValueError(f"out must be a JSON file's path, and {out} is a folder")
+    result = stack_bench.measure(sizes, device, args.steps, args.precision, args.batch_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    print(f"written: {out}")
+    if REPORT.exists() and out.resolve() in [(REPO / p).resolve() for p in report_tables()]:
+        write_report_tables({out.resolve()})
         print(f"updated: {REPORT}")
     return result
 
@@ -286,20 +312,23 @@ def report_tables():
     return [m["path"] for m in TABLE.finditer(REPORT.read_text())]
 
 
-def render_tables(text):
-    """``text`` with every bench table block rendered again from the JSON file it names."""
+def render_tables(text, only=None):
+    """``text`` with every bench table block (or those of the files in ``only``) rendered again from
+    the JSON file it names."""
     def table(m):
+        if only is not None and (REPO / m["path"]).resolve() not in only:
+            return m[0]
         if not (REPO / m["path"]).is_file():
-            raise ValueError(f"{REPORT.relative_to(REPO)}: a bench table names {m['path']}, which is "
-                             f"not a file")
+            raise ValueError(f"a bench table in {REPORT} names {m['path']}, which is not a file")
         result = json.loads((REPO / m["path"]).read_text())
-        return m[1] + markdown_table(result, m["path"]) + "\n" + m[3]  # a blank line ends the table
+        render = stack_bench.markdown_table if result.get("kind") == "stack" else markdown_table
+        return m[1] + render(result, m["path"]) + "\n" + m[3]  # a blank line ends the table
     return TABLE.sub(table, text)
 
 
-def write_report_tables():
+def write_report_tables(only=None):
     text = REPORT.read_text()
-    rendered = render_tables(text)
+    rendered = render_tables(text, only)
     if rendered != text:
         atomic_write_text(REPORT, rendered)
 
@@ -332,8 +361,8 @@ def rerun_command(result, path):
     modes = [r["mode"] for r in result["rows"]]
     if modes != _modes_for(device, MODES):
         args.append(f"--modes {','.join(modes)}")
-    if p.get("cpu_kernels") is False and device.type == "cpu":
-        args.append("--no-cpu-kernels")
+    if p.get("cpu_kernels"):
+        args.append("--cpu-kernels")
     if Path(path).name != f"bench-{device.type}.json":
         args.append(f"--out {path}")
     return " ".join(args)
@@ -370,12 +399,12 @@ def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None,
     trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, device, precision, graphs=False)
     idx = torch.arange(batch_size, device=device)
     for _ in range(2):
-        trainer._train_step(train_iter, idx)
+        trainer.train_step(train_iter, idx)
     _sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         for _ in range(steps):
-            trainer._train_step(train_iter, idx)
+            trainer.train_step(train_iter, idx)
         _sync(device)
     # Sorted by each kernel's own time; the optimizer's annotation rows span the kernels they launch
     # (and, eagerly, the gaps between them), so their times are not added to anything.
@@ -404,9 +433,13 @@ def main(argv=None):
                         help="full epochs of the two DataLoader loops, with --epochs N (default: 1)")
     parser.add_argument("--out", default=None,
                         help="the JSON file (default: reports/bench/bench-<device>.json)")
-    parser.add_argument("--no-cpu-kernels", action="store_true",
-                        help="on a CPU, time the fast modes with torch's own modules instead of "
-                             "nbutils.cpu's kernels")
+    parser.add_argument("--cpu-kernels", action="store_true",
+                        help="on a CPU, time the fast modes with nbutils.tools.cpu's kernels instead "
+                             "of torch's own modules")
+    parser.add_argument("--stack", default=None, metavar="K,K,...",
+                        help="time stacks of K runs instead (nbutils.tools.stack_bench), into "
+                             "reports/bench/stack-<device>.json")
+    parser.add_argument("--precision", default="fp32", help="of the stacks: fp32, tf32 or bf16")
     parser.add_argument("--profile", default=None, metavar="MODE",
                         help="print the kernel profile of one mode's eager step instead")
     parser.add_argument("--tables-only", action="store_true",
@@ -421,9 +454,12 @@ def main(argv=None):
         if args.profile:
             profile(args.profile, args.device, batch_size=args.batch_size)
             return
+        if args.stack:
+            run_stacks(args)
+            return
         run(args.device, args.steps, args.eval_images, args.epochs,
             [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
-            baseline_epochs=args.baseline_epochs, kernels=not args.no_cpu_kernels)
+            baseline_epochs=args.baseline_epochs, kernels=args.cpu_kernels)
     except ValueError as e:  # a bad argument, or a missing or corrupt dataset: the message says which
         parser.error(str(e))
 

@@ -17,10 +17,9 @@ from pathlib import Path
 from ..params import TRAINING_KEYS, Params
 from .recipe import INGREDIENTS, recipe_for
 
-__all__ = ["BASE", "CLAIMS", "Claim", "SEEDS", "VAL_SIZE", "finished_runs", "plan", "run_key",
-           "run_spec", "spec_key", "val_size_for", "variants_to_run"]
+__all__ = ["BASE", "CLAIMS", "Claim", "MEMBER_KEYS", "SEEDS", "finished_runs", "plan", "run_key",
+           "run_spec", "spec_key", "stack_groups", "stack_key", "variants_to_run"]
 
-VAL_SIZE = 5000
 SEEDS = (0, 1, 2)
 
 
@@ -159,8 +158,35 @@ def run_spec(label, overrides, seed, base_params):
                 scheduler=options.get("scheduler", "plateau"))
 
 
-def val_size_for(params):
-    """5,000 held-out images of 60,000; a training subset (the smoke profile) holds out its share."""
-    if not params.train_subset:
-        return VAL_SIZE
-    return max(10, round(VAL_SIZE * params.train_subset / 60_000))
+# ----------------------------------------------------------------------------- stacks
+# What each run of a stack has of its own (nbutils.tools.stack); everything else the runs share.
+MEMBER_KEYS = ("seed", "init", "lr", "weight_decay", "patience")
+STACKABLE_OPTIMIZERS = ("adam", "sgd")  # and the recipe's AdamW; ASGD trains alone
+
+
+def stack_key(spec):
+    """What the runs of one stack share, as text (None: a run that trains alone): the architecture,
+    the batch size, the epochs, the optimizer's type, the protocol and, for the recipe, the recipe."""
+    params = spec["params"]
+    if not spec["recipe"] and params["optimizer"] not in STACKABLE_OPTIMIZERS:
+        return None
+    shared = {k: params[k] for k in TRAINING_KEYS if k not in MEMBER_KEYS}
+    return json.dumps(dict(shared, device=params["device"], protocol=spec["protocol"],
+                           recipe=recipe_settings(spec)), sort_keys=True)
+
+
+def stack_groups(specs, size):
+    """``specs`` in stacks of at most ``size`` runs that share a :func:`stack_key`, in plan order
+    (a stack starts where its first run stands); a run that trains alone is a stack of one."""
+    groups, open_groups = [], {}
+    for spec in specs:
+        key = stack_key(spec) if size > 1 else None
+        group = open_groups.get(key)
+        if key is None or group is None or len(group) == size:
+            group = [spec]
+            groups.append(group)
+            if key is not None:
+                open_groups[key] = group
+        else:
+            group.append(spec)
+    return groups

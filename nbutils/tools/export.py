@@ -64,10 +64,10 @@ def split_imports(source: str, where: str):
     return imports, rest
 
 
-def sections(notebooks_dir=NOTEBOOKS):
+def sections(notebooks_dir=None):
     """``(imports, {notebook name: its saved code})`` over every notebook, in order."""
     imports, parts = [], {}
-    for path in sorted(notebooks_dir.glob("*.ipynb")):
+    for path in sorted((notebooks_dir or NOTEBOOKS).glob("*.ipynb")):
         bodies = []
         for source in saved_cells(path):
             cell_imports, rest = split_imports(source, f"notebooks/{path.name}")
@@ -79,7 +79,7 @@ def sections(notebooks_dir=NOTEBOOKS):
     return imports, parts
 
 
-def render(notebooks_dir=NOTEBOOKS):
+def render(notebooks_dir=None):
     """The module's text, generated from the notebooks."""
     imports, parts = sections(notebooks_dir)
     text = HEADER + "\n" + "\n".join(imports) + "\n"
@@ -99,7 +99,7 @@ def parse(text):
     return head.strip("\n"), parts
 
 
-def differences(module_text, notebooks_dir=NOTEBOOKS):
+def differences(module_text, notebooks_dir=None):
     """What disagrees between the module and the notebooks, each named; empty when they agree."""
     head, parts = parse(render(notebooks_dir))
     their_head, theirs = parse(module_text)
@@ -112,6 +112,10 @@ def differences(module_text, notebooks_dir=NOTEBOOKS):
     return found
 
 
+def shown(path: Path):
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,18 +126,18 @@ def main(argv=None):
         if args.check:
             found = differences(MODULE.read_text() if MODULE.exists() else "")
             if found:
-                print(f"{MODULE.relative_to(REPO)} disagrees with the notebooks in: "
+                print(f"{shown(MODULE)} disagrees with the notebooks in: "
                       f"{'; '.join(found)}. Edit the notebook, not the module, then run "
                       f"`python3 -m nbutils export`.", file=sys.stderr)
                 return 1
-            print(f"{MODULE.relative_to(REPO)} is what the notebooks' #@save cells say")
+            print(f"{shown(MODULE)} is what the notebooks' #@save cells say")
             return 0
         text = render()
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     atomic_write_text(MODULE, text)
-    print(f"written: {MODULE.relative_to(REPO)} ({len(text.splitlines())} lines)")
+    print(f"written: {shown(MODULE)} ({len(text.splitlines())} lines)")
     return 0
 
 

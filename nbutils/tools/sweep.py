@@ -1,14 +1,17 @@
 """The coursework's claims as tables: a grid of runs over seeds, through the training code of notebook 04.
 
-    python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [--profile seed] [--jobs 1]
-                             [--precision fp32] [--max-runs N] [--tables-only]
+    python3 -m nbutils sweep [--claims all] [--seeds 0,1,2] [--profile seed] [--stack K]
+                             [--precision fp32] [--max-runs N] [--jobs 1] [--tables-only]
 
 A claim is a list of variants of the report's protocol; its first variant is the choice the report
-made. Every (variant, seed) is a run folder ``reports/ablations/runs/<variant>-s<seed>/`` (params,
-history, metrics), trained by the fast path (CUDA graphs on a GPU), one after another in this process
-or ``--jobs`` processes at once. Runs are found by what they compute, not by their folder's name: a
-finished run serves every claim that needs it and is never trained again, so an interrupted sweep
-resumes where it stopped. Then :mod:`nbutils.ablations` gives every claim whose runs are complete a
+made (:mod:`nbutils.tools.claims`). Every (variant, seed) is a run folder
+``reports/ablations/runs/<variant>-s<seed>/`` (params, history, metrics), trained by the fast path
+(CUDA graphs on a GPU) in this process: up to ``--stack`` runs of one shape at once as one stacked
+model (:mod:`nbutils.tools.stack`; 8 by default on a GPU), or one after another, or ``--jobs``
+processes at once on a CPU. Each run's folder is the same either way. Runs are found by what they
+compute, not by their folder's name: a finished run serves every claim that needs it and is never
+trained again, so an interrupted sweep resumes where it stopped; a stack killed mid-way resumes from
+its checkpoint (``runs/../stacks/``). Then :mod:`nbutils.tools.ablations` gives every claim whose runs are complete a
 table (mean ± std over seeds of the final and the best test accuracy, training time), a plot and a
 verdict in ``reports/ablations/``; an incomplete claim gets no verdict, only its rows that have every
 seed.
@@ -38,7 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from ..coursework import NeuralNetwork, build, make_scheduler
 from ..devices import resolve_device
 from ..fast import FastTrainer
 from ..io import atomic_write_json
@@ -46,10 +51,18 @@ from ..params import Params, resolve
 from ..runs import environment, make_loaders, reports_root, train_params, warn_if_slow, write_history
 from ..train import History, evaluate, train_ch3
 from .ablations import status_line, write_tables
-from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, val_size_for
-from .recipe import make_recipe, recipe_for
+from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
+from .protocol import honest_loaders
+from .recipe import EMA, Augment, PatchMixer, WarmupCosine, make_recipe, recipe_for
+from .stack import stack_id, train_stack
 
-__all__ = ["main", "make_cut_scheduler", "recipe_spec", "run_one"]
+__all__ = ["DEFAULT_STACK", "execute", "main", "make_cut_scheduler", "recipe_spec", "run_one",
+           "run_stack"]
+
+# Runs per stack by device: on a GPU a step of the patch MLP is bound by its kernels' latency, so
+# runs that share each kernel cost little more than one (bench --stack measures it); a CPU is bound
+# by arithmetic, and gains nothing.
+DEFAULT_STACK = {"cuda": 8, "cpu": 1}
 
 
 # ----------------------------------------------------------------------------- one run
@@ -59,8 +72,7 @@ def run_one(spec, animator=None):
     ``animator`` (:func:`~nbutils.plotting.training_animator`) plots it live, as in notebook 07.
     """
     params = Params(**dict(spec["params"], run_dir=spec["folder"]))
-    folder = Path(spec["folder"])
-    folder.mkdir(parents=True, exist_ok=True)
+    Path(spec["folder"]).mkdir(parents=True, exist_ok=True)
     honest = spec["protocol"] == "honest"
     train = train_recipe if spec.get("recipe") else train_coursework
     best = {}
@@ -71,21 +83,30 @@ def run_one(spec, animator=None):
                         state={k: v.detach().clone() for k, v in eval_net.state_dict().items()})
 
     history, eval_net, loss, test_iter, recipe = train(spec, params, honest, keep_best, animator)
-    metrics = dict(label=spec["label"], seed=params.seed, protocol=spec["protocol"],
-                   scheduler=spec["scheduler"], ingredient=spec["recipe"], epochs_run=len(history),
-                   jobs=spec.get("jobs", 1), stack=spec.get("stack", 1),
-                   train_seconds=sum(r["seconds"] for r in history),
-                   environment=environment(params.device), params=params.as_dict(), recipe=recipe)
+    tested = None
     if honest:
         eval_net.load_state_dict(best["state"])
-        test_loss, test_acc = evaluate(eval_net, test_iter, loss)  # the one look at the test set
+        tested = (best, evaluate(eval_net, test_iter, loss))  # the one look at the test set
+    return finish_run(spec, params, history, recipe, tested)
+
+
+def finish_run(spec, params, history, recipe=None, tested=None, stack=1):
+    """A trained run's metrics (``tested``: the honest protocol's ``(best, (test loss, test acc))``),
+    written into its folder with its params and history; returns the metrics."""
+    metrics = dict(label=spec["label"], seed=params.seed, protocol=spec["protocol"],
+                   scheduler=spec["scheduler"], ingredient=spec["recipe"], epochs_run=len(history),
+                   jobs=spec.get("jobs", 1), stack=stack,
+                   train_seconds=sum(r["seconds"] for r in history),
+                   environment=environment(params.device), params=params.as_dict(), recipe=recipe)
+    if tested:
+        best, (test_loss, test_acc) = tested
         metrics.update(selected_epoch=best["epoch"], val_acc=best["val_acc"], test_loss=test_loss,
                        final_test_acc=test_acc, max_test_acc=None)
     else:
         top = History(history).best()
         metrics.update(final_test_acc=history[-1]["test_acc"], max_test_acc=top["test_acc"],
                        max_epoch=top["epoch"])
-    write_run(folder, params, spec, history, metrics, recipe)
+    write_run(Path(spec["folder"]), params, spec, history, metrics, recipe)
     return metrics
 
 
@@ -100,8 +121,8 @@ def write_run(folder, params, spec, history, metrics, recipe=None):
 def train_coursework(spec, params, honest, keep_best, animator=None):
     """The coursework's model through notebook 04's code: ``(history, net, loss, test_iter, None)``."""
     net, history, loss, test_iter = train_params(
-        params, animator=animator, scheduler=scheduler_for(spec["scheduler"]),
-        val_size=val_size_for(params) if honest else 0,
+        params, animator=animator, scheduler=scheduler_maker(spec["scheduler"], params.patience),
+        loaders=honest_loaders(params, resolve_device(params.device)) if honest else None,
         on_epoch_end=lambda net, h: keep_best(h, net))
     return history, net, loss, test_iter, None
 
@@ -121,13 +142,6 @@ def make_cut_scheduler(optimizer, epoch=18, factor=0.1):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epoch], gamma=factor)
 
 
-def scheduler_for(name):
-    """A run's scheduler by its name in CLAIMS, as :func:`~nbutils.runs.train_params` takes it:
-    "plateau" (the report's), "none", or "cut18" (the cut the report's curve shows)."""
-    return {"plateau": "plateau", "none": "none",
-            "cut18": lambda optimizer: make_cut_scheduler(optimizer, epoch=18)}[name]
-
-
 def recipe_spec(params, ingredient="full recipe"):
     """One row of the recipe's table as a run of its own (notebook 07): the sweep's spec for
     ``params`` (:class:`~nbutils.params.Params`, its precision kept), trained into ``run_dir``, else
@@ -143,8 +157,7 @@ def train_recipe(spec, params, honest, keep_best, animator=None):
     """The stronger recipe, honest protocol: ``(history, evaluated net, loss, test_iter, recipe)``."""
     recipe = recipe_for(params, spec["recipe"])
     device = resolve_device(params.device)
-    loader_params = dataclasses.replace(params, batch_size=recipe.batch_size)
-    train_iter, val_iter, test_iter = make_loaders(loader_params, device, val_size_for(params))
+    train_iter, val_iter, test_iter = honest_loaders(params, device, recipe.batch_size)
     torch.manual_seed(params.seed)
     background = float(train_iter.normalize(torch.zeros(())))  # the value of a black pixel
     net, eval_net, loss, optimizer, scheduler, hooks = make_recipe(recipe, device, len(train_iter),
@@ -156,56 +169,156 @@ def train_recipe(spec, params, honest, keep_best, animator=None):
     return history, eval_net, loss, test_iter, dataclasses.asdict(recipe)
 
 
+# ----------------------------------------------------------------------------- stacked runs
+def member_of(spec, device):
+    """One run of a stack, built exactly as its single run is built (:func:`train_coursework`,
+    :func:`train_recipe`): its loaders, initial weights, optimizer and scheduler."""
+    params = Params(**dict(spec["params"], run_dir=spec["folder"]))
+    honest = spec["protocol"] == "honest"
+    member = dict(spec=spec, params=params, key=spec_key(spec), validating=honest)
+    if spec.get("recipe"):
+        recipe = recipe_for(params, spec["recipe"])
+        member["train"], member["eval"], member["test"] = honest_loaders(params, device,
+                                                                         recipe.batch_size)
+        torch.manual_seed(params.seed)
+        background = float(member["train"].normalize(torch.zeros(())))
+        net, _, loss, optimizer, plateau, _ = make_recipe(recipe, device, len(member["train"]),
+                                                          background)
+        member.update(recipe=recipe, background=background, architecture=lambda: PatchMixer(recipe),
+                      scheduler=(lambda opt: make_scheduler(opt)) if plateau else None)
+    else:
+        loaders = honest_loaders(params, device) if honest else make_loaders(params, device)
+        member["train"], member["eval"], member["test"] = loaders[0], loaders[1], loaders[-1]
+        net, loss, optimizer, _ = build(params, device)
+        member.update(recipe=None, architecture=lambda: NeuralNetwork(params.patch_size),
+                      scheduler=scheduler_maker(spec["scheduler"], params.patience))
+    member.update(net=net, optimizer=optimizer, test_loss=loss,
+                  loss=nn.CrossEntropyLoss(reduction="none",
+                                           label_smoothing=getattr(loss, "label_smoothing", 0.0)))
+    return member
+
+
+def scheduler_maker(name, patience):
+    """What builds a run's scheduler from its optimizer (a stack member's: from its shadow), by its
+    name in CLAIMS: "plateau" (the report's), "none", or "cut18" (the cut the report's curve shows)."""
+    return {"plateau": lambda opt: make_scheduler(opt, patience), "none": None,
+            "cut18": lambda opt: make_cut_scheduler(opt, epoch=18)}[name]
+
+
+def recipe_hooks(member):
+    """The recipe's augment and update hooks for a stack of its runs (as make_recipe builds them)."""
+    recipe = member["recipe"]
+
+    def hooks(model, optimizer, steps):
+        return dict(augment=Augment(2, True, member["background"]) if recipe.augment else None,
+                    before_update=WarmupCosine(optimizer, recipe.lr, recipe.warmup_epochs * steps,
+                                               recipe.epochs * steps)
+                    if recipe.optimizer == "adamw" else None,
+                    after_update=EMA(model, recipe.ema_decay) if recipe.ema_decay else None)
+    return hooks
+
+
+def run_stack(specs, root, log=print):
+    """Train ``specs`` (runs of one :func:`~nbutils.tools.claims.stack_key`) as one stack and write
+    each member's run folder as :func:`run_one` would; a member that diverged is logged and left
+    unfinished. Returns the number of members that failed."""
+    device = resolve_device(specs[0]["params"]["device"])
+    members = [member_of(spec, device) for spec in specs]
+    first = members[0]
+    best = [{} for _ in members]
+
+    def keep_best(eval_net, histories):  # the honest protocol's selection, member by member
+        for k, (member, history) in enumerate(zip(members, histories)):
+            if member["validating"] and history[-1]["val_acc"] > best[k].get("val_acc", -1.0):
+                best[k].update(val_acc=history[-1]["val_acc"], epoch=history[-1]["epoch"],
+                               state=eval_net.member_state(k))
+
+    epochs = first["recipe"].epochs if first["recipe"] else first["params"].epochs
+    checkpoint = Path(root) / "stacks" / f"{stack_id([m['key'] for m in members])}.pt"
+    histories, diverged, _, _ = train_stack(
+        members, epochs, device, first["recipe"].precision if first["recipe"] else
+        first["params"].precision, graphs=False if first["params"].fast == "eager" else None,
+        checkpoint=checkpoint, hooks=recipe_hooks(first) if first["recipe"] else None,
+        on_epoch_end=keep_best, log=log)
+    failed = 0
+    for k, (member, history) in enumerate(zip(members, histories)):
+        name = Path(member["spec"]["folder"]).name
+        if diverged[k] is not None:
+            epoch, batch = diverged[k]
+            log(f"FAILED {name}: the loss became NaN/inf at epoch {epoch}"
+                + (f", batch {batch}" if batch >= 0 else "") + "; the other runs of its stack finished")
+            failed += 1
+            continue
+        tested = None
+        if member["validating"]:
+            net = member["architecture"]().to(device)
+            net.load_state_dict(best[k]["state"])
+            tested = (best[k], evaluate(net, member["test"], member["test_loss"]))
+        recipe = dataclasses.asdict(member["recipe"]) if member["recipe"] else None
+        Path(member["spec"]["folder"]).mkdir(parents=True, exist_ok=True)
+        finish_run(member["spec"], member["params"], history, recipe, tested, stack=len(members))
+    checkpoint.unlink(missing_ok=True)
+    return failed
+
+
 def unfinished(specs):
     """The specs whose run has not finished (runs are found by what they compute, see spec_key)."""
     done = finished_runs(Path(specs[0]["folder"]).parents[1]) if specs else {}
     return [s for s in specs if spec_key(s) not in done]
 
 
-def execute(specs, jobs, max_runs=None, log=print):
-    """Run the unfinished specs (the first ``max_runs`` of them); a failed run is logged, not fatal.
-    Returns the number that failed.
+def execute(specs, jobs, max_runs=None, stack=1, log=print):
+    """Run the unfinished specs (the first ``max_runs`` of them), ``stack`` runs of one shape at a time
+    as one model (:func:`run_stack`); a failed run is logged, not fatal. Returns the number that
+    failed.
 
     ``jobs=1`` trains them one after the other in this process, which pays for the imports, the CUDA
     context and the data once. ``jobs > 1`` runs that many processes at a time: for a CPU with cores
     to spare. On one GPU keep ``jobs=1``, because processes time-slice the device rather than share
-    it. Measured on an H100 with 8 at a time, a 30-epoch bf16 run took 143-173 s instead of 19 s, and
-    no more runs finished per minute than one at a time would have given.
+    it (measured on an H100 with 8 at a time: a 30-epoch bf16 run took 143-173 s instead of 19 s);
+    stacks share it instead.
     """
     todo = [dict(s, jobs=jobs) for s in unfinished(specs)]
     log(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to go, "
-        f"{jobs} at a time" + ("" if max_runs is None else f", {min(max_runs, len(todo))} now"))
-    todo = todo[:max_runs]
+        + (f"in stacks of up to {stack}" if stack > 1 else f"{jobs} at a time")
+        + ("" if max_runs is None else f", {min(max_runs, len(todo))} now"))
+    groups = stack_groups(todo[:max_runs], stack)
+    root = Path(specs[0]["folder"]).parents[1] if specs else None
 
-    def in_process(spec):
+    def in_process(group):
         try:
-            run_one(spec)
-            return None
+            if len(group) > 1:
+                return run_stack(group, root, log), None
+            run_one(group[0])
+            return 0, None
         except Exception:  # noqa: BLE001 - one broken run must not stop the sweep; its error is logged
-            return traceback.format_exc()
+            return len(group), traceback.format_exc()
 
-    def in_subprocess(spec):
-        done = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", "--one", json.dumps(spec)],
-                              capture_output=True, text=True)
-        return done.stderr if done.returncode else None
+    def in_subprocess(group):
+        done = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", "--one",
+                               json.dumps(group[0])], capture_output=True, text=True)
+        return (1, done.stderr) if done.returncode else (0, None)
 
-    def one(spec):
+    def one(group):
         start = time.perf_counter()
-        error = (in_process if jobs == 1 else in_subprocess)(spec)
+        failed, error = (in_process if jobs == 1 else in_subprocess)(group)
         took = time.perf_counter() - start
+        names = ", ".join(Path(s["folder"]).name for s in group)
         if error:
-            log(f"FAILED {spec['folder']} after {took:.0f} s:\n{error[-2000:]}")
-        else:
-            # the result in the log too: a log outlives run folders that fail to come back
-            m = json.loads((Path(spec["folder"]) / "metrics.json").read_text())
-            log(f"done {Path(spec['folder']).name} in {took:.0f} s: final test acc "
-                f"{100 * m['final_test_acc']:.2f} %")
-        return error is not None
+            log(f"FAILED {names} after {took:.0f} s:\n{error[-2000:]}")
+        for spec in group:  # the result in the log too: a log outlives folders that fail to come back
+            path = Path(spec["folder"]) / "metrics.json"
+            if path.exists():
+                m = json.loads(path.read_text())
+                log(f"done {Path(spec['folder']).name} in {took:.0f} s"
+                    + (f" (a stack of {len(group)})" if len(group) > 1 else "")
+                    + f": final test acc {100 * m['final_test_acc']:.2f} %")
+        return failed
 
     if jobs == 1:
-        return sum(one(spec) for spec in todo)
+        return sum(one(group) for group in groups)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return sum(pool.map(one, todo))
+        return sum(pool.map(one, groups))
 
 
 # ----------------------------------------------------------------------------- the command
@@ -224,6 +337,10 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time (default: 1; processes time-slice a GPU, so keep 1 there)")
+    parser.add_argument("--stack", type=int, default=None, metavar="K",
+                        help="train up to K runs of one shape as one stacked model (default: "
+                             f"{DEFAULT_STACK['cuda']} on a GPU, where they share each kernel; 1 on a "
+                             "CPU, where they would not run faster)")
     parser.add_argument("--max-runs", type=int, default=None, metavar="N",
                         help="train at most N of the unfinished runs, in plan order (a sweep in "
                              "pieces, e.g. across short GPU leases)")
@@ -231,10 +348,13 @@ def main(argv=None):
     parser.add_argument("--tables-only", action="store_true",
                         help="write the tables and plots from the finished runs; train nothing")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one-stack", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         run_one(json.loads(args.one))
         return 0
+    if args.one_stack:  # one stack's runs, in this process (a test kills it and resumes it)
+        return 1 if run_stack(json.loads(args.one_stack), Path(args.out)) else 0
     names = list(CLAIMS) if args.claims == "all" else [c for c in args.claims.split(",") if c]
     unknown = [c for c in names if c not in CLAIMS]
     if unknown:
@@ -249,6 +369,10 @@ def main(argv=None):
         parser.error(f"--seeds must not repeat a seed, got {args.seeds!r}")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.stack is not None and args.stack < 1:
+        parser.error(f"--stack must be >= 1, got {args.stack}")
+    if args.stack not in (None, 1) and args.jobs > 1:
+        parser.error("--stack trains its runs in this process: use it with --jobs 1")
     if args.max_runs is not None and args.max_runs < 0:
         parser.error(f"--max-runs must be >= 0, got {args.max_runs}")
 
@@ -269,7 +393,9 @@ def main(argv=None):
     if not args.tables_only:
         todo = len(unfinished(list(specs.values())))
         warn_if_slow(base_params, runs=todo if args.max_runs is None else min(todo, args.max_runs))
-    failed = 0 if args.tables_only else execute(list(specs.values()), args.jobs, args.max_runs)
+    stack = args.stack or DEFAULT_STACK.get(resolve_device(base_params.device).type, 1)
+    failed = 0 if args.tables_only else execute(list(specs.values()), args.jobs, args.max_runs,
+                                                stack)
     context = dict(command=" ".join(["python3 -m nbutils sweep", *(argv or sys.argv[1:])]),
                    profile=args.profile, precision=precision,
                    created=time.strftime("%Y-%m-%d %H:%M:%S"),

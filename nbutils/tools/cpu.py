@@ -1,15 +1,16 @@
-"""CPU kernels for the patch MLP: what the fast path switches on while it trains on a CPU.
+"""CPU kernels for the patch MLP: what oneDNN and a cheaper dropout mask buy on this project's CPU.
 
-The model is written with torch's own modules. On a CPU, :func:`cpu_kernels` turns its ``nn.Linear``
-and ``nn.Dropout`` modules into the two subclasses below for the length of a ``with`` block, then back:
-the same objects, parameters and hooks, only their class changes. Both compute torch's function; the
+Not part of the training path: the model is written with torch's own modules, and trains with them.
+The benchmark measures these kernels (``python3 -m nbutils bench --cpu-kernels``) through one
+explicit call, :func:`cpu_kernels`, which turns the model's ``nn.Linear`` and ``nn.Dropout`` modules
+into the two subclasses below for the length of a ``with`` block, then back: the same objects,
+parameters and hooks, only their class changes. Both compute torch's function; the
 rounding of the GEMMs and the stream of dropout masks differ, so a seeded run with them differs from
 one without them, never from itself. Measured figures are in reports/bench/README.md.
 
 * :class:`Linear`: the forward and input-gradient GEMMs in oneDNN rather than MKL, which takes a slower
   code path on AMD processors; the weight gradient, a reduction over the whole batch, stays in MKL;
 * :class:`Dropout`: a mask from 16 random bits per element instead of ``bernoulli_``'s float;
-* :func:`tune_cpu_allocator`: glibc keeps freed activations in the heap instead of unmapping them.
 
 Under torch.compile, torch.jit.trace and torch.func transforms (vmap: the stacked runs), with
 autocast, other dtypes or devices, the two modules run torch's own code.
@@ -17,33 +18,12 @@ autocast, other dtypes or devices, the two modules run torch's own code.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import functools
 
 import torch
 from torch import nn
 
-__all__ = ["Dropout", "Linear", "cpu_kernels", "onednn_available", "tune_cpu_allocator"]
-
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # glibc's mallopt parameters
-
-
-def tune_cpu_allocator():
-    """Stop glibc from returning big blocks to the OS after every step.
-
-    Each step allocates and frees activations of up to 64 MB (128 x 256 x 512 floats). By default glibc
-    serves those with mmap and unmaps them on free, so every step pays page faults on hundreds of MB.
-    Keeping them in the heap removes that. Process-wide and harmless elsewhere (the process keeps its
-    peak memory). Returns False where glibc is absent.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)
-        return bool(ok and libc.mallopt(M_TOP_PAD, 256 << 20))
-    except (OSError, AttributeError, TypeError):
-        return False
-
+__all__ = ["Dropout", "Linear", "cpu_kernels", "onednn_available"]
 
 def gemm(x, weight, bias=None):
     """``x @ weight.T + bias`` in oneDNN, on ordinary (dense, strided) 2-D tensors."""
@@ -103,9 +83,10 @@ class Linear(nn.Linear):
     model's shapes on the project's AMD CPU); torch's own everywhere else."""
 
     def forward(self, x):
-        if not (x.is_cpu and self.weight.is_cpu and x.dtype == self.weight.dtype == torch.float32
+        if transformed(x, self.weight) or not (
+                x.is_cpu and self.weight.is_cpu and x.dtype == self.weight.dtype == torch.float32
                 and x.layout == torch.strided and x.numel() and not cpu_autocast()
-                and not transformed(x, self.weight) and onednn_available()):
+                and onednn_available()):
             return super().forward(x)
         y = OneDNNLinear.apply(x.reshape(-1, self.in_features), self.weight, self.bias)
         return y.view(*x.shape[:-1], self.out_features)
@@ -142,12 +123,11 @@ KERNELS = {nn.Linear: Linear, nn.Dropout: Dropout}
 def cpu_kernels(net):
     """Within the block, ``net``'s torch ``nn.Linear`` and ``nn.Dropout`` modules run the kernels
     above; afterwards they are torch's again. Subclasses of those modules are left alone."""
-    switched = [m for m in net.modules() if type(m) in KERNELS]
-    tune_cpu_allocator()
-    for m in switched:
-        m.__class__ = KERNELS[type(m)]
+    switched = [(m, type(m)) for m in net.modules() if type(m) in KERNELS]
+    for m, kind in switched:
+        m.__class__ = KERNELS[kind]
     try:
         yield net
     finally:
-        for m in switched:
-            m.__class__ = m.__class__.__bases__[0]
+        for m, kind in switched:
+            m.__class__ = kind

@@ -1,0 +1,60 @@
+"""The honest protocol: 5,000 training images held out (stratified, one fixed draw) to drive the
+scheduler and choose the epoch, so that the test set is evaluated once, on the chosen model."""
+from __future__ import annotations
+
+import torch
+
+from ..data import DeviceLoader, load_subsets, pixel_stats
+from ..fast import EVAL_BATCH_SIZE
+
+__all__ = ["VAL_SEED", "VAL_SIZE", "honest_loaders", "stratified_split", "val_size_for"]
+
+VAL_SIZE = 5000
+VAL_SEED = 0  # one held-out set for every run, so runs differ only by their own seed
+
+
+def stratified_split(labels: torch.Tensor, n_val: int, seed: int = VAL_SEED):
+    """``(kept, held_out)`` index tensors: ``n_val`` images held out, each class in its share.
+
+    Quotas are the classes' proportions of ``n_val``, rounded down, with the remainder going to the
+    largest fractions; within a class the images are a seeded random draw.
+    """
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or not 0 < n_val < len(labels):
+        raise ValueError(f"val_size must be an integer between 1 and {len(labels) - 1} (the training "
+                         f"images available), got {n_val!r}")
+    classes, counts = labels.unique(return_counts=True)
+    share = counts.double() * n_val / len(labels)
+    quota = share.floor().long()
+    quota[(share - quota).argsort(descending=True)[:n_val - int(quota.sum())]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for c, q in zip(classes, quota):
+        members = (labels == c).nonzero().flatten()
+        held.append(members[torch.randperm(len(members), generator=generator)[:q]])
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[torch.cat(held)] = False
+    return keep.nonzero().flatten(), (~keep).nonzero().flatten()
+
+
+def val_size_for(params):
+    """5,000 held-out images of 60,000; a training subset (the smoke profile) holds out its share."""
+    if not params.train_subset:
+        return VAL_SIZE
+    return max(10, round(VAL_SIZE * params.train_subset / 60_000))
+
+
+def honest_loaders(params, device, batch_size=None):
+    """``(train_iter, val_iter, test_iter)`` on ``device`` (:class:`~nbutils.data.DeviceLoader`):
+    the held-out images taken out of the training subset, normalised with the mean and std of the
+    images that remain for training. ``batch_size``: the training batch (default the parameters')."""
+    (train, test), _ = load_subsets(params.data_root or None, params.train_subset,
+                                    params.test_subset, params.seed)
+    kept, held = stratified_split(train[1], val_size_for(params))
+    mean, std = pixel_stats(train[0][kept])
+    batch_size = batch_size or params.batch_size
+    eval_batch = max(batch_size, EVAL_BATCH_SIZE)
+    return (DeviceLoader(train[0][kept], train[1][kept], batch_size, True, mean, std, device,
+                         params.seed),
+            DeviceLoader(train[0][held], train[1][held], eval_batch, False, mean, std, device,
+                         params.seed),
+            DeviceLoader(*test, eval_batch, False, mean, std, device, params.seed))

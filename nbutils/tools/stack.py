@@ -1,0 +1,359 @@
+"""Stacked runs: K training runs of one shape trained as one model, sharing every kernel.
+
+The patch MLP's training step is bound by latency, not arithmetic: over a hundred small kernels, with
+the GPU mostly idle between them. K runs of the same shape cost little more than one when each kernel
+does all K at once. :class:`StackedModel` holds K copies of a model, their parameters and buffers
+stacked along a new first axis (``torch.func.stack_module_state``), and runs them as one
+(``functional_call`` under ``vmap`` with ``randomness="different"``: each member draws its own
+dropout masks; BatchNorm keeps each member's running statistics, which eval mode uses).
+
+Each member keeps what makes it its own run: its seed (initial weights, data order, dropout masks),
+its init scheme, its learning rate and weight decay (:class:`StackedOptimizer`), and its scheduler's
+decisions (:class:`MemberSchedulers`: a cut in one member changes only that member). The members
+share the architecture, the batch size, the number of epochs and the optimizer's type.
+:class:`StackTrainer` is the fast path's trainer for a stack, CUDA graphs and bf16 included, and
+:func:`train_stack` trains runs of the sweep this way and returns what each would have returned alone.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ..checkpoint import atomic_torch_save
+from ..fast import FastTrainer, precision_context
+
+__all__ = ["MemberSchedulers", "StackLoader", "StackTrainer", "StackedModel", "StackedOptimizer",
+           "train_stack"]
+
+
+def key(name):  # a dotted parameter name as an nn.Module attribute
+    return name.replace(".", "__")
+
+
+class StackedModel(nn.Module):
+    """K copies of one architecture as one module: ``forward(X)`` takes ``(K, B, ...)`` and returns
+    ``(K, B, classes)``, member k computing what ``nets[k]`` computes on ``X[k]``."""
+
+    def __init__(self, nets):
+        super().__init__()
+        params, buffers = stack_module_state(nets)
+        self.param_names, self.buffer_names = list(params), list(buffers)
+        self.stacked = nn.ParameterDict({key(n): nn.Parameter(p.detach()) for n, p in params.items()})
+        for n, b in buffers.items():
+            self.register_buffer(key(n), b)
+        self.size = len(nets)
+        # The architecture without weights (on the meta device), not a submodule: the stacked
+        # tensors above are its weights.
+        object.__setattr__(self, "template", copy.deepcopy(nets[0]).to("meta"))
+
+    def train(self, mode=True):
+        self.template.train(mode)
+        return super().train(mode)
+
+    def tensors(self):
+        return ({n: self.stacked[key(n)] for n in self.param_names},
+                {n: getattr(self, key(n)) for n in self.buffer_names})
+
+    def one(self, params, buffers, x):
+        return functional_call(self.template, (params, buffers), (x,))
+
+    def forward(self, X):
+        return vmap(self.one, randomness="different")(*self.tensors(), X)
+
+    def member_state(self, k):
+        """Member ``k``'s weights and buffers as a state dict of its own architecture."""
+        params, buffers = self.tensors()
+        return {n: t[k].detach().clone() for n, t in {**params, **buffers}.items()}
+
+
+class StackedOptimizer(torch.optim.Optimizer):
+    """Adam, AdamW or SGD over stacked parameters, each member with its own learning rate and weight
+    decay (tensors of shape (K,) in the one parameter group), in tensor ops only, so that a CUDA graph
+    can capture its step. The update is torch's, member by member: L2 decay added to the gradient
+    (Adam, SGD) or decoupled (AdamW)."""
+
+    KINDS = {torch.optim.Adam: "adam", torch.optim.AdamW: "adamw", torch.optim.SGD: "sgd"}
+
+    def __init__(self, params, kind, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8, device="cpu"):
+        if kind not in self.KINDS.values():
+            raise ValueError(f"a stack trains with one of {sorted(self.KINDS.values())}, got {kind!r}")
+        def per_member(values):
+            return torch.tensor([float(v) for v in values], device=device)
+
+        super().__init__(params, dict(lr=per_member(lr), weight_decay=per_member(weight_decay),
+                                      betas=betas, eps=eps, kind=kind, capturable=True))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                per_member = (-1,) + (1,) * (p.dim() - 1)
+                lr, wd = group["lr"].view(per_member), group["weight_decay"].view(per_member)
+                g = p.grad
+                if group["kind"] == "adamw":
+                    p.mul_(1 - lr * wd)
+                else:
+                    g = g + wd * p
+                if group["kind"] == "sgd":
+                    p.sub_(lr * g)
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=torch.zeros((), device=p.device),
+                                 exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                state["step"] += 1
+                state["exp_avg"].lerp_(g, 1 - b1)
+                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = (state["exp_avg_sq"].sqrt() / (1 - b2 ** state["step"]).sqrt()).add_(group["eps"])
+                p.sub_(lr / (1 - b1 ** state["step"]) * state["exp_avg"] / denom)
+
+    def load_state_dict(self, state_dict):
+        """Keep the lr and weight-decay tensors (a CUDA graph points at them); copy the values in."""
+        kept = [(g["lr"], g["weight_decay"]) for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, (lr, decay) in zip(self.param_groups, kept):
+            lr.copy_(torch.as_tensor(group["lr"]))
+            decay.copy_(torch.as_tensor(group["weight_decay"]))
+            group["lr"], group["weight_decay"] = lr, decay
+
+
+class MemberSchedulers:
+    """Each member's own scheduler, torch's, driving the member's entry of the stacked lr tensor.
+
+    A scheduler works on one optimizer's learning rate, so each member's runs on a shadow optimizer
+    that holds only that member's rate; after each step, the shadows' rates are copied into the lr
+    tensor that the stack's update (and its CUDA graph) reads. ``makers[k]`` builds member k's
+    scheduler from its shadow optimizer; a member without one (None) keeps its rate, or whatever a
+    per-step hook writes there (the recipe's warm-up and cosine)."""
+
+    def __init__(self, optimizer, makers):
+        self.lr = optimizer.param_groups[0]["lr"]
+        self.shadows = [torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(lr))
+                        for lr in self.lr]
+        self.schedulers = [make(shadow) if make else None for make, shadow in zip(makers, self.shadows)]
+
+    def step(self, losses):
+        for k, (scheduler, shadow) in enumerate(zip(self.schedulers, self.shadows)):
+            if scheduler is None:
+                continue
+            shadow.step()  # nothing to update: it keeps torch from warning that no step came first
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(losses[k])
+            else:
+                scheduler.step()
+            self.lr[k] = shadow.param_groups[0]["lr"]
+
+    def state_dict(self):
+        return [dict(lr=s.param_groups[0]["lr"], scheduler=c.state_dict() if c else None)
+                for s, c in zip(self.shadows, self.schedulers)]
+
+    def load_state_dict(self, states):
+        for state, shadow, scheduler in zip(states, self.shadows, self.schedulers):
+            shadow.param_groups[0]["lr"] = state["lr"]
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+
+
+class StackLoader:
+    """K members' DeviceLoaders of one split as one: batch ``(K, B, 1, 28, 28)``, member k's images
+    in the order its own loader would serve them (its own subset, normalisation and seeded
+    shuffling)."""
+
+    def __init__(self, loaders):
+        first = loaders[0]
+        if len({(len(d.labels), d.batch_size, d.shuffle, d.drop_last) for d in loaders}) != 1:
+            raise ValueError("stacked runs need the same number of images and the same batches")
+        self.device, self.batch_size = first.device, first.batch_size
+        self.shuffle, self.drop_last, self.size = first.shuffle, first.drop_last, len(first.labels)
+        self.images = torch.stack([d.images for d in loaders])  # (K, N, 1, 28, 28) uint8
+        self.labels = torch.stack([d.labels for d in loaders])
+        self.generators = [d.generator for d in loaders]
+        shape = (len(loaders), 1, 1, 1, 1)
+        self.mean = torch.tensor([d.mean for d in loaders], device=self.device).view(shape)
+        self.std = torch.tensor([d.std for d in loaders], device=self.device).view(shape)
+        self.members = torch.arange(len(loaders), device=self.device)[:, None]
+
+    def __len__(self):
+        return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
+
+    def batch_indices(self):
+        orders = torch.stack([torch.randperm(self.size, generator=g).to(self.device) if self.shuffle
+                              else torch.arange(self.size, device=self.device)
+                              for g in self.generators])
+        for b in range(len(self)):
+            yield orders[:, b * self.batch_size:(b + 1) * self.batch_size]
+
+    def batch(self, idx):
+        images = self.images[self.members, idx]
+        return (images.float() / 255 - self.mean) / self.std, self.labels[self.members, idx]
+
+    def index_buffer(self):
+        return torch.zeros(len(self.generators), self.batch_size, dtype=torch.long,
+                           device=self.device)
+
+
+class StackTrainer(FastTrainer):
+    """The fast path's trainer for a :class:`StackedModel` on :class:`StackLoader` data: the same
+    step, captured the same way, with one loss sum, hit count and first bad batch per member.
+    ``loss`` must keep each example's loss (``reduction="none"``)."""
+
+    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, **hooks):
+        self.counter_shape = (net.size,)
+        super().__init__(net, loss, optimizer, device, precision, graphs, **hooks)
+
+    def forward(self, loader, idx, net, train):
+        X, y = loader.batch(idx)
+        if train and self.augment is not None:  # one draw per image, whatever member it is
+            X = self.augment(X.flatten(0, 1)).view(X.shape)
+        with precision_context(self.precision, self.device):
+            y_hat = net(X)
+            l_sum = self.loss(y_hat.flatten(0, 1), y.flatten()).view(y.shape).float().sum(-1)
+        return y_hat, y, l_sum
+
+    def train_members(self, loader):
+        """One epoch: ``(mean loss, accuracy, first bad batch or -1)`` per member."""
+        self.net.train()
+        self.keep_lr_tensors()
+        self.reset()
+        self.run(loader, self.train_step, train=True)
+        n = len(loader) * loader.batch_size if loader.drop_last else loader.size
+        return (self.loss_sum / n).tolist(), (self.correct / n).tolist(), self.first_bad.tolist()
+
+    def evaluate_members(self, loader):
+        """``(mean loss, accuracy)`` per member, in eval mode."""
+        was_training = self.eval_net.training
+        self.eval_net.eval()
+        self.reset()
+        self.run(loader, self.eval_step, train=False)
+        self.eval_net.train(was_training)
+        return (self.loss_sum / loader.size).tolist(), (self.correct / loader.size).tolist()
+
+
+def stack_id(keys):
+    return hashlib.sha1(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoint=None, hooks=None,
+                on_epoch_end=None, log=print):
+    """Train ``members`` as one stack for ``epochs`` epochs; returns ``(histories, diverged,
+    model, eval_net)``: each member's history (its records are what
+    :func:`~nbutils.train.train_ch3` records), where each diverged, and the trained stack.
+
+    Each member is a dict, built as the member's single run builds it: ``net`` (initialised),
+    ``optimizer`` (its type, lr and weight decay are read), ``scheduler`` (a maker of the member's
+    scheduler from an optimizer, or None), ``loss`` (per example), ``train`` and ``eval`` (its
+    DeviceLoaders; ``eval`` is the validation split under the honest protocol, and ``validating``
+    says so) and ``key`` (what the run computes: the stack's checkpoint is resumed only by the same
+    runs). ``hooks(model, optimizer, steps per epoch)`` gives the recipe's augment and update hooks
+    (:class:`~nbutils.tools.recipe.EMA` as ``after_update``: its ``ema_net`` is what evaluation
+    runs, as in a single recipe run). A member whose
+    loss becomes NaN or infinite is recorded in ``diverged`` (its epoch and first bad batch) and
+    the others train on: members share no parameter. ``on_epoch_end(eval_net, histories)`` is called
+    after each epoch.
+
+    ``checkpoint``: a path; the stack's whole state is written there after every epoch (atomically),
+    and a stack killed outright resumes from it to the results an uninterrupted one gives.
+    """
+    first = members[0]
+    model = StackedModel([m["net"] for m in members]).to(device)
+    opts = [m["optimizer"] for m in members]
+    kind = StackedOptimizer.KINDS.get(type(opts[0]))
+    if kind is None or {type(o) for o in opts} != {type(opts[0])}:
+        raise ValueError(f"a stack's members share one optimizer type among "
+                         f"{sorted(StackedOptimizer.KINDS.values())}; got "
+                         f"{sorted({type(o).__name__ for o in opts})}")
+    group = opts[0].param_groups[0]
+    optimizer = StackedOptimizer(model.parameters(), kind, [float(o.param_groups[0]["lr"]) for o in opts],
+                                 [o.param_groups[0]["weight_decay"] for o in opts],
+                                 group.get("betas", (0.9, 0.999)), group.get("eps", 1e-8), device)
+    schedulers = MemberSchedulers(optimizer, [m["scheduler"] for m in members])
+    train_iter, eval_iter = StackLoader([m["train"] for m in members]), \
+        StackLoader([m["eval"] for m in members])
+    made = hooks(model, optimizer, len(train_iter)) if hooks else {}
+    eval_net = getattr(made.get("after_update"), "ema_net", model)
+    trainer = StackTrainer(model, first["loss"], optimizer, device, precision, graphs,
+                           eval_net=eval_net, **made)
+    histories = [[] for _ in members]
+    diverged = [None] * len(members)
+    ident = [m["key"] for m in members]
+    start = restore(checkpoint, ident, model, eval_net, optimizer, schedulers, made, train_iter,
+                    histories, diverged, log) if checkpoint else 0
+    for epoch in range(start + 1, epochs + 1):
+        begin = time.perf_counter()
+        losses, accs, bad = trainer.train_members(train_iter)
+        eval_losses, eval_accs = trainer.evaluate_members(eval_iter)
+        schedulers.step(eval_losses)
+        seconds = time.perf_counter() - begin
+        for k, member in enumerate(members):
+            if diverged[k] is None and (bad[k] >= 0 or not math.isfinite(eval_losses[k])):
+                diverged[k] = (epoch, bad[k])
+            record = dict(epoch=epoch, train_loss=losses[k], train_acc=accs[k],
+                          test_loss=eval_losses[k], test_acc=eval_accs[k],
+                          lr=float(optimizer.param_groups[0]["lr"][k]), seconds=seconds)
+            if member.get("validating"):
+                record.update(test_loss=None, test_acc=None, val_loss=eval_losses[k],
+                              val_acc=eval_accs[k])
+            histories[k].append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(eval_net, histories)
+        if checkpoint:
+            save(checkpoint, ident, model, eval_net, optimizer, schedulers, made, train_iter,
+                 histories, diverged)
+    return histories, diverged, model, eval_net
+
+
+def mutable_hook_tensors(hooks):
+    return [t for hook in hooks.values() for t in getattr(hook, "state_tensors", lambda: [])()]
+
+
+def save(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter, histories,
+         diverged):
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(dict(
+        members=ident, model=model.state_dict(), optimizer=optimizer.state_dict(),
+        eval_net=eval_net.state_dict() if eval_net is not model else None,
+        schedulers=schedulers.state_dict(), hooks=[t.clone() for t in mutable_hook_tensors(hooks)],
+        loaders=[g.get_state() for g in train_iter.generators], histories=histories,
+        diverged=diverged, rng=rng), path)
+
+
+def restore(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter, histories,
+            diverged, log):
+    """Put a stack's checkpoint back, if one made by these very runs is there; returns its epoch."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["members"] != ident:
+        return 0
+    model.load_state_dict(state["model"])
+    if state["eval_net"] is not None:
+        eval_net.load_state_dict(state["eval_net"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedulers.load_state_dict(state["schedulers"])
+    for tensor, saved in zip(mutable_hook_tensors(hooks), state["hooks"]):
+        tensor.copy_(saved)
+    for generator, saved in zip(train_iter.generators, state["loaders"]):
+        generator.set_state(saved)
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    for history, saved in zip(histories, state["histories"]):
+        history.extend(saved)
+    diverged[:] = state["diverged"]
+    log(f"resuming the stack of {len(ident)} runs from {path} after epoch {len(histories[0])}")
+    return len(histories[0])

@@ -1,0 +1,333 @@
+"""nbutils.tools.stack: K runs trained as one stacked model give what the K runs give alone, each
+member following its own seed, init, learning rate, weight decay and scheduler."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import nbutils as nb
+from nbutils.fast import FastTrainer
+from nbutils.params import resolve
+from nbutils.tools import claims, stack, sweep
+from nbutils.tools.stack import (MemberSchedulers, StackLoader, StackTrainer, StackedModel,
+                                 StackedOptimizer, train_stack)
+from conftest import TINY
+
+# How far a stacked run may drift from its single run over 3 epochs of the tiny data, dropout off.
+# The stack computes each member's function with batched GEMMs and batched reductions, which add up
+# in another order than the single run's, so each step's gradients differ in their last bits. Adam's
+# first steps turn such a difference into a weight difference of up to lr x (difference / eps) where
+# a gradient is near zero, and of 2 x lr where rounding flips a ReLU whose input lies within it of
+# zero (seen here: seed 2's first batch has one such input among 204,800). From there the runs drift
+# apart as any two roundings of one run do: the same single run with 1 thread instead of 2 drifted by
+# up to 4e-4 in loss and 2 of 500 test images over 5 epochs of the real smoke data; the stacks
+# measured there drifted by up to 1.7e-3 and 3 of 500. Here it measures (and prints) 4.6e-4 in loss
+# and no image: the bounds sit at about twice that, not at what would pass anything.
+LOSS_TOLERANCE = 1e-3
+ACC_TOLERANCE = 0.02  # of the tiny test set: 2 of its 100 images
+
+
+def scheduler(setting, params):
+    """A run's scheduler maker: the report's plateau, none, or (``cut``) lr / 10 after epoch 1."""
+    if setting.get("cut"):
+        return lambda opt: sweep.make_cut_scheduler(opt, epoch=1)
+    return sweep.scheduler_maker(setting.get("scheduler", "plateau"), params.patience)
+
+
+def run_params(i, setting):
+    """Member i's parameters: seed i unless the setting names one."""
+    given = {k: v for k, v in setting.items() if k not in ("scheduler", "cut")}
+    return resolve("smoke", **dict(dict(seed=i, epochs=3), **given))
+
+
+def members(tiny_root, settings, dropout=False):
+    """Stack members built as single runs build theirs: seeded weights and loaders."""
+    out = []
+    for i, setting in enumerate(settings):
+        params = run_params(i, setting)
+        net, loss, optimizer, _ = nb.build(params)
+        if not dropout:
+            net.Block1_Dropout.p = net.Block2_Dropout.p = 0.0
+        train_iter, test_iter = nb.load_data_fashion_mnist_device(
+            50, "cpu", root=tiny_root, spec=TINY, seed=params.seed)
+        out.append(dict(net=net, optimizer=optimizer, loss=nn.CrossEntropyLoss(reduction="none"),
+                        train=train_iter, eval=test_iter, key=str(i), params=params,
+                        scheduler=scheduler(setting, params)))
+    return out
+
+
+def single_runs(tiny_root, settings, epochs=3):
+    """Each member trained alone, on the fast path, as the sweep trains a single run."""
+    histories = []
+    for member in members(tiny_root, settings):
+        make = member["scheduler"]
+        histories.append(nb.train_ch3(member["net"], member["train"], member["eval"],
+                                      nn.CrossEntropyLoss(), epochs, member["optimizer"],
+                                      make(member["optimizer"]) if make else None, animator=False,
+                                      fast=True, progress=False))
+    return histories
+
+
+def relu_inputs_near_zero(member, within=1e-7):
+    """How many inputs of the model's ReLUs lie within ``within`` of zero on the first batch: where
+    rounding can flip a ReLU, and a stack's gradient differ from its single run's by far more."""
+    seen = []
+    for relu in (member["net"].Block1_ReLU, member["net"].Block2_ReLU):
+        relu.register_forward_hook(lambda m, i, o: seen.append(int((i[0].abs() < within).sum())))
+    member["net"](member["train"].batch(next(member["train"].batch_indices()))[0])
+    return sum(seen)
+
+
+def test_one_stacked_sgd_step_equals_each_runs_own_step(tiny_root):
+    """Forward, backward and a plain update (SGD: the step is linear in the gradient) agree with each
+    run's own step to 1e-6 in every parameter; each member with its own lr, decay and init. The
+    members are seeds whose first batch has no ReLU input within 1e-7 (float32 rounding) of zero:
+    seed 2's has one, and there rounding alone flips that ReLU, and its example's gradient path
+    (the short-run test below includes seed 2)."""
+    assert relu_inputs_near_zero(members(tiny_root, [{}, {}, {}])[2]) == 1
+    settings = [dict(optimizer="sgd", lr=0.1, seed=1),
+                dict(optimizer="sgd", lr=0.2, init="xavier_normal", seed=3),
+                dict(optimizer="sgd", lr=0.1, weight_decay=0.01, seed=4)]
+    assert [relu_inputs_near_zero(m) for m in members(tiny_root, settings)] == [0, 0, 0]
+    alone = []
+    for member in members(tiny_root, settings):
+        trainer = FastTrainer(member["net"], nn.CrossEntropyLoss(), member["optimizer"], "cpu")
+        trainer.train_step(member["train"], next(member["train"].batch_indices()))
+        alone.append(member["net"].state_dict())
+    group = members(tiny_root, settings)
+    model = StackedModel([m["net"] for m in group])
+    optimizer = StackedOptimizer(model.parameters(), "sgd", [m["params"].lr for m in group],
+                                 [m["params"].weight_decay for m in group])
+    trainer = StackTrainer(model, nn.CrossEntropyLoss(reduction="none"), optimizer, "cpu")
+    loader = StackLoader([m["train"] for m in group])
+    trainer.train_step(loader, next(loader.batch_indices()))
+    for k, expected in enumerate(alone):
+        got = model.member_state(k)
+        for name, value in expected.items():
+            assert torch.allclose(got[name].float(), value.float(), atol=1e-6), (k, name)
+
+
+@pytest.mark.parametrize("kind, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_the_stacked_update_is_torchs_for_the_same_gradients(kind, cls):
+    """Adam's and AdamW's update, member by member with its own lr and weight decay, over three
+    steps: every parameter within 1e-6 of torch's optimizer given the same gradients. (Given the
+    stack's own gradients the first Adam step cannot promise that: see LOSS_TOLERANCE.)"""
+    torch.manual_seed(0)
+    nets = [nb.NeuralNetwork() for _ in range(3)]
+    settings = [(1e-3, 5e-4), (2e-3, 0.0), (5e-4, 0.05)]
+    alone = [cls(n.parameters(), lr=lr, weight_decay=wd) for n, (lr, wd) in zip(nets, settings)]
+    model = StackedModel(nets)
+    stacked = StackedOptimizer(model.parameters(), kind, *zip(*settings))
+    params, _ = model.tensors()
+    for _ in range(3):
+        grads = [{n: torch.randn_like(p) * 10 ** torch.randint(-9, -1, ()).item()
+                  for n, p in net.named_parameters()} for net in nets]
+        for net, optimizer, g in zip(nets, alone, grads):
+            for n, p in net.named_parameters():
+                p.grad = g[n].clone()
+            optimizer.step()
+        for n, p in params.items():
+            p.grad = torch.stack([g[n] for g in grads])
+        stacked.step()
+    for k, net in enumerate(nets):
+        for n, p in net.named_parameters():
+            assert torch.allclose(params[n][k], p, atol=1e-6, rtol=0), (k, n)
+
+
+def test_a_short_stacked_run_follows_each_of_its_runs(tiny_root):
+    """Members with their own lr, init, weight decay and scheduler (a fixed cut after epoch 1 in one
+    of them): their histories are the single runs' ones, to the rounding of batched GEMMs."""
+    settings = [dict(), dict(lr=0.003, init="xavier_normal", scheduler="none"),
+                dict(weight_decay=0.01, init="kaiming_normal", cut=True)]
+    expected = single_runs(tiny_root, settings)
+    group = members(tiny_root, settings)
+    histories, diverged, _, _ = train_stack(group, 3, "cpu")
+    assert diverged == [None, None, None]
+    worst = {"loss": 0.0, "acc": 0.0}
+    for got, want in zip(histories, expected):
+        assert [r["epoch"] for r in got] == [1, 2, 3] and set(got[0]) == set(want[0])
+        assert [r["lr"] for r in got] == pytest.approx([r["lr"] for r in want], rel=1e-6)
+        for a, b in zip(got, want):
+            for name in ("train_loss", "test_loss"):
+                worst["loss"] = max(worst["loss"], abs(a[name] - b[name]))
+            for name in ("train_acc", "test_acc"):
+                worst["acc"] = max(worst["acc"], abs(a[name] - b[name]))
+    print("stacked against single runs, largest difference:", worst)
+    assert worst["loss"] <= LOSS_TOLERANCE and worst["acc"] <= ACC_TOLERANCE
+    assert [r["lr"] for r in histories[2]] == pytest.approx([1e-4, 1e-4, 1e-4])  # its cut alone
+    assert [r["lr"] for r in histories[0]] == pytest.approx([1e-3] * 3)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2])
+def test_each_member_drops_p_of_its_activations_with_masks_of_its_own(p):
+    torch.manual_seed(0)
+    model = StackedModel([nn.Sequential(nn.Linear(4, 4), nn.Dropout(p)) for _ in range(3)]).train()
+    with torch.no_grad():
+        for name, t in model.stacked.items():
+            t.copy_(torch.ones_like(t) if "weight" in name else torch.zeros_like(t))
+    out = model(torch.ones(3, 20_000, 4))
+    kept = out != 0
+    for k in range(3):
+        assert abs(1 - kept[k].float().mean().item() - p) < 0.01
+    assert not torch.equal(kept[0], kept[1]) and not torch.equal(kept[1], kept[2])
+
+
+def test_batchnorm_keeps_each_members_statistics_and_eval_uses_them():
+    nets = [nn.Sequential(nn.BatchNorm1d(2)) for _ in range(2)]
+    model = StackedModel(nets).train()
+    X = torch.stack([torch.randn(64, 2), 10 + 3 * torch.randn(64, 2)])
+    model(X)
+    means = model.member_state(0)["0.running_mean"], model.member_state(1)["0.running_mean"]
+    assert means[0].abs().max() < 0.1 and (means[1] - 1.0).abs().max() < 0.2  # momentum 0.1 of 10
+    model.eval()
+    out = model(torch.full((2, 3, 2), 10.0))
+    assert not torch.allclose(out[0], out[1])  # each member normalises with its own statistics
+
+
+def test_one_members_divergence_is_its_own_and_the_others_finish(tiny_root):
+    group = members(tiny_root, [dict(), dict(), dict()])
+    with torch.no_grad():
+        group[1]["net"].stemLinear.weight.fill_(float("inf"))
+    histories, diverged, _, _ = train_stack(group, 2, "cpu")
+    assert diverged[0] is None and diverged[2] is None and diverged[1] == (1, 0)
+    for k in (0, 2):
+        assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in histories[k])
+        assert histories[k][-1]["train_loss"] < histories[k][0]["train_loss"] * 1.5
+
+
+def test_no_vmap_fallback_and_no_warning_at_all(tiny_root):
+    """A batching rule torch lacks would run the model member by member ("performance drop"), and
+    say so only in a warning: here every warning is an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        group = members(tiny_root, [dict(), dict(lr=0.002)], dropout=True)
+        train_stack(group, 1, "cpu")
+        model = StackedModel([nb.NeuralNetwork() for _ in range(2)])
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the bf16 step's forward
+            model(torch.randn(2, 4, 1, 28, 28)).float().sum().backward()
+
+
+def test_member_schedulers_cut_only_their_own_member():
+    params = [torch.zeros(3, 2, requires_grad=True)]
+    optimizer = StackedOptimizer(params, "sgd", [0.1, 0.1, 0.1], [0, 0, 0])
+    plateau = lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0)  # noqa: E731
+    schedulers = MemberSchedulers(optimizer, [plateau, None, plateau])
+    schedulers.step([1.0, 1.0, 1.0])
+    schedulers.step([2.0, 2.0, 0.5])  # member 0 got worse: cut; member 2 better: kept
+    assert optimizer.param_groups[0]["lr"].tolist() == pytest.approx([0.01, 0.1, 0.1])
+
+
+def test_stack_groups_share_what_a_stack_shares_and_keep_plan_order():
+    base = resolve("smoke", device="cpu", fast="on").as_dict()
+    wanted = [claims.CLAIMS["scheduler"], claims.CLAIMS["lr_cut"], claims.CLAIMS["optimizer"]]
+    specs = list(claims.plan(wanted, [0, 1], base, __import__("pathlib").Path("/nonexistent"))
+                 .values())
+    groups = claims.stack_groups(specs, 4)
+    assert sum(len(g) for g in groups) == len(specs)
+    for group in groups:
+        assert len({claims.stack_key(s) for s in group}) == 1 and len(group) <= 4
+        if claims.stack_key(group[0]) is None:
+            assert len(group) == 1 and group[0]["params"]["optimizer"] == "asgd"
+    assert any(len({s["scheduler"] for s in g}) > 1 for g in groups)  # cut, plateau, none together
+    assert [s["label"] for s in specs].index("optimizer sgd") < len(specs)
+    assert claims.stack_groups(specs, 1) == [[s] for s in specs]
+
+
+def test_the_sweep_trains_stacks_into_the_run_folders_a_single_run_writes(tmp_path, real_root):
+    out = tmp_path / "ablations"
+    done = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", "--profile", "smoke",
+                           "--claims", "lr_cut", "--seeds", "0,1", "--stack", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "in stacks of up to 4" in done.stdout and done.stdout.count("(a stack of 4)") == 4
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 4
+    for folder in runs:
+        assert {p.name for p in folder.iterdir()} == {"params.json", "history.json", "history.csv",
+                                                      "metrics.json"}
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["stack"] == 4 and metrics["epochs_run"] == 1
+    assert not list((out / "stacks").glob("*.pt"))  # the stack's checkpoint is gone once it finished
+    assert "lr_cut: " in done.stdout
+
+
+def stack_specs(root, seeds=(0, 1, 2)):
+    base = resolve("smoke", device="cpu", fast="on", epochs=3, train_subset=192, test_subset=200,
+                   batch_size=64).as_dict()
+    return [dict(claims.run_spec("report protocol", {}, seed, base),
+                 folder=str(root / "runs" / f"report-protocol-s{seed}")) for seed in seeds]
+
+
+def run_stack_process(root):
+    return subprocess.Popen([sys.executable, "-m", "nbutils.tools.sweep", "--one-stack",
+                             json.dumps(stack_specs(root)), "--out", str(root)],
+                            env=dict(os.environ, NBUTILS_HEADLESS="1"))
+
+
+def test_a_killed_stack_resumes_to_what_an_uninterrupted_one_gives(tmp_path, real_root):
+    assert run_stack_process(tmp_path / "whole").wait(timeout=300) == 0
+    killed = tmp_path / "killed"
+    proc = run_stack_process(killed)
+    deadline = time.monotonic() + 300
+    while not list((killed / "stacks").glob("*.pt")):  # epoch 1 done
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list((killed / "runs").glob("*/metrics.json"))
+    assert run_stack_process(killed).wait(timeout=300) == 0  # resumes from the checkpoint
+    for seed in (0, 1, 2):
+        def history(root):
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in
+                    json.loads((root / "runs" / f"report-protocol-s{seed}" / "history.json")
+                               .read_text())]
+        assert history(killed) == history(tmp_path / "whole")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_stack_graphs_replay_what_eager_steps_compute(tiny_root, precision):
+    """The stacked step captured as a CUDA graph: with dropout off, its epoch equals eager steps'."""
+    results = []
+    for graphs in (False, True):
+        group = []
+        for i in range(3):
+            params = resolve("smoke", seed=i, device="cuda")
+            net, _, optimizer, _ = nb.build(params, "cuda")
+            net.Block1_Dropout.p = net.Block2_Dropout.p = 0.0
+            train_iter, _ = nb.load_data_fashion_mnist_device(50, "cuda", root=tiny_root, spec=TINY,
+                                                              seed=i, drop_last=True)
+            group.append((net, train_iter))
+        model = StackedModel([n for n, _ in group]).cuda()
+        optimizer = StackedOptimizer(model.parameters(), "adam", [1e-3] * 3, [5e-4] * 3, device="cuda")
+        trainer = StackTrainer(model, nn.CrossEntropyLoss(reduction="none"), optimizer, "cuda",
+                               precision, graphs=graphs)
+        assert trainer.graphs == graphs
+        loader = StackLoader([t for _, t in group])
+        for _ in range(2):
+            stats = trainer.train_members(loader)
+        results.append((stats, [p.detach().clone() for p in model.parameters()]))
+    (a, weights_a), (b, weights_b) = results
+    assert a[0] == pytest.approx(b[0], abs=1e-4 if precision == "fp32" else 1e-2)
+    assert max(float((x - y).abs().max()) for x, y in zip(weights_a, weights_b)) < \
+        (1e-4 if precision == "fp32" else 1e-2)
+
+
+@pytest.mark.cuda
+def test_cuda_recipe_stack_trains_with_its_hooks_in_the_graph(tmp_path, real_root):
+    base = resolve("smoke", device="cuda", fast="on", precision="bf16", train_subset=1200,
+                   test_subset=500, epochs=2).as_dict()
+    specs = [dict(claims.run_spec("no EMA", {"recipe": "full recipe"}, seed, base),
+                  folder=str(tmp_path / "runs" / f"full-s{seed}")) for seed in (0, 1)]
+    assert sweep.run_stack(specs, tmp_path) == 0
+    for spec in specs:
+        metrics = json.loads((tmp_path / "runs" / spec["folder"].split("/")[-1] / "metrics.json")
+                             .read_text())
+        assert metrics["stack"] == 2 and 0 < metrics["final_test_acc"] <= 1
