@@ -67,8 +67,8 @@ def warn_if_slow(params: Params, runs=1, epochs=None):
     full_size = params.train_subset in (0, 60_000)
     if not runs or not epochs or not full_size or resolve_device(params.device).type != "cpu":
         return
-    # Minutes per full epoch on 2 cores, at the slow end of what reports/bench/bench-cpu.json holds.
-    minutes = (6 if use_fast_path(params.fast, "cpu") else 9) * epochs * runs
+    # Minutes per full epoch on 2 cores, as reports/bench/bench-cpu.json measured them (2026-12-01).
+    minutes = (9 if use_fast_path(params.fast, "cpu") else 11) * epochs * runs
     print(f"note: no GPU here; {runs} full-size run{'s' * (runs > 1)} of {epochs} epochs: about "
           f"{minutes / 60:.1f} h on 2 CPU cores. The smoke profile checks the pipeline in minutes: "
           f"`python3 -m nbutils reproduce --profile smoke`, or profile = \"smoke\" in a notebook.",

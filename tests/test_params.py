@@ -143,19 +143,19 @@ def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path, real_root)
 
 
 def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
-    warn_if_slow(P.resolve("seed", device="cpu"), runs=2)  # the my_utils loop: ~9 min an epoch
+    warn_if_slow(P.resolve("seed", device="cpu"), runs=2)  # the my_utils loop: ~11 min an epoch
     out = capsys.readouterr().out
-    assert "2 full-size runs of 30 epochs: about 9.0 h on 2 CPU cores" in out
+    assert "2 full-size runs of 30 epochs: about 11.0 h on 2 CPU cores" in out
     assert "`python3 -m nbutils reproduce --profile smoke`" in out
     warn_if_slow(P.resolve("seed", device="cpu", fast="on"))
-    assert "1 full-size run of 30 epochs: about 3.0 h" in capsys.readouterr().out
+    assert "1 full-size run of 30 epochs: about 4.5 h" in capsys.readouterr().out
     for quiet in (P.resolve("smoke", device="cpu"), P.resolve("seed", device="cpu", train_subset=500)):
         warn_if_slow(quiet)
     warn_if_slow(P.resolve("seed", device="cpu"), runs=0)
     warn_if_slow(P.resolve("seed", device="cpu"), epochs=0)  # a resumed run with nothing left
     assert capsys.readouterr().out == ""
     warn_if_slow(P.resolve("seed", device="cpu", fast="on"), epochs=12)  # 18 of 30 done
-    assert "1 full-size run of 12 epochs: about 1.2 h" in capsys.readouterr().out
+    assert "1 full-size run of 12 epochs: about 1.8 h" in capsys.readouterr().out
 
 
 def test_runner_refuses_a_corrupt_dataset_before_making_a_folder(tmp_path):

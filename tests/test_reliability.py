@@ -17,7 +17,7 @@ from nbutils import io, runs
 from nbutils.checkpoint import Checkpoint, CheckpointMismatch
 from nbutils.params import resolve
 
-TRAIN = dict(epochs=3, train_subset=384, test_subset=200, batch_size=64, live_plot=False)
+TRAIN = dict(epochs=3, train_subset=256, test_subset=100, batch_size=64, live_plot=False)
 
 
 def params_for(folder, **kw):
@@ -90,12 +90,6 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(uninterrupted, tmp_
         assert torch.equal(weights[k], ref_weights[k]), k
 
 
-def test_same_seed_same_history(uninterrupted, tmp_path):
-    proc = train_in_subprocess(tmp_path / "again")
-    assert proc.wait(timeout=300) == 0
-    assert final_state(tmp_path / "again")[1] == final_state(uninterrupted)[1]
-
-
 def test_checkpoint_with_other_parameters_is_refused(uninterrupted):
     with pytest.raises(CheckpointMismatch, match=r"other parameters \(lr: checkpoint 0.001 vs now 0.01\)"):
         train(params_for(uninterrupted, lr=0.01))
@@ -136,7 +130,7 @@ def test_divergence_names_epoch_batch_and_cause_and_keeps_last_good_checkpoint(r
         def loss_fn(y_hat, y):
             calls["n"] += 1
             value = loss(y_hat, y)
-            return value * float("nan") if calls["n"] == 13 else value  # 6 train + 4 test per epoch
+            return value * float("nan") if calls["n"] == 9 else value  # 4 train + 2 test per epoch
         return net, loss_fn, opt, sched
 
     monkeypatch.setattr(runs, "build", poisoned_build)

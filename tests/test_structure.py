@@ -13,7 +13,7 @@ from nbutils.tools import export
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "nbutils"
-CORE_LIMIT = 1500  # lines: small enough to read in one sitting
+CORE_LIMIT = 1500  # lines of code: small enough to read in one sitting
 
 
 def module_name(path: Path):
@@ -147,11 +147,25 @@ def test_no_module_uses_another_modules_private_names():
     assert used == []
 
 
+def code_lines(path: Path):
+    """Lines of code: not blank, not a comment, not part of a docstring."""
+    text = path.read_text()
+    docstrings = set()
+    for node in ast.walk(ast.parse(text)):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            docstrings.update(range(body[0].lineno, body[0].end_lineno + 1))
+    return sum(1 for i, line in enumerate(text.splitlines(), 1)
+               if line.strip() and not line.strip().startswith("#") and i not in docstrings)
+
+
 def test_the_core_is_small_and_the_readme_says_how_small():
+    code = sum(code_lines(MODULES[m]) for m in CORE)
     lines = sum(len(MODULES[m].read_text().splitlines()) for m in CORE)
-    assert lines < CORE_LIMIT, f"the core has grown to {lines} lines"
-    assert f"{lines:,} lines" in (REPO / "README.md").read_text(), \
-        f"the README should state the core's size: {lines:,} lines"
+    assert code < CORE_LIMIT, f"the core has grown to {code} lines of code"
+    stated = f"{code:,} lines of code ({lines:,} with their docstrings and comments)"
+    assert stated in (REPO / "README.md").read_text(), f"the README should say: {stated}"
 
 
 def test_the_notebooks_of_the_five_tasks_import_only_the_core():

@@ -1,4 +1,4 @@
-"""nbutils.sweep and nbutils.ablations: the plan, the honest protocol, the tables and their verdicts."""
+"""nbutils.tools.sweep, claims and ablations: the plan, the honest protocol, the tables and their verdicts."""
 import io
 import json
 import re
@@ -251,14 +251,21 @@ def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
 
 
 def test_sweep_command_smoke(tmp_path):
-    """The command end to end on the CPU: runs in this process (--jobs 1) or in their own (--jobs 2),
-    finished runs reused, then tables and plots."""
+    """The command end to end on the CPU: runs as one stack (--stack 4) or in their own processes
+    (--jobs 2), into the run folders a single run writes, finished runs reused, then tables and
+    plots."""
     out = tmp_path / "ablations"
     cmd = [sys.executable, "-m", "nbutils.tools.sweep", "--profile", "smoke", "--seeds", "0,1",
            "--out", str(out)]
-    done = subprocess.run(cmd + ["--claims", "scheduler", "--jobs", "1"], capture_output=True,
+    done = subprocess.run(cmd + ["--claims", "scheduler", "--stack", "4"], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "in stacks of up to 4" in done.stdout and done.stdout.count("(a stack of 4)") == 4
+    for folder in (out / "runs").iterdir():
+        assert {p.name for p in folder.iterdir()} == {"params.json", "history.json", "history.csv",
+                                                      "metrics.json"}
+        assert json.loads((folder / "metrics.json").read_text())["stack"] == 4
+    assert not list((out / "stacks").glob("*.pt"))  # the stack's checkpoint is gone once it finished
     report = json.loads((out / "ablations.json").read_text())
     rows = report["claims"]["scheduler"]["rows"]
     assert [r["label"] for r in rows] == ["report protocol", "no scheduler"] and rows[0]["n"] == 2
