@@ -36,8 +36,8 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # instead of 79 (results are the same; see load_data_fashion_mnist_device).
 EVAL_BATCH_SIZE = 1000
 # What makes each optimizer's step capturable. Adam fused: its update in one kernel instead of ~200
-# tiny ones (a graphed bf16 step went from 1.6 to 1.4 ms on an H100). SGD has no capturable mode;
-# fused, it is one kernel that reads the lr tensor.
+# tiny ones (reports/bench/README.md says what that saved). SGD has no capturable mode; fused, it is
+# one kernel that reads the lr tensor.
 CAPTURE = {torch.optim.Adam: dict(capturable=True, fused=True, foreach=False),
            torch.optim.AdamW: dict(capturable=True, fused=True, foreach=False),
            torch.optim.ASGD: dict(capturable=True),

@@ -79,8 +79,8 @@ class OneDNNLinear(torch.autograd.Function):
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` whose fp32 CPU GEMMs run in oneDNN (1.2 to 1.6x faster than MKL's on this
-    model's shapes on the project's AMD CPU); torch's own everywhere else."""
+    """``nn.Linear`` whose fp32 CPU GEMMs run in oneDNN (faster than MKL's on AMD processors, where
+    MKL takes a slower code path: reports/bench/README.md); torch's own everywhere else."""
 
     def forward(self, x):
         if transformed(x, self.weight) or not (

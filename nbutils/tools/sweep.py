@@ -275,8 +275,7 @@ def execute(specs, jobs, max_runs=None, stack=1, log=print):
     ``jobs=1`` trains them one after the other in this process, which pays for the imports, the CUDA
     context and the data once. ``jobs > 1`` runs that many processes at a time: for a CPU with cores
     to spare. On one GPU keep ``jobs=1``, because processes time-slice the device rather than share
-    it (measured on an H100 with 8 at a time: a 30-epoch bf16 run took 143-173 s instead of 19 s);
-    stacks share it instead.
+    it (eight processes at once took 7 to 9 times longer a run, reports/gpu-check/); stacks share it.
     """
     todo = [dict(s, jobs=jobs) for s in unfinished(specs)]
     log(f"{len(specs) - len(todo)} of {len(specs)} runs already finished; {len(todo)} to go, "
