@@ -14,6 +14,7 @@ Only the standard library is imported until then, so this works before torch is 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -113,6 +114,15 @@ def ensure_browser():
           "(apt-get install chromium)", flush=True)
 
 
+def parallel(args):
+    """pytest-xdist's options: a worker per core (at most 4), each test file kept in one worker and
+    in order; none where the caller chose its own -n or xdist is not installed."""
+    if any(a == "-n" or a.startswith("--numprocesses") for a in args) or \
+            importlib.util.find_spec("xdist") is None:
+        return []
+    return ["-n", str(max(1, min(4, os.cpu_count() or 1))), "--dist", "loadfile"]
+
+
 def _exec_module(module, args, **env):
     """Become ``python -m module args``: Ctrl-C and SIGTERM then reach it, not a waiting parent."""
     os.chdir(REPO)
@@ -143,7 +153,8 @@ def main(argv=None):
         return 0
     if command == "test":
         ensure_browser()
-        return _exec_module("pytest", rest, NBUTILS_PROFILE="smoke", NBUTILS_HEADLESS="1")
+        return _exec_module("pytest", parallel(rest) + rest, NBUTILS_PROFILE="smoke",
+                            NBUTILS_HEADLESS="1")
     return _exec_module(MODULES[command], rest)
 
 

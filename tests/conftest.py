@@ -11,10 +11,16 @@ import torch
 # profile, and run folders in a temporary place rather than the repository's reports/.
 os.environ.setdefault("NBUTILS_HEADLESS", "1")
 os.environ.setdefault("NBUTILS_PROFILE", "smoke")
-os.environ.setdefault("NBUTILS_REPORTS", tempfile.mkdtemp(prefix="nbutils-reports-"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # pytest-xdist: one process per core, each its own
+if WORKER:  # and one thread each, in its kernels and subprocesses too (their rounding then agrees)
+    os.environ["NBUTILS_REPORTS"] = tempfile.mkdtemp(prefix=f"nbutils-reports-{WORKER}-")
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("NBUTILS_REPORTS", tempfile.mkdtemp(prefix="nbutils-reports-"))
+torch.set_num_threads(1 if WORKER else max(1, min(2, os.cpu_count() or 1)))
 
 import nbutils as nb  # noqa: E402
+import nbval_reference  # noqa: E402
 from nbutils import data as nbdata  # noqa: E402
 
 TINY = nb.DatasetSpec(n_train=200, n_test=100)
@@ -87,9 +93,10 @@ def real_root():
 
 
 def pytest_configure(config):
-    """Write the nbval reference notebooks (tests/nbval/) before pytest collects them."""
-    import nbval_reference
-    nbval_reference.build()
+    """Write the nbval reference notebooks (tests/nbval/) before pytest collects them (once: under
+    pytest-xdist its workers collect what the controller wrote)."""
+    if not WORKER:
+        nbval_reference.build()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -103,6 +103,15 @@ def test_export_needs_no_setup_and_test_brings_the_browser(monkeypatch):
     assert calls == ["nbutils.tools.export", "setup", "browser", "pytest"]
 
 
+def test_the_suite_runs_a_worker_per_core_unless_told_otherwise(monkeypatch):
+    monkeypatch.setattr(commands.os, "cpu_count", lambda: 2)
+    if commands.importlib.util.find_spec("xdist") is None:
+        assert commands.parallel([]) == []
+        return
+    assert commands.parallel(["-m", "browser"]) == ["-n", "2", "--dist", "loadfile"]
+    assert commands.parallel(["-n", "0"]) == [] and commands.parallel(["--numprocesses=3"]) == []
+
+
 def test_results_command_has_help_and_refuses_a_missing_root(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         results.main(["--help"])

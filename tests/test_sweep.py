@@ -250,17 +250,15 @@ def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
     assert metrics["max_test_acc"] is None and 0 <= metrics["final_test_acc"] <= 1
 
 
-def test_sweep_command_smoke(tmp_path):
-    """The command end to end on the CPU: runs as one stack (--stack 4) or in their own processes
+def test_sweep_command_smoke(tmp_path, capsys):
+    """The command end to end on the CPU: runs as one stack (--stack 4), or in their own processes
     (--jobs 2), into the run folders a single run writes, finished runs reused, then tables and
-    plots."""
+    plots. In this process where it can be (torch is imported once), in a subprocess for --jobs."""
     out = tmp_path / "ablations"
-    cmd = [sys.executable, "-m", "nbutils.tools.sweep", "--profile", "smoke", "--seeds", "0,1",
-           "--out", str(out)]
-    done = subprocess.run(cmd + ["--claims", "scheduler", "--stack", "4"], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "in stacks of up to 4" in done.stdout and done.stdout.count("(a stack of 4)") == 4
+    args = ["--profile", "smoke", "--seeds", "0,1", "--out", str(out)]
+    assert sweep.main(args + ["--claims", "scheduler", "--stack", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "in stacks of up to 4" in printed and printed.count("(a stack of 4)") == 4
     for folder in (out / "runs").iterdir():
         assert {p.name for p in folder.iterdir()} == {"params.json", "history.json", "history.csv",
                                                       "metrics.json"}
@@ -271,15 +269,15 @@ def test_sweep_command_smoke(tmp_path):
     assert [r["label"] for r in rows] == ["report protocol", "no scheduler"] and rows[0]["n"] == 2
     assert (out / "scheduler.png").stat().st_size > 0 and "**Verdict:**" in (out / "README.md").read_text()
     # the protocol claim shares the base runs and trains only its honest ones, two processes at once
-    again = subprocess.run(cmd + ["--claims", "protocol", "--jobs", "2"], capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", *args, "--claims",
+                            "protocol", "--jobs", "2"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "2 of 4 runs already finished" in again.stdout and again.stdout.count("done ") == 2
     assert re.search(r"done honest-protocol-s0 in \d+ s: final test acc \d+\.\d\d %", again.stdout)
-    tables = subprocess.run(cmd + ["--claims", "scheduler,protocol", "--tables-only"],
-                            capture_output=True, text=True, timeout=600)
-    assert "scheduler: " in tables.stdout and "protocol: " in tables.stdout
-    assert "incomplete" not in tables.stdout and "done " not in tables.stdout
+    assert sweep.main(args + ["--claims", "scheduler,protocol", "--tables-only"]) == 0
+    tables = capsys.readouterr().out
+    assert "scheduler: " in tables and "protocol: " in tables
+    assert "incomplete" not in tables and "done " not in tables
 
 
 def test_max_runs_trains_the_first_unfinished_runs_in_plan_order(tmp_path, monkeypatch):
