@@ -240,11 +240,11 @@ def test_stack_groups_share_what_a_stack_shares_and_keep_plan_order():
     assert claims.stack_groups(specs, 1) == [[s] for s in specs]
 
 
-def stack_specs(root, seeds=(0, 1)):
+def stack_specs(root, seeds=(0, 1), protocol="report"):
     base = resolve("smoke", device="cpu", fast="on", epochs=2, train_subset=128, test_subset=100,
                    batch_size=64).as_dict()
-    return [dict(claims.run_spec("report protocol", {}, seed, base),
-                 folder=str(root / "runs" / f"report-protocol-s{seed}")) for seed in seeds]
+    return [dict(claims.run_spec(f"{protocol} protocol", {"protocol": protocol}, seed, base),
+                 folder=str(root / "runs" / f"{protocol}-protocol-s{seed}")) for seed in seeds]
 
 
 def histories(root):
@@ -274,6 +274,32 @@ def test_a_killed_stack_resumes_to_what_an_uninterrupted_one_gives(tmp_path, rea
     assert not list((killed / "runs").glob("*/metrics.json"))
     assert start().wait(timeout=300) == 0  # resumes from the checkpoint
     assert histories(killed) == histories(tmp_path / "whole")
+
+
+def test_an_honest_stack_stopped_before_its_results_keeps_the_epochs_it_chose(tmp_path, real_root,
+                                                                            monkeypatch):
+    """Under the honest protocol each member's chosen epoch and weights travel with the stack's
+    checkpoint: stopped after its last epoch, before a run folder was written, the stack resumes to
+    the metrics of a stack that was never stopped (a lost choice would pick among no epoch at all)."""
+    def metrics(root):
+        keys = ("selected_epoch", "val_acc", "test_loss", "final_test_acc", "epochs_run")
+        return [{k: json.loads((Path(s["folder"]) / "metrics.json").read_text())[k] for k in keys}
+                for s in stack_specs(root, protocol="honest")]
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert sweep.run_stack(stack_specs(whole, protocol="honest"), whole, log=lambda m: None) == 0
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt("stopped after the last epoch")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sweep, "finish_run", stop)
+        with pytest.raises(KeyboardInterrupt):
+            sweep.run_stack(stack_specs(stopped, protocol="honest"), stopped, log=lambda m: None)
+    assert list((stopped / "stacks").glob("*.pt"))
+    assert sweep.run_stack(stack_specs(stopped, protocol="honest"), stopped, log=lambda m: None) == 0
+    assert metrics(stopped) == metrics(whole)
+    assert not list((stopped / "stacks").glob("*.pt"))
 
 
 @pytest.mark.cuda

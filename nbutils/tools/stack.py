@@ -245,7 +245,7 @@ def stack_id(keys):
 
 
 def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoint=None, hooks=None,
-                on_epoch_end=None, log=print):
+                on_epoch_end=None, kept=None, log=print):
     """Train ``members`` as one stack for ``epochs`` epochs; returns ``(histories, diverged,
     model, eval_net)``: each member's history (its records are what
     :func:`~nbutils.train.train_ch3` records), where each diverged, and the trained stack.
@@ -260,7 +260,8 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
     runs, as in a single recipe run). A member whose
     loss becomes NaN or infinite is recorded in ``diverged`` (its epoch and first bad batch) and
     the others train on: members share no parameter. ``on_epoch_end(eval_net, histories)`` is called
-    after each epoch.
+    after each epoch; ``kept``, a list of dicts it fills (the honest protocol's chosen epoch and
+    weights, one per member), is saved with the checkpoint and put back on resume.
 
     ``checkpoint``: a path; the stack's whole state is written there after every epoch (atomically),
     and a stack killed outright resumes from it to the results an uninterrupted one gives.
@@ -287,8 +288,9 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
     histories = [[] for _ in members]
     diverged = [None] * len(members)
     ident = [m["key"] for m in members]
+    kept = [] if kept is None else kept
     start = restore(checkpoint, ident, model, eval_net, optimizer, schedulers, made, train_iter,
-                    histories, diverged, log) if checkpoint else 0
+                    histories, diverged, kept, log) if checkpoint else 0
     for epoch in range(start + 1, epochs + 1):
         begin = time.perf_counter()
         losses, accs, bad = trainer.train_members(train_iter)
@@ -309,7 +311,7 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
             on_epoch_end(eval_net, histories)
         if checkpoint:
             save(checkpoint, ident, model, eval_net, optimizer, schedulers, made, train_iter,
-                 histories, diverged)
+                 histories, diverged, kept)
     return histories, diverged, model, eval_net
 
 
@@ -318,7 +320,7 @@ def mutable_hook_tensors(hooks):
 
 
 def save(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter, histories,
-         diverged):
+         diverged, kept):
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -328,11 +330,11 @@ def save(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter,
         eval_net=eval_net.state_dict() if eval_net is not model else None,
         schedulers=schedulers.state_dict(), hooks=[t.clone() for t in mutable_hook_tensors(hooks)],
         loaders=[g.get_state() for g in train_iter.generators], histories=histories,
-        diverged=diverged, rng=rng), path)
+        diverged=diverged, kept=kept, rng=rng), path)
 
 
 def restore(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter, histories,
-            diverged, log):
+            diverged, kept, log):
     """Put a stack's checkpoint back, if one made by these very runs is there; returns its epoch."""
     path = Path(path)
     if not path.exists():
@@ -355,5 +357,8 @@ def restore(path, ident, model, eval_net, optimizer, schedulers, hooks, train_it
     for history, saved in zip(histories, state["histories"]):
         history.extend(saved)
     diverged[:] = state["diverged"]
+    for mine, saved in zip(kept, state["kept"]):  # in place: the caller's on_epoch_end holds them
+        mine.clear()
+        mine.update(saved)
     log(f"resuming the stack of {len(ident)} runs from {path} after epoch {len(histories[0])}")
     return len(histories[0])

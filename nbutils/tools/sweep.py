@@ -239,7 +239,7 @@ def run_stack(specs, root, log=print):
         members, epochs, device, first["recipe"].precision if first["recipe"] else
         first["params"].precision, graphs=False if first["params"].fast == "eager" else None,
         checkpoint=checkpoint, hooks=recipe_hooks(first) if first["recipe"] else None,
-        on_epoch_end=keep_best, log=log)
+        on_epoch_end=keep_best, kept=best, log=log)
     failed = 0
     for k, (member, history) in enumerate(zip(members, histories)):
         name = Path(member["spec"]["folder"]).name
