@@ -93,11 +93,19 @@ class Checkpoint:
         }, self.path)
 
 
+# How the fast path made the live optimizer (nbutils.fast.prepare_for_graphs): a run saved on a CPU
+# and resumed on a GPU keeps the GPU's settings, not the saved ones.
+LIVE_SETTINGS = ("capturable", "fused", "foreach")
+
+
 def load_optimizer_in_place(optimizer, saved):
-    """``optimizer.load_state_dict(saved)``, keeping a device-tensor lr (the fast path's) the same
-    tensor: a CUDA graph points at it."""
+    """``optimizer.load_state_dict(saved)``, keeping the live optimizer's capture settings and its
+    device-tensor lr (the fast path's) the same tensor: a CUDA graph points at it."""
     lrs = [g["lr"] for g in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
+    live = [{k: g[k] for k in LIVE_SETTINGS if k in g} for g in optimizer.param_groups]
+    # torch puts each state tensor where the loaded group's settings say (capturable: on the device)
+    optimizer.load_state_dict(dict(saved, param_groups=[
+        dict(group, **settings) for group, settings in zip(saved["param_groups"], live)]))
     for group, lr in zip(optimizer.param_groups, lrs):
         if torch.is_tensor(lr):
             lr.copy_(torch.as_tensor(group["lr"]))

@@ -14,7 +14,7 @@ from torch import nn
 
 import nbutils as nb
 from nbutils import io, runs
-from nbutils.checkpoint import Checkpoint, CheckpointMismatch
+from nbutils.checkpoint import Checkpoint, CheckpointMismatch, load_optimizer_in_place
 from nbutils.params import resolve
 
 TRAIN = dict(epochs=3, train_subset=256, test_subset=100, batch_size=64, live_plot=False)
@@ -165,3 +165,21 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
         checkpoint.save(net, opt, None, [{"epoch": 1}, {"epoch": 2}], None)
     assert len(checkpoint.load()["history"]) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_a_resume_keeps_what_the_fast_path_made_of_the_live_optimizer():
+    """A run saved without CUDA graphs (on a CPU) and resumed with them (on a GPU): the live optimizer
+    keeps its capture settings and its tensor lr, the one a graph reads, and takes the saved lr,
+    moments and step count."""
+    net = nn.Linear(3, 2)
+    saved_optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.ones(4, 3)).sum().backward()
+    saved_optimizer.step()
+    lr = torch.tensor(5e-4)
+    live = torch.optim.Adam(net.parameters(), lr=lr, capturable=True, foreach=False)
+    load_optimizer_in_place(live, saved_optimizer.state_dict())
+    group = live.param_groups[0]
+    assert (group["capturable"], group["foreach"]) == (True, False)
+    assert group["lr"] is lr and float(lr) == pytest.approx(1e-3)
+    for name in ("exp_avg", "exp_avg_sq", "step"):
+        assert torch.equal(live.state[net.weight][name], saved_optimizer.state[net.weight][name])

@@ -244,6 +244,10 @@ def stack_id(keys):
     return hashlib.sha1(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
 
 
+# Options of torch's optimizers that StackedOptimizer leaves out, at the values that mean "off".
+PLAIN = dict(amsgrad=False, maximize=False, momentum=0, dampening=0, nesterov=False)
+
+
 def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoint=None, hooks=None,
                 on_epoch_end=None, kept=None, log=print):
     """Train ``members`` as one stack for ``epochs`` epochs; returns ``(histories, diverged,
@@ -275,6 +279,11 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
                          f"{sorted(StackedOptimizer.KINDS.values())}; got "
                          f"{sorted({type(o).__name__ for o in opts})}")
     group = opts[0].param_groups[0]
+    other = {f"{k}={o.param_groups[0][k]!r}" for o in opts for k, default in PLAIN.items()
+             if o.param_groups[0].get(k, default) != default}
+    if other:  # the stacked update implements the plain Adam, AdamW and SGD only
+        raise ValueError(f"a stack's optimizers take their defaults for {sorted(PLAIN)}; got "
+                         f"{', '.join(sorted(other))}")
     optimizer = StackedOptimizer(model.parameters(), kind, [float(o.param_groups[0]["lr"]) for o in opts],
                                  [o.param_groups[0]["weight_decay"] for o in opts],
                                  group.get("betas", (0.9, 0.999)), group.get("eps", 1e-8), device)
