@@ -44,6 +44,20 @@ def test_augment_shifts_and_flips_within_the_padding():
     assert 0 < sum(flipped) < 64  # some flipped, some not
 
 
+def test_a_stacks_augment_pads_each_member_with_its_own_background():
+    X = torch.arange(28 * 28, dtype=torch.float).reshape(1, 1, 1, 28, 28).repeat(2, 32, 1, 1, 1)
+    torch.manual_seed(0)
+    out = Augment(pad=2, flip=True, background=torch.tensor([-1.0, -2.0]))(X)
+    assert out.shape == X.shape
+    for member, background in enumerate((-1.0, -2.0)):
+        padding = out[member][out[member] < 0]
+        assert len(padding) and (padding == background).all()
+    torch.manual_seed(0)  # the same draws as one batch of 64 images padded alike
+    same = Augment(pad=2, flip=True, background=torch.tensor([-1.0, -1.0]))(X)
+    torch.manual_seed(0)
+    assert torch.equal(same.flatten(0, 1), Augment(pad=2, flip=True, background=-1.0)(X.flatten(0, 1)))
+
+
 def test_warmup_cosine_writes_the_optimizer_tensor_lr():
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=torch.tensor(0.1))

@@ -15,8 +15,9 @@ from torch import nn
 
 import nbutils as nb
 from nbutils.fast import FastTrainer
-from nbutils.params import resolve
-from nbutils.tools import claims, stack, sweep
+from nbutils.params import Params, resolve
+from nbutils.tools import claims, recipe, stack, sweep
+from nbutils.tools.protocol import val_size_for
 from nbutils.tools.stack import (MemberSchedulers, StackLoader, StackTrainer, StackedModel,
                                  StackedOptimizer, train_stack)
 from conftest import TINY
@@ -315,6 +316,44 @@ def test_an_honest_stack_stopped_before_its_results_keeps_the_epochs_it_chose(tm
     assert not list((stopped / "stacks").glob("*.pt"))
 
 
+def recipe_specs(root, device, precision, train_subset, test_subset):
+    base = resolve("smoke", device=device, fast="on", precision=precision, train_subset=train_subset,
+                   test_subset=test_subset, epochs=2).as_dict()
+    return [dict(claims.run_spec("full recipe", {"recipe": "full recipe"}, seed, base),
+                 folder=str(root / "runs" / f"full-recipe-s{seed}")) for seed in (0, 1)]
+
+
+def assert_recipe_members_finished(specs):
+    """Each member of a 2-epoch recipe stack finished as a single recipe run does, its lr on the
+    recipe's cosine from its lr to zero, step by step as a single run's WarmupCosine moves it."""
+    params = Params(**specs[0]["params"])
+    lr = recipe.recipe_for(params, "full recipe").lr
+    steps = -(-(params.train_subset - val_size_for(params)) // 256)  # the recipe's batches an epoch
+    single = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=torch.tensor(lr))
+    schedule, expected = recipe.WarmupCosine(single, lr, 0, 2 * steps), []
+    for _ in range(2):
+        for _ in range(steps):
+            schedule()
+        expected.append(float(single.param_groups[0]["lr"]))
+    assert expected[0] > 0 and expected[1] == 0
+    for spec in specs:
+        folder = Path(spec["folder"])
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert (metrics["stack"], metrics["ingredient"], metrics["protocol"]) == \
+            (2, "full recipe", "honest")
+        history = json.loads((folder / "history.json").read_text())
+        assert [r["lr"] for r in history] == pytest.approx(expected, abs=1e-9)
+        assert 0 <= metrics["final_test_acc"] <= 1 and metrics["selected_epoch"] in (1, 2)
+
+
+def test_a_recipe_stack_trains_each_member_on_the_recipes_schedule(tmp_path, real_root):
+    """The recipe's hooks in a stack (augment, warm-up and cosine, EMA) on the CPU, where CI sees
+    them."""
+    specs = recipe_specs(tmp_path, "cpu", "fp32", 300, 100)
+    assert sweep.run_stack(specs, tmp_path, log=lambda m: None) == 0
+    assert_recipe_members_finished(specs)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_stack_graphs_replay_what_eager_steps_compute(tiny_root, precision):
@@ -346,11 +385,6 @@ def test_cuda_stack_graphs_replay_what_eager_steps_compute(tiny_root, precision)
 
 @pytest.mark.cuda
 def test_cuda_recipe_stack_trains_with_its_hooks_in_the_graph(tmp_path, real_root):
-    base = resolve("smoke", device="cuda", fast="on", precision="bf16", train_subset=1200,
-                   test_subset=500, epochs=2).as_dict()
-    specs = [dict(claims.run_spec("full recipe", {"recipe": "full recipe"}, seed, base),
-                  folder=str(tmp_path / "runs" / f"full-recipe-s{seed}")) for seed in (0, 1)]
+    specs = recipe_specs(tmp_path, "cuda", "bf16", 1200, 500)
     assert sweep.run_stack(specs, tmp_path) == 0
-    for spec in specs:
-        metrics = json.loads((Path(spec["folder"]) / "metrics.json").read_text())
-        assert metrics["stack"] == 2 and 0 < metrics["final_test_acc"] <= 1
+    assert_recipe_members_finished(specs)

@@ -123,15 +123,31 @@ class PatchMixer(nn.Module):
 # ----------------------------------------------------------------------------- the step's hooks
 class Augment:
     """A random shift of up to ``pad`` pixels each way and a horizontal flip with probability 1/2,
-    per image, as one gather on the device (no host work, so it is captured with the step)."""
+    per image, as one gather on the device (no host work, so it is captured with the step).
+
+    ``background``: what a black pixel is after normalisation; for a stack's batch (K, B, 1, 28, 28),
+    a tensor of K, one per member (each normalises with its own training images' statistics).
+    """
 
     def __init__(self, pad=2, flip=True, background=0.0):
         self.pad, self.flip, self.background = pad, flip, background
 
-    def __call__(self, X):  # (B, 1, 28, 28), already normalised
+    def __call__(self, X):  # (B, 1, 28, 28) or a stack's (K, B, 1, 28, 28), already normalised
+        if X.dim() == 5:
+            return self.shift(X.flatten(0, 1), self.background.repeat_interleave(X.shape[1])) \
+                .view(X.shape)
+        return self.shift(X, self.background)
+
+    def shift(self, X, background):
         B, _, H, W = X.shape
         p = self.pad
-        padded = F.pad(X, (p, p, p, p), value=self.background)
+        if torch.is_tensor(background):  # one value per image: fill the frame F.pad adds
+            padded = F.pad(X, (p, p, p, p))
+            frame = F.pad(torch.zeros(H, W, dtype=torch.bool, device=X.device), (p, p, p, p),
+                          value=True)
+            padded = torch.where(frame, background.view(B, 1, 1, 1).to(X.dtype), padded)
+        else:
+            padded = F.pad(X, (p, p, p, p), value=background)
         shift = torch.randint(0, 2 * p + 1, (B, 2), device=X.device)
         rows = (torch.arange(H, device=X.device) + shift[:, :1])[:, :, None]   # (B, H, 1)
         cols = torch.arange(W, device=X.device) + shift[:, 1:]                 # (B, W)

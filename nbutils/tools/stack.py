@@ -215,7 +215,7 @@ class StackTrainer(FastTrainer):
     def forward(self, loader, idx, net, train):
         X, y = loader.batch(idx)
         if train and self.augment is not None:  # one draw per image, whatever member it is
-            X = self.augment(X.flatten(0, 1)).view(X.shape)
+            X = self.augment(X)
         with precision_context(self.precision, self.device):
             y_hat = net(X)
             l_sum = self.loss(y_hat.flatten(0, 1), y.flatten()).view(y.shape).float().sum(-1)

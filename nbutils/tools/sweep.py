@@ -205,12 +205,13 @@ def scheduler_maker(name, patience):
             "cut18": lambda opt: make_cut_scheduler(opt, epoch=18)}[name]
 
 
-def recipe_hooks(member):
+def recipe_hooks(members, device):
     """The recipe's augment and update hooks for a stack of its runs (as make_recipe builds them)."""
-    recipe = member["recipe"]
+    recipe = members[0]["recipe"]
+    background = torch.tensor([m["background"] for m in members], device=device)
 
     def hooks(model, optimizer, steps):
-        return dict(augment=Augment(2, True, member["background"]) if recipe.augment else None,
+        return dict(augment=Augment(2, True, background) if recipe.augment else None,
                     before_update=WarmupCosine(optimizer, recipe.lr, recipe.warmup_epochs * steps,
                                                recipe.epochs * steps)
                     if recipe.optimizer == "adamw" else None,
@@ -238,7 +239,7 @@ def run_stack(specs, root, log=print):
     histories, diverged, _, _ = train_stack(
         members, epochs, device, first["recipe"].precision if first["recipe"] else
         first["params"].precision, graphs=False if first["params"].fast == "eager" else None,
-        checkpoint=checkpoint, hooks=recipe_hooks(first) if first["recipe"] else None,
+        checkpoint=checkpoint, hooks=recipe_hooks(members, device) if first["recipe"] else None,
         on_epoch_end=keep_best, kept=best, log=log)
     failed = 0
     for k, (member, history) in enumerate(zip(members, histories)):
