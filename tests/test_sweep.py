@@ -158,12 +158,15 @@ def test_late_epochs_need_a_test_accuracy_in_every_one_of_them():
 def test_table_marks_times_of_runs_that_shared_the_device():
     row = dict(label="a", n=3, final=0.9, final_sd=0.01, max=None, max_sd=None, seconds=30.0,
                ran_on=["H100"])
-    rows = [dict(row, jobs=1), dict(row, label="b", jobs=8), dict(row, label="c", jobs=0)]
+    rows = [dict(row, jobs=1), dict(row, label="b", jobs=8), dict(row, label="c", jobs=0),
+            dict(row, label="d", jobs=1, stack=8)]
     table = ablations.format_table(None, rows).splitlines()
     assert table[2].endswith("| 30.0 |") and table[3].endswith("| 30.0 * |")
+    assert table[5].endswith("| 30.0 † |")
     notes = ablations.table_notes(rows)
     assert notes.startswith("Trained on H100.") and "b: 8 runs shared the device" in notes
     assert "c: these runs trained before the sweep recorded" in notes and " a:" not in notes
+    assert "† d: trained in stacks of up to 8 runs" in notes and "† b" not in notes
 
 
 def test_a_missing_seed_leaves_the_claim_without_a_table(tmp_path):

@@ -99,6 +99,7 @@ def summarize(claim, seeds, root: Path, base_params, partial=False):
                          runs=[Path(m["folder"]).name for m in found],
                          ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
                          jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
+                         stack=max((m.get("stack") or 1) for m in found),
                          lr_cut=_count(m["lr_cut"] for m in found)))
     return rows or None
 
@@ -191,19 +192,20 @@ def _late_comparison(choice, others):
 
 # ----------------------------------------------------------------------------- reports/ablations
 def format_table(claim, rows):
-    """The rows as Markdown; a time marked * comes from runs that shared the device (see notes)."""
+    """The rows as Markdown; a time marked * comes from runs that shared the device, one marked †
+    from stacked runs, whose time is the stack's (see notes)."""
     pct = lambda m, sd: "–" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
     lines = ["| variant | seeds | final test acc % | max test acc % | train s |",
              "|---|---|---|---|---|"]
     for r in rows:
-        shared = "" if r["jobs"] == 1 else " *"
+        shared = ("" if r["jobs"] == 1 else " *") + (" †" if r.get("stack", 1) > 1 else "")
         lines.append(f"| {r['label']} | {r['n']} | {pct(r['final'], r['final_sd'])} | "
                      f"{pct(r['max'], r['max_sd'])} | {r['seconds']:.1f}{shared} |")
     return "\n".join(lines)
 
 
 def table_notes(rows):
-    """The sentences under a table: where its runs trained, and which times are inflated."""
+    """The sentences under a table: where its runs trained, and which times are inflated or shared."""
     ran_on = "; ".join(sorted({e for r in rows for e in r["ran_on"]}))
     text = f"Trained on {ran_on}."
     unknown = [r["label"] for r in rows if r["jobs"] == 0]
@@ -215,6 +217,9 @@ def table_notes(rows):
     for r in shared:
         text += (f" \\* {r['label']}: {r['jobs']} runs shared the device at a time, so its time is "
                  f"inflated about {r['jobs']}-fold.")
+    for r in (r for r in rows if r.get("stack", 1) > 1):
+        text += (f" † {r['label']}: trained in stacks of up to {r['stack']} runs, and a stacked run's "
+                 f"time is its stack's, for all of its runs at once.")
     return text
 
 

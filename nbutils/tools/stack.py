@@ -7,10 +7,14 @@ stacked along a new first axis (``torch.func.stack_module_state``), and runs the
 (``functional_call`` under ``vmap`` with ``randomness="different"``: each member draws its own
 dropout masks; BatchNorm keeps each member's running statistics, which eval mode uses).
 
-Each member keeps what makes it its own run: its seed (initial weights, data order, dropout masks),
-its init scheme, its learning rate and weight decay (:class:`StackedOptimizer`), and its scheduler's
-decisions (:class:`MemberSchedulers`: a cut in one member changes only that member). The members
-share the architecture, the batch size, the number of epochs and the optimizer's type.
+Each member keeps what makes it its own run: its seed (initial weights, data order), its init scheme,
+its learning rate and weight decay (:class:`StackedOptimizer`), and its scheduler's decisions
+(:class:`MemberSchedulers`: a cut in one member changes only that member). Its dropout masks are its
+own, but vmap draws every member's from the one global generator, so they are not the masks its
+single run would draw: with dropout on, a stacked run is a run of the same settings, not a replay of
+the single run of its seed (the tests that compare the two turn dropout off). The members share the
+architecture, the batch size, the number of epochs and the optimizer's type; each member's history
+records the stack's epoch time as its ``seconds``.
 :class:`StackTrainer` is the fast path's trainer for a stack, CUDA graphs and bf16 included, and
 :func:`train_stack` trains runs of the sweep this way and returns what each would have returned alone.
 """
