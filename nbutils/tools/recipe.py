@@ -133,8 +133,9 @@ class Augment:
         self.pad, self.flip, self.background = pad, flip, background
 
     def __call__(self, X):  # (B, 1, 28, 28) or a stack's (K, B, 1, 28, 28), already normalised
-        if X.dim() == 5:
-            return self.shift(X.flatten(0, 1), self.background.repeat_interleave(X.shape[1])) \
+        if X.dim() == 5:  # a view, not repeat_interleave: nothing for a CUDA graph to sync on
+            K, B = X.shape[:2]
+            return self.shift(X.flatten(0, 1), self.background[:, None].expand(K, B).flatten()) \
                 .view(X.shape)
         return self.shift(X, self.background)
 
