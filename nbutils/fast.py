@@ -98,20 +98,29 @@ def graph_safe(optimizer):
 
 
 @contextlib.contextmanager
-def precision_context(precision, device):
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+def matmul_precision(precision):
+    """tf32: float32 matmuls on tensor cores. A flag read as each kernel starts, so the training step
+    holds it through the backward pass too."""
     old = torch.get_float32_matmul_precision()
     if precision == "tf32":
         torch.set_float32_matmul_precision("high")
     try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+@contextlib.contextmanager
+def precision_context(precision, device):
+    """The forward pass in ``precision``: bf16 autocast (whose backward follows its casts), or tf32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    with matmul_precision(precision):
         if precision == "bf16":
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 yield
         else:
             yield
-    finally:
-        torch.set_float32_matmul_precision(old)
 
 
 class FastTrainer:
@@ -178,8 +187,9 @@ class FastTrainer:
         # set_to_none: backward then writes fresh gradients instead of adding into zeroed ones (20
         # kernels fewer); inside a graph they come from the graph's pool, at the same place each replay.
         self.optimizer.zero_grad(set_to_none=True)
-        y_hat, y, l_sum = self.forward(loader, idx, self.net, train=True)
-        (l_sum / y.shape[-1]).sum().backward()  # each run's batch mean
+        with matmul_precision(self.precision):
+            y_hat, y, l_sum = self.forward(loader, idx, self.net, train=True)
+            (l_sum / y.shape[-1]).sum().backward()  # each run's batch mean
         if self.before_update is not None:
             self.before_update()
         self.optimizer.step()

@@ -96,6 +96,20 @@ def test_each_precision_mode_runs(tiny_root, precision):
     assert 0 < history[0]["train_loss"] < 10 and 0 <= history[0]["test_acc"] <= 1
 
 
+def test_tf32_holds_through_the_backward_pass(tiny_root):
+    """The matmul precision is read as each kernel starts: the backward's matmuls too must see it."""
+    net, opt = fresh()
+    seen = []
+    net.stemLinear.weight.register_hook(  # runs as backward computes the weight's gradient
+        lambda grad: seen.append(torch.get_float32_matmul_precision()))
+    train_iter, _ = device_loaders(tiny_root, batch_size=25, train_subset=50, test_subset=50)
+    before = torch.get_float32_matmul_precision()
+    loss = nn.CrossEntropyLoss()
+    FastTrainer(net, loss, opt, "cpu", precision="tf32").train_epoch(net, train_iter, loss, opt, "cpu")
+    assert seen and set(seen) == {"high"}
+    assert torch.get_float32_matmul_precision() == before
+
+
 def test_fast_path_refuses_bad_input(tiny_root):
     net, opt = fresh()
     with pytest.raises(ValueError, match=r"precision must be one of \['fp32', 'tf32', 'bf16'\]"):
