@@ -52,8 +52,9 @@ def test_recipe_rows_train_honestly_in_bf16(tmp_path):
     assert {(s["params"]["precision"], s["protocol"]) for s in specs} == {("bf16", "honest")}
 
 
-def fake_run(root, label, seed, final, top=None, history=None, seconds=10.0, **overrides):
-    """A finished run folder, as run_one writes it, with made-up numbers."""
+def fake_run(root, label, seed, final, top=None, history=None, seconds=10.0, stack=1, **overrides):
+    """A finished run folder, as run_one (or run_stack, ``stack`` > 1) writes it, with made-up
+    numbers."""
     spec = claims.run_spec(label, dict(overrides), seed, base(fast="on"))
     folder = root / "runs" / f"{claims._slug(label)}-s{seed}"
     folder.mkdir(parents=True)
@@ -62,8 +63,32 @@ def fake_run(root, label, seed, final, top=None, history=None, seconds=10.0, **o
     atomic_write_json(folder / "metrics.json", dict(
         final_test_acc=final, max_test_acc=top or final, train_seconds=seconds, params=spec["params"],
         protocol=spec["protocol"], scheduler=spec["scheduler"], ingredient=spec["recipe"],
-        recipe=claims.recipe_settings(spec)))
+        recipe=claims.recipe_settings(spec), label=label, seed=seed, stack=stack))
     return folder
+
+
+def test_stacked_runs_are_set_beside_the_same_settings_trained_alone(tmp_path, capsys):
+    alone, stacked = tmp_path / "alone", tmp_path / "stacked"
+    for seed, final in enumerate((0.890, 0.892, 0.894)):
+        fake_run(alone, "report protocol", seed, final)
+        fake_run(alone, "init xavier_normal", seed, 0.880 + seed / 1000, init="xavier_normal")
+    fake_run(stacked, "init kaiming_uniform", 0, 0.891, stack=8)  # the report's run, named by init
+    fake_run(stacked, "init kaiming_uniform", 1, 0.899, stack=8)
+    fake_run(stacked, "init xavier_normal", 0, 0.881, stack=8, init="xavier_normal")
+    fake_run(stacked, "init xavier_uniform", 0, 0.870, stack=8, init="xavier_uniform")  # never alone
+    table = ablations.stack_comparison(stacked, alone).splitlines()
+    assert len(table) == 4
+    assert table[2] == ("| init kaiming_uniform | 0, 1 | 89.00, 89.20 | 89.10, 89.90 | "
+                        "89.20 ± 0.20 (3 runs) | 89.50 ± 0.57 | 1 of 2 |")
+    assert table[3].startswith("| init xavier_normal | 0 | 88.00 | 88.10 | 88.10 ± 0.10 (3 runs) |")
+    assert table[3].endswith("| 1 of 1 |")
+    assert ablations.stack_comparison(alone, alone) is None  # nothing there trained in a stack
+    assert sweep.main(["--tables-only", "--claims", "init", "--out", str(stacked),
+                       "--compare-with", str(alone)]) == 0
+    assert (stacked / "stacked-vs-single.md").read_text().splitlines() == table
+    with pytest.raises(SystemExit):
+        sweep.main(["--tables-only", "--out", str(stacked), "--compare-with", str(tmp_path / "none")])
+    assert "--compare-with must be a sweep folder" in capsys.readouterr().err
 
 
 def test_verdicts_follow_the_data(tmp_path):

@@ -22,7 +22,7 @@ from ..runs import reports_root
 from .claims import CLAIMS, finished_runs, run_spec, spec_key, variants_to_run
 
 __all__ = ["ablations_folder", "fetch_committed", "format_table", "load_report", "show_report",
-           "status_line", "summarize", "verdict", "write_tables"]
+           "stack_comparison", "status_line", "summarize", "verdict", "write_tables"]
 
 # One run's test accuracy moves by tenths of a point from one epoch to the next, so the fast_path
 # verdict also compares the mean over each run's last epochs, a steadier measure of the same training.
@@ -221,6 +221,45 @@ def table_notes(rows):
         text += (f" † {r['label']}: trained in stacks of up to {r['stack']} runs, and a stacked run's "
                  f"time is its stack's, for all of its runs at once.")
     return text
+
+
+def stack_comparison(stacked_root: Path, single_root: Path):
+    """Markdown: the settings trained in stacks under ``stacked_root`` and alone under
+    ``single_root``, side by side: each stacked seed's final test accuracy both ways, the mean ± std
+    of every run alone and of the stacked ones, and how many stacked runs fall inside the range of
+    the runs alone. None if no setting was trained both ways."""
+    def setting(key):  # what a run computes but for its seed
+        return json.dumps(dict(json.loads(key), seed=None), sort_keys=True)
+
+    alone = {}
+    for key, m in finished_runs(Path(single_root)).items():
+        if (m.get("stack") or 1) == 1:
+            alone.setdefault(setting(key), {})[m["seed"]] = m
+    pairs = {}
+    for key, m in finished_runs(Path(stacked_root)).items():
+        if (m.get("stack") or 1) > 1 and setting(key) in alone:
+            pairs.setdefault(setting(key), []).append(m)
+    if not pairs:
+        return None
+    pct = lambda values: ", ".join(f"{100 * v:.2f}" for v in values)  # noqa: E731
+    lines = ["| variant | seeds | alone % | stacked % | alone, mean ± std | stacked, mean ± std | "
+             "stacked inside the range alone |", "|---|---|---|---|---|---|---|"]
+    ran_on = set()
+    for key, stacked in pairs.items():
+        stacked.sort(key=lambda m: m["seed"])
+        others = [m["final_test_acc"] for m in alone[key].values()]
+        finals = [m["final_test_acc"] for m in stacked]
+        (a, a_sd), (b, b_sd) = _stats(others), _stats(finals)
+        same_seed = [alone[key][m["seed"]]["final_test_acc"] if m["seed"] in alone[key] else None
+                     for m in stacked]
+        inside = sum(min(others) <= v <= max(others) for v in finals)
+        lines.append(f"| {stacked[0]['label']} | {', '.join(str(m['seed']) for m in stacked)} | "
+                     f"{', '.join('–' if v is None else f'{100 * v:.2f}' for v in same_seed)} | "
+                     f"{pct(finals)} | {100 * a:.2f} ± {100 * a_sd:.2f} ({len(others)} runs) | "
+                     f"{100 * b:.2f} ± {100 * b_sd:.2f} | {inside} of {len(finals)} |")
+        ran_on |= {_ran_on(m) for m in [*stacked, *alone[key].values()] if "environment" in m}
+    return "\n".join(lines) + (f"\n\nTrained on {'; '.join(sorted(ran_on))}." if ran_on else "") \
+        + "\n"
 
 
 def plot_claim(claim, rows, path):

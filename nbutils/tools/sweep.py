@@ -46,11 +46,11 @@ from torch import nn
 from ..coursework import NeuralNetwork, build, make_scheduler
 from ..devices import resolve_device
 from ..fast import FastTrainer
-from ..io import atomic_write_json
+from ..io import atomic_write_json, atomic_write_text
 from ..params import Params, resolve
 from ..runs import environment, make_loaders, reports_root, train_params, warn_if_slow, write_history
 from ..train import History, evaluate, train_ch3
-from .ablations import status_line, write_tables
+from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
 from .protocol import honest_loaders
 from .recipe import EMA, Augment, PatchMixer, WarmupCosine, make_recipe, recipe_for
@@ -347,6 +347,9 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="default: reports/ablations")
     parser.add_argument("--tables-only", action="store_true",
                         help="write the tables and plots from the finished runs; train nothing")
+    parser.add_argument("--compare-with", default=None, metavar="DIR",
+                        help="a sweep folder whose runs trained alone: write stacked-vs-single.md, "
+                             "this folder's stacked runs beside those of the same settings there")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one-stack", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -381,6 +384,9 @@ def main(argv=None):
     root = Path(args.out) if args.out else reports_root() / "ablations"
     if root.exists() and not root.is_dir():
         parser.error(f"--out must be a folder, and {root} is a file")
+    if args.compare_with and not (Path(args.compare_with) / "runs").is_dir():
+        parser.error(f"--compare-with must be a sweep folder (one holding runs/), and "
+                     f"{args.compare_with} is not")
     try:
         # The base runs the fast path explicitly, so that "graphs fp32" and the base are one run.
         base_params = resolve(args.profile, device=args.device, precision=precision, fast="on")
@@ -405,6 +411,13 @@ def main(argv=None):
     for key, claim in report["claims"].items():
         print(f"{key}: {status_line(claim)}")
     print(f"written: {root / 'README.md'}")
+    if args.compare_with:
+        side_by_side = stack_comparison(root, Path(args.compare_with))
+        if side_by_side is None:
+            print(f"no setting here was trained both in a stack and alone in {args.compare_with}")
+        else:
+            atomic_write_text(root / "stacked-vs-single.md", side_by_side)
+            print(side_by_side + f"written: {root / 'stacked-vs-single.md'}")
     return 1 if failed else 0
 
 
