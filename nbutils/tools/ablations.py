@@ -241,7 +241,9 @@ def stack_comparison(stacked_root: Path, single_root: Path):
             pairs.setdefault(setting(key), []).append(m)
     if not pairs:
         return None
-    pct = lambda values: ", ".join(f"{100 * v:.2f}" for v in values)  # noqa: E731
+    def pct(values):
+        return ", ".join("–" if v is None else f"{100 * v:.2f}" for v in values)
+
     lines = ["| variant | seeds | alone % | stacked % | alone, mean ± std | stacked, mean ± std | "
              "stacked inside the range alone |", "|---|---|---|---|---|---|---|"]
     ran_on = set()
@@ -254,8 +256,7 @@ def stack_comparison(stacked_root: Path, single_root: Path):
                      for m in stacked]
         inside = sum(min(others) <= v <= max(others) for v in finals)
         lines.append(f"| {stacked[0]['label']} | {', '.join(str(m['seed']) for m in stacked)} | "
-                     f"{', '.join('–' if v is None else f'{100 * v:.2f}' for v in same_seed)} | "
-                     f"{pct(finals)} | {100 * a:.2f} ± {100 * a_sd:.2f} ({len(others)} runs) | "
+                     f"{pct(same_seed)} | {pct(finals)} | {100 * a:.2f} ± {100 * a_sd:.2f} ({len(others)} runs) | "
                      f"{100 * b:.2f} ± {100 * b_sd:.2f} | {inside} of {len(finals)} |")
         ran_on |= {_ran_on(m) for m in [*stacked, *alone[key].values()] if "environment" in m}
     return "\n".join(lines) + (f"\n\nTrained on {'; '.join(sorted(ran_on))}." if ran_on else "") \
