@@ -267,16 +267,17 @@ class TensorImages(data.Dataset):
         return self.transform(Image.fromarray(self.images[i].numpy())), int(self.labels[i])
 
 
-def load_data_fashion_mnist(batch_size=128, resize=None, root=None, num_workers=None,
-                            train_subset=0, test_subset=0, seed=0, download=True,
+def load_data_fashion_mnist(batch_size, resize=None, root=None, num_workers=None,
+                            train_subset=0, test_subset=0, seed=0, download=True, normalize=False,
                             spec: DatasetSpec = FASHION_MNIST):
-    """``(train_iter, test_iter)`` as in my_utils: ToTensor (+Resize) + Normalize with the training
-    pixels' mean and std, train shuffled, test not; ``train_subset``/``test_subset`` keep a seeded
-    random subset of that size (0: all)."""
+    """``(train_iter, test_iter)`` as in my_utils: ToTensor (+Resize), pixels in 0 ... 1, train
+    shuffled, test not. ``normalize=True`` adds the coursework's Normalize with the training pixels'
+    mean and std; ``train_subset``/``test_subset`` keep a seeded random subset of that size (0: all)."""
     check_batch_size(batch_size)
     (train, test), (mean, std) = load_subsets(root, train_subset, test_subset, seed, download, spec)
     trans = [transforms.Resize(resize)] if resize else []
-    trans = transforms.Compose(trans + [transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    trans += [transforms.ToTensor()] + ([transforms.Normalize((mean,), (std,))] if normalize else [])
+    trans = transforms.Compose(trans)
     workers = get_dataloader_workers() if num_workers is None else num_workers
     return (data.DataLoader(TensorImages(*train, trans), batch_size, shuffle=True,
                             num_workers=workers, generator=torch.Generator().manual_seed(seed)),

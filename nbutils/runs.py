@@ -83,7 +83,7 @@ def make_loaders(params: Params, device=None):
     if device is not None:
         return load_data_fashion_mnist_device(
             params.batch_size, device, eval_batch_size=max(params.batch_size, EVAL_BATCH_SIZE), **kw)
-    return load_data_fashion_mnist(params.batch_size, **kw)
+    return load_data_fashion_mnist(params.batch_size, normalize=True, **kw)
 
 
 def train_params(params: Params, folder=None, animator=False, progress=False, scheduler="plateau",

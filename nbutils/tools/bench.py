@@ -171,7 +171,7 @@ def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs
         train_epoch, evaluate_fn = trainer.train_epoch, trainer.evaluate
     else:
         workers = 4 if mode == "my_utils" else None  # my_utils.get_dataloader_workers() returned 4
-        train_iter, test_iter = nbdata.load_data_fashion_mnist(batch_size, num_workers=workers,
+        train_iter, test_iter = nbdata.load_data_fashion_mnist(batch_size, num_workers=workers, normalize=True,
                                                                **subsets)
         train_epoch = _my_utils_train_epoch if mode == "my_utils" else train_epoch_ch3
         evaluate_fn = _my_utils_evaluate if mode == "my_utils" else evaluate
