@@ -11,6 +11,10 @@
 Each command but export first sets the machine up, idempotently, installing only what is missing:
 the requirements, the package itself (editable), and the dataset (and for test, Debian's Chromium).
 Only the standard library is imported until then, so this works before torch is installed.
+
+Installed without a checkout (pip, Colab), setup fetches only the dataset, reproduce runs the
+notebooks installed with the package (installing papermill if it is missing) into ./reports/, and
+test and export, which need the checkout's tests and notebooks, say so in one line.
 """
 from __future__ import annotations
 
@@ -23,7 +27,10 @@ import sys
 from importlib.metadata import PackageNotFoundError, distributions, version
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from . import saved
+from .paths import PACKAGE, checkout
+
+REPO = checkout()
 
 
 def _run(cmd, **kw):
@@ -36,7 +43,10 @@ def setup(data=True):
 
     pip is asked only when something is missing: even with nothing to do it takes about 20 s (the
     editable install rebuilds its wheel), and a command with a bad parameter should fail in seconds.
+    An installed package has its requirements already; only the dataset is fetched.
     """
+    if REPO is None:
+        return ensure_dataset() if data else None
     if not requirements_met():
         _run([sys.executable, "-m", "pip", "install", "-q", "-r", str(REPO / "requirements.txt")])
     if not installed_here():
@@ -45,8 +55,9 @@ def setup(data=True):
         ensure_dataset()
 
 
-def requirements_met(path=REPO / "requirements.txt"):
-    """Whether every requirement in ``path`` is installed at a version it allows.
+def requirements_met(path=None):
+    """Whether every requirement in ``path`` (the checkout's requirements.txt) is installed at a
+    version it allows.
 
     False when that cannot be told (no ``packaging`` yet, a line it cannot parse): pip then decides.
     """
@@ -54,7 +65,7 @@ def requirements_met(path=REPO / "requirements.txt"):
         from packaging.requirements import InvalidRequirement, Requirement
     except ImportError:  # a bare machine; matplotlib brings packaging
         return False
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path or REPO / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -123,9 +134,18 @@ def parallel(args):
     return ["-n", str(max(1, min(4, os.cpu_count() or 1))), "--dist", "loadfile"]
 
 
+def ensure_papermill():
+    """papermill, which reproduce runs the notebooks with; Colab does not have it."""
+    if importlib.util.find_spec("papermill") is None:
+        print("reproduce runs the notebooks with papermill, which is not installed: installing it")
+        _run([sys.executable, "-m", "pip", "install", "-q", "papermill>=2.5"])
+
+
 def _exec_module(module, args, **env):
-    """Become ``python -m module args``: Ctrl-C and SIGTERM then reach it, not a waiting parent."""
-    os.chdir(REPO)
+    """Become ``python -m module args``: Ctrl-C and SIGTERM then reach it, not a waiting parent.
+    In a checkout it runs from the repository root; installed, from the working directory."""
+    if REPO:
+        os.chdir(REPO)
     os.execve(sys.executable, [sys.executable, "-m", module, *args], dict(os.environ, **env))
 
 
@@ -147,14 +167,21 @@ def main(argv=None):
     command, rest = argv[0], argv[1:]
     if command == "export":  # the standard library only: nothing to install first
         return _exec_module(MODULES[command], rest)
+    if command == "test" and REPO is None:
+        print(f"error: test runs the checkout's tests/, and this nbutils, installed at {PACKAGE}, has "
+              f"none; clone the repository and run `python3 -m nbutils test` there", file=sys.stderr)
+        return 2
     # A command's --help needs its module's imports, not the data: checking the files costs seconds.
     setup(data=not {"-h", "--help"} & set(rest))
     if command == "setup":
         return 0
+    if command == "reproduce" and REPO is None:
+        ensure_papermill()
+    if command in ("reproduce", "bench", "sweep"):  # what they train is what the notebooks say now
+        saved.sync()
     if command == "test":
         ensure_browser()
-        return _exec_module("pytest", parallel(rest) + rest, NBUTILS_PROFILE="smoke",
-                            NBUTILS_HEADLESS="1")
+        return _exec_module("pytest", parallel(rest) + rest, NBUTILS_PROFILE="smoke")
     return _exec_module(MODULES[command], rest)
 
 

@@ -1,16 +1,22 @@
 """Checkpoints that survive a Colab disconnect: everything needed to resume exactly, written atomically."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 import io
 import random
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .io import atomic_write_bytes
+from .saved import code_digest
 
-__all__ = ["CHECKPOINT", "Checkpoint", "CheckpointMismatch", "atomic_torch_save"]
+__all__ = ["CHECKPOINT", "Checkpoint", "CheckpointMismatch", "atomic_torch_save", "class_digest",
+           "mismatch", "model_identity"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -23,7 +29,60 @@ def atomic_torch_save(obj, path):
 
 
 class CheckpointMismatch(ValueError):
-    """A checkpoint was made with other training parameters; it is never mixed into this run."""
+    """A checkpoint was made with other code or parameters; it is never mixed into this run."""
+
+
+def model_identity(net) -> dict:
+    """What a checkpoint records of the model, beside the run's parameters: the digest of the
+    ``#@save`` code this process runs (nbutils/coursework.py), the model's class and its code, its
+    listing, and the names and shapes of its state. A dropout edit changes the first, second to
+    last and, for a class pasted into a notebook, the third."""
+    cls = type(net)
+    return {"code": code_digest(), "model": f"{cls.__module__}.{cls.__qualname__}",
+            "model_code": class_digest(cls), "listing": repr(net),
+            "state": {k: list(v.shape) for k, v in net.state_dict().items()}}
+
+
+def class_digest(cls) -> str:
+    """A digest of the code of ``cls``'s own methods and those of its bases short of torch's: their
+    bytecode, constants and names, the same in every process of one Python version."""
+    parts = []
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object) or klass.__module__.startswith("torch."):
+            break
+        for name, value in sorted(vars(klass).items()):
+            if inspect.isfunction(value):
+                parts.append(f"{klass.__qualname__}.{name}:{code_text(value.__code__)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def code_text(code: types.CodeType) -> str:
+    def const(c):
+        if isinstance(c, types.CodeType):
+            return code_text(c)
+        return repr(sorted(map(repr, c))) if isinstance(c, frozenset) else repr(c)  # hash-seeded order
+    return repr((code.co_code, [const(c) for c in code.co_consts], code.co_names, code.co_varnames))
+
+
+def mismatch(theirs: dict, ours: dict) -> str:
+    """What differs between a saved identity and this run's, in words; "" when nothing does."""
+    if "code" in ours and "code" not in theirs:
+        return "it records no model code (it was made before checkpoints did)"
+    found = []
+    for key, value in ours.items():
+        if theirs.get(key) == value:
+            continue
+        if key == "listing":
+            old, new = theirs.get(key, "").splitlines(), value.splitlines()
+            changed = [f"{a.strip()} -> {b.strip()}" for a, b in zip(old, new) if a != b]
+            found.append("the model's listing (" + ("; ".join(changed) or "its layers") + ")")
+        elif key in ("code", "model_code"):
+            found.append("the #@save code" if key == "code" else "the model class's code")
+        elif key == "state":
+            found.append("the names or shapes of the model's weights")
+        else:
+            found.append(f"{key}: saved {theirs.get(key)!r}, now {value!r}")
+    return ", ".join(dict.fromkeys(found))
 
 
 class Checkpoint:
@@ -31,30 +90,38 @@ class Checkpoint:
 
     It holds the model, the optimizer, the scheduler, the history so far, every random state (torch,
     CUDA, Python, NumPy) and the training loader's shuffling, so that a resumed run continues exactly
-    as an uninterrupted one would. ``params``: what the run computes (``Params.training_dict()``); a
-    checkpoint made with other parameters is refused, never mixed in. ``resume=False`` starts over and
-    replaces the file at the first epoch's end.
+    as an uninterrupted one would. ``params``: what the run computes (``Params.training_dict()``,
+    with :func:`model_identity` for a run of the notebooks); a checkpoint made with other code or
+    parameters is refused, never mixed in. ``resume=False`` starts over and replaces the file at the
+    first epoch's end.
     """
 
     def __init__(self, path, params: dict, resume=True, log=print):
         self.path, self.params, self.resume, self.log = Path(path), dict(params), resume, log
 
-    def load(self):
-        """The saved state if there is one to resume from, else None."""
+    def read(self):
+        """The saved state, or None where there is no file to resume from."""
         if not (self.resume and self.path.exists()):
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            return torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as e:  # a file cut short by a full disk, or not a checkpoint at all
             raise CheckpointMismatch(f"{self.path} is not a readable checkpoint ({e}); delete it or "
                                      f"set resume=False to start over") from e
-        theirs = state.get("params", {})
-        differing = {k: (theirs.get(k), v) for k, v in self.params.items() if theirs.get(k) != v}
+
+    def mismatch(self) -> str:
+        """How the saved checkpoint differs from this run ("" when it matches or there is none)."""
+        state = self.read()
+        return mismatch(state.get("params", {}), self.params) if state is not None else ""
+
+    def load(self):
+        """The saved state if there is one to resume from, else None."""
+        state = self.read()
+        differing = mismatch(state.get("params", {}), self.params) if state is not None else ""
         if differing:
-            listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differing.items())
-            raise CheckpointMismatch(f"{self.path} was made with other parameters ({listed}); use "
-                                     f"another run_dir/checkpoint_dir, or resume=False to start over "
-                                     f"(the old results are kept)")
+            raise CheckpointMismatch(f"{self.path} was made with other code or parameters "
+                                     f"({differing}); use another run_dir/checkpoint_dir, or "
+                                     f"resume=False to start over (the old results are kept)")
         return state
 
     def restore(self, net, optimizer, scheduler, loader):

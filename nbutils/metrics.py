@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["TrainingDiverged", "accuracy", "check_finite", "correct", "per_example"]
+__all__ = ["TrainingDiverged", "accuracy", "as_per_example", "check_finite", "correct",
+           "per_example"]
 
 
 def correct(y_hat, y):
@@ -20,7 +21,11 @@ def accuracy(y_hat, y):
 
 def per_example(loss, y_hat, y):
     """The loss of each example; a mean-reduced loss is scaled back to the batch's sum."""
-    l = loss(y_hat, y)
+    return as_per_example(loss(y_hat, y), y)
+
+
+def as_per_example(l, y):
+    """A loss already computed, as :func:`per_example` gives it: a 0-d (mean) loss times the batch size."""
     return l * y.numel() if l.dim() == 0 else l
 
 

@@ -18,6 +18,7 @@ import yaml
 from .coursework import INITS, OPTIMIZERS
 from .devices import resolve_device, use_fast_path
 from .fast import PRECISIONS
+from .saved import check_fresh
 
 __all__ = ["PROFILES", "Params", "TRAINING_KEYS", "describe", "from_namespace", "load_profile",
            "resolve"]
@@ -96,7 +97,9 @@ def resolve(profile="", **given) -> Params:
 
 def from_namespace(namespace, log=print) -> Params:
     """:func:`resolve` from a notebook's globals (the parameters cell's names, whatever else is
-    there), saying which values the profile filled in."""
+    there), saying which values the profile filled in. A kernel still holding ``#@save`` code from
+    before an edit stops here (:func:`~nbutils.saved.check_fresh`), before any work."""
+    check_fresh()
     given = {k: namespace[k] for k in FIELDS if k in namespace and k != "profile"}
     params = resolve(namespace.get("profile", ""), **given)
     filled = {k: getattr(params, k) for k, v in given.items() if v is None}

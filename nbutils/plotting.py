@@ -28,16 +28,18 @@ __all__ = ["Animator", "browse", "has_frontend", "plot", "save_figure", "set_axe
 
 
 def has_frontend() -> bool:
-    """True inside a live notebook (Jupyter, JupyterLab, Colab, VS Code).
+    """True inside a live notebook (Jupyter, JupyterLab, Colab, VS Code), where a person watches.
 
-    False in plain python and in the kernels that papermill and nbval start for us: the bundle's
-    runner and test suite set ``NBUTILS_HEADLESS=1``, since a kernel cannot tell who is watching.
+    False in plain python, and under papermill, nbconvert and nbval: their clients run each cell with
+    ``allow_stdin=False`` (they cannot answer ``input()``), which a person's frontend never does.
+    ``NBUTILS_HEADLESS=1`` makes it False anywhere.
     """
     if os.environ.get("NBUTILS_HEADLESS"):
         return False
     shell = get_ipython()
-    return shell is not None and ("google.colab" in sys.modules
-                                  or type(shell).__name__ == "ZMQInteractiveShell")
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return "google.colab" in sys.modules and shell is not None
+    return bool(shell.kernel.get_parent().get("content", {}).get("allow_stdin", False))
 
 
 def use_svg_display():

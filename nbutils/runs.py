@@ -12,34 +12,28 @@ import io
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CHECKPOINT, Checkpoint, atomic_torch_save
+from .checkpoint import CHECKPOINT, Checkpoint, CheckpointMismatch, atomic_torch_save, mismatch, \
+    model_identity
 from .coursework import NeuralNetwork, build
 from .data import load_data_fashion_mnist, load_data_fashion_mnist_device
 from .devices import resolve_device, use_fast_path
 from .fast import EVAL_BATCH_SIZE
 from .io import atomic_write_json, atomic_write_text
 from .params import Params, describe, resolve
+from .paths import reports_root
 from .train import History, train_ch3
 
-__all__ = ["environment", "hardware", "load_or_train", "load_trained", "make_loaders", "reports_root",
-           "run_folder", "save_run", "train_params", "warn_if_slow", "write_history", "write_metrics"]
+__all__ = ["archive", "environment", "hardware", "load_or_train", "load_trained", "make_loaders",
+           "run_checkpoint", "run_folder", "run_identity", "save_run", "train_params", "warn_if_slow",
+           "write_history", "write_metrics"]
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = ("model.pt", "history.csv", "history.json", "metrics.json", CHECKPOINT)
-
-
-def reports_root() -> Path:
-    """``$NBUTILS_REPORTS``, else ``reports/`` of the repository, else ``~/nbutils-reports`` (Colab)."""
-    if os.environ.get("NBUTILS_REPORTS"):
-        return Path(os.environ["NBUTILS_REPORTS"]).expanduser()
-    if (REPO / "pyproject.toml").exists():
-        return REPO / "reports"
-    return Path.home() / "nbutils-reports"
 
 
 def run_folder(params: Params) -> Path:
@@ -48,16 +42,51 @@ def run_folder(params: Params) -> Path:
     folder = Path(params.run_dir).expanduser() if params.run_dir else \
         reports_root() / f"interactive-{params.profile}"
     (folder / "figures").mkdir(parents=True, exist_ok=True)
-    old = [folder / name for name in RESULTS if (folder / name).exists()]
-    if not params.resume and old:
-        archive = folder / "previous" / time.strftime("%Y%m%d-%H%M%S")
-        archive.mkdir(parents=True)
-        for path in old + [folder / "params.json", folder / "figures"]:
-            if path.exists():
-                path.rename(archive / path.name)
-        (folder / "figures").mkdir()
-        print(f"resume=False: the previous results were moved to {archive}")
+    if not params.resume and any((folder / name).exists() for name in RESULTS):
+        print(f"resume=False: the previous results were moved to {archive(folder)}")
     return folder
+
+
+def archive(folder, *extra) -> Path:
+    """Move a run's results (and ``extra`` files, such as a checkpoint kept elsewhere) out of the
+    way, to ``folder/previous/<time>/``; nothing is deleted. Returns that folder."""
+    folder = Path(folder)
+    into = folder / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    into.mkdir(parents=True, exist_ok=True)
+    for path in [folder / name for name in RESULTS + ("params.json", "figures")] + list(extra):
+        if Path(path).exists():
+            shutil.move(str(path), str(into / Path(path).name))  # a Drive checkpoint_dir: another disk
+    (folder / "figures").mkdir(exist_ok=True)
+    return into
+
+
+def run_identity(params: Params, net) -> dict:
+    """What a run's checkpoint and model must match: the parameters that change what training
+    computes, and the model's code (:func:`~nbutils.checkpoint.model_identity`)."""
+    return dict(params.training_dict(), **model_identity(net))
+
+
+def run_checkpoint(folder, params: Params, net, log=print) -> Checkpoint:
+    """The checkpoint of the run in ``folder`` (kept in ``checkpoint_dir`` if one is given), for
+    ``train_ch3(checkpoint=...)``. A checkpoint or model there made by other code or parameters is
+    never resumed: the folder's results move to ``previous/``, this run starts over, and it says so."""
+    folder = Path(folder)
+    checkpoint = Checkpoint(Path(params.checkpoint_dir or folder) / CHECKPOINT,
+                            run_identity(params, net), params.resume, log)
+    why = checkpoint.mismatch() or trained_mismatch(folder, checkpoint.params)
+    if why:
+        moved = archive(folder, *[checkpoint.path] * (checkpoint.path.parent != folder))
+        log(f"Not resuming: {folder} holds a run of other code or parameters ({why}). Its results "
+            f"were moved to {moved}, and this run starts from epoch 1.")
+    return checkpoint
+
+
+def trained_mismatch(folder: Path, identity: dict) -> str:
+    """How the model trained into ``folder`` differs from ``identity`` ("" if none is there)."""
+    if not (folder / "model.pt").exists():
+        return ""
+    saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)
+    return mismatch(saved.get("identity", {}), identity)
 
 
 def warn_if_slow(params: Params, runs=1, epochs=None):
@@ -101,8 +130,7 @@ def train_params(params: Params, folder=None, animator=False, progress=False, sc
     net, loss, optimizer, plateau = build(params, device)
     if scheduler != "plateau":
         plateau = scheduler(optimizer) if scheduler else None
-    checkpoint = Checkpoint(Path(folder) / CHECKPOINT, params.training_dict(), params.resume) \
-        if folder else None
+    checkpoint = run_checkpoint(folder, params, net) if folder else None
     history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer, plateau, device,
                         animator=animator, fast=fast, precision=params.precision,
                         graphs=False if params.fast == "eager" else None, checkpoint=checkpoint,
@@ -116,7 +144,8 @@ def save_run(folder, net, history, params: Params, animator=None):
     animator, ``figures/training.png``: what notebook 05 reads back."""
     folder = Path(folder)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"model": net.state_dict(), "params": params.as_dict()}, folder / "model.pt")
+    atomic_torch_save({"model": net.state_dict(), "params": params.as_dict(),
+                       "identity": run_identity(params, net)}, folder / "model.pt")
     atomic_write_json(folder / "params.json", params.as_dict())
     write_history(folder, history)
     if animator:
@@ -142,6 +171,10 @@ def load_trained(folder, device=None):
     saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)
     params = Params(**saved["params"])
     net = NeuralNetwork(params.patch_size)
+    why = mismatch(saved.get("identity", {}), run_identity(params, net))
+    if why:
+        raise CheckpointMismatch(f"{folder / 'model.pt'} was trained by other code ({why}); run "
+                                 f"notebook 04 again to train the code as it is now")
     net.load_state_dict(saved["model"])
     history = History(json.loads((folder / "history.json").read_text()))
     return net.to(resolve_device(device)), history, params
@@ -193,15 +226,18 @@ def environment(device=None):
 
 
 def write_metrics(folder, history, extra=None):
-    """``metrics.json``: the headline numbers, beside the parameters of the model they measure (the
-    run folder's own ``params.json``, whatever the caller's profile) and the environment."""
+    """``metrics.json``: the headline numbers, beside the parameters and the code of the model they
+    measure (the run folder's own ``params.json`` and ``model.pt``, whatever the caller's profile)
+    and the environment."""
     folder = Path(folder)
     params = json.loads((folder / "params.json").read_text())
+    identity = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)["identity"]
     best = History(history).best()
     metrics = dict(
         max_test_acc=best["test_acc"], max_epoch=best["epoch"],
         final_test_acc=history[-1]["test_acc"], epochs_run=len(history),
         train_seconds=sum(r["seconds"] for r in history), summary=describe(Params(**params)),
-        params=params, environment=environment(params["device"]), **(extra or {}))
+        params=params, code={k: identity[k] for k in ("code", "model", "model_code")},
+        environment=environment(params["device"]), **(extra or {}))
     atomic_write_json(folder / "metrics.json", metrics)
     return metrics

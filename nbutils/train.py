@@ -5,16 +5,18 @@ hard asserts. Its further arguments are the fast path, the live plot and the che
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 import torch
-from tqdm.auto import tqdm
+from IPython.display import display
+from torch import nn
 
 from .data import get_fashion_mnist_labels
 from .devices import resolve_device
 from .fast import FastTrainer
-from .metrics import TrainingDiverged, check_finite, correct, per_example
+from .metrics import TrainingDiverged, as_per_example, check_finite, correct, per_example
 from .plotting import has_frontend, show_images, training_animator
 
 __all__ = ["Accumulator", "History", "Timer", "evaluate", "evaluate_accuracy", "evaluate_loss",
@@ -67,25 +69,39 @@ class Accumulator:
 
 
 def model_device(net, device=None):
+    """``device`` if given, else where ``net``'s parameters are. A plain function (my_utils' scratch
+    models, ``def net(X): ...``) hides its tensors, so its data stays on the CPU unless told."""
     if device is not None:
         return resolve_device(device)
-    p = next(iter(net.parameters()), None)
+    p = next(iter(net.parameters()), None) if isinstance(net, nn.Module) else None
     return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluating(net):
+    """Run ``net`` without gradients, a module in eval mode and back in its own mode after."""
+    was_training = isinstance(net, nn.Module) and net.training
+    if isinstance(net, nn.Module):
+        net.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if isinstance(net, nn.Module):
+            net.train(was_training)
 
 
 def evaluate(net, data_iter, loss=None, device=None):
     """``(mean loss, accuracy)`` over ``data_iter`` in eval mode, without gradients, in one pass.
 
     With ``loss=None`` the mean loss is ``nan``. The loss is summed per example, so that a partial
-    last batch weighs what it holds.
+    last batch weighs what it holds (my_utils' ``evaluate_loss`` averaged a mean loss per batch).
     """
     device = model_device(net, device)
-    was_training = net.training
-    net.eval()
     total_loss = torch.zeros((), device=device)
     hits = torch.zeros((), device=device, dtype=torch.long)
     n = 0
-    with torch.no_grad():
+    with evaluating(net):
         for X, y in data_iter:
             X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
             y_hat = net(X)
@@ -93,7 +109,6 @@ def evaluate(net, data_iter, loss=None, device=None):
                 total_loss += per_example(loss, y_hat, y).sum()
             hits += correct(y_hat, y)
             n += y.numel()
-    net.train(was_training)
     if n == 0:
         raise ValueError("data_iter is empty")
     return (float(total_loss) / n if loss is not None else math.nan), float(hits) / n
@@ -110,15 +125,12 @@ def evaluate_loss(net, data_iter, loss, device=None):
 
 
 def predict_ch3(net, test_iter, n=6, device=None):
-    """Show ``n`` test images with their true and predicted labels (my_utils)."""
+    """Show ``n`` test images with their true and predicted labels (my_utils; in eval mode)."""
     X, y = next(iter(test_iter))
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
+    with evaluating(net):
         preds = net(X.to(model_device(net, device))).argmax(dim=1).cpu()
-    net.train(was_training)
     titles = [f"{t}\n{p}" for t, p in zip(get_fashion_mnist_labels(y), get_fashion_mnist_labels(preds))]
-    return show_images(X[:n].reshape(n, 28, 28), 1, n, titles=titles[:n])
+    show_images(X[:n].reshape(n, 28, 28), 1, n, titles=titles[:n])
 
 
 # ----------------------------------------------------------------------------- training
@@ -130,7 +142,8 @@ def train_epoch_ch3(net, train_iter, loss, updater, device=None):
     :class:`TrainingDiverged` naming the first bad batch.
     """
     device = model_device(net, device)
-    net.train()
+    if isinstance(net, nn.Module):
+        net.train()
     total_loss = torch.zeros((), device=device)
     hits = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
@@ -138,13 +151,14 @@ def train_epoch_ch3(net, train_iter, loss, updater, device=None):
     for batch, (X, y) in enumerate(train_iter):
         X, y = X.to(device, non_blocking=True), y.to(device, non_blocking=True)
         y_hat = net(X)
-        l = per_example(loss, y_hat, y)
+        raw = loss(y_hat, y)
+        l = as_per_example(raw, y)
         if isinstance(updater, torch.optim.Optimizer):
             updater.zero_grad(set_to_none=True)
             (l.sum() / y.numel()).backward()  # the batch mean, whatever the loss's reduction
             updater.step()
         else:
-            l.sum().backward()
+            raw.sum().backward()  # as my_utils: the updater divides by the batch size
             updater(X.shape[0])
         l_sum = l.detach().sum()
         total_loss += l_sum
@@ -180,34 +194,76 @@ class History(list):
                 for (_, before), (epoch, after) in zip(lrs, lrs[1:]) if after < before]
 
 
-class EpochProgress:
-    """One line per epoch: a tqdm bar in a notebook frontend (a widget, with the time left), a
-    printed line elsewhere, so that a papermill run streams its epochs to the terminal."""
+class Progress:
+    """Where training stands. In a notebook frontend, one line updated in place as the batches go by
+    (at most every ``min_interval`` seconds): the epoch, the batch, a clock and the last epoch's
+    numbers. It is a plain display update, not a widget, so JupyterLab's status bar keeps saying
+    Busy (tqdm's widget traffic made it say Idle, jupyterlab#12616). Elsewhere, a printed line per
+    epoch, so that a papermill run streams its epochs to the terminal and stores them.
 
-    def __init__(self, num_epochs, done=0):
-        self.num_epochs = num_epochs
-        self.bar = tqdm(total=num_epochs, initial=done, unit="epoch") if has_frontend() else None
+    Batches are counted by a forward pre-hook on ``net``; a CUDA graph's replays call no forward, so
+    on that path the line moves once per epoch (about a second)."""
+
+    def __init__(self, net, num_epochs, train_batches, eval_batches, done=0, min_interval=0.5):
+        self.num_epochs, self.batches, self.min_interval = num_epochs, (eval_batches, train_batches), \
+            min_interval
+        self.epoch, self.last, self.counts = done + 1, "", [0, 0]  # [eval, train] forward calls
+        self.started = self.epoch_started = self.shown = time.monotonic()
+        self.handle = display({"text/plain": self.line()}, raw=True, display_id=True) \
+            if has_frontend() else None
+        self.hook = net.register_forward_pre_hook(self.tick) \
+            if self.handle is not None and isinstance(net, nn.Module) else None
+
+    def tick(self, module, args):
+        self.counts[module.training] += 1
+        if time.monotonic() - self.shown >= self.min_interval:
+            self.show()
+
+    def line(self):
+        now = time.monotonic()
+        (evals, trains), (n_eval, n_train) = self.counts, self.batches
+        if self.epoch > self.num_epochs:
+            where = f"{self.num_epochs} epochs done in {clock(now - self.started)}"
+        else:
+            step = f"testing {min(evals, n_eval)}/{n_eval}" if evals else \
+                f"batch {min(trains, n_train)}/{n_train}"
+            where = (f"epoch {self.epoch}/{self.num_epochs}, {step}, {clock(now - self.epoch_started)} "
+                     f"into it ({clock(now - self.started)} in all)")
+        return where + (f" | last epoch: {self.last}" if self.last else "")
+
+    def show(self):
+        self.shown = time.monotonic()
+        self.handle.update({"text/plain": self.line()}, raw=True)
 
     def update(self, record):
+        """An epoch has ended."""
         acc = "val" if record.get("val_acc") is not None else "test"
         numbers = (f"train loss {record['train_loss']:.4f}, train acc {record['train_acc']:.4f}, "
                    f"{acc} acc {record[acc + '_acc']:.4f}")
-        if self.bar is not None:
-            self.bar.set_postfix_str(numbers, refresh=False)
-            self.bar.update()
-        else:
+        if self.handle is None:
             print(f"epoch {record['epoch']}/{self.num_epochs}: {numbers}, {record['seconds']:.1f} s",
                   flush=True)
+            return
+        self.epoch, self.last, self.counts = record["epoch"] + 1, numbers, [0, 0]
+        self.epoch_started = time.monotonic()
+        self.show()
 
     def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        if self.hook is not None:
+            self.hook.remove()
+
+
+def clock(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{seconds:02d}"
 
 
 def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
               animator=True, fast=False, precision="fp32", graphs=None, checkpoint=None,
               progress=True, val_iter=None, on_epoch_end=None):
-    """Train ``net`` (my_utils' signature); returns the per-epoch :class:`History`.
+    """Train ``net`` (my_utils' signature); returns the per-epoch :class:`History`, where my_utils
+    returned None after hard asserts on the last epoch (train loss < 0.5, accuracies > 0.7), which
+    a short run fails. ``net`` may be a plain function, as in my_utils (not with fast or checkpoint).
 
     Each epoch trains on ``train_iter``, evaluates on ``test_iter`` and steps ``scheduler`` (a
     ReduceLROnPlateau on the mean test loss, as in the report). Beyond my_utils:
@@ -221,7 +277,8 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
       (with hooks: the recipe's) may be passed instead of True;
     * ``checkpoint``: a :class:`~nbutils.checkpoint.Checkpoint`, resumed from when it matches and
       written every epoch;
-    * ``progress``: a bar per epoch in a notebook, a printed line per epoch elsewhere;
+    * ``progress``: a line that follows the batches in a notebook, a printed line per epoch
+      elsewhere (:class:`Progress`);
     * ``val_iter`` (the honest protocol): evaluated in the test set's place every epoch, and the
       scheduler steps on its loss; ``test_iter`` is then left to the caller, to test once at the end;
     * ``on_epoch_end(net, history)``: called after each epoch.
@@ -231,8 +288,11 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     if precision != "fp32" and not fast:
         raise ValueError(f"precision={precision!r} needs the fast path (fast=True); my_utils' loop "
                          f"trains in fp32")
+    if not isinstance(net, nn.Module) and (fast or checkpoint):
+        raise ValueError("fast= and checkpoint= need net to be an nn.Module, not a plain function")
     device = model_device(net, device)
-    net.to(device)
+    if isinstance(net, nn.Module):
+        net.to(device)
     if fast:
         trainer = fast if isinstance(fast, FastTrainer) else \
             FastTrainer(net, loss, updater, device, precision, graphs)
@@ -244,7 +304,8 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
         animator = training_animator(num_epochs, eval_label="val acc" if val_iter else "test acc")
     for record in history:  # a resumed run's plot starts with the epochs already done
         plot_epoch(animator, record)
-    bar = EpochProgress(num_epochs, len(history)) if progress else None
+    bar = Progress(net, num_epochs, len(train_iter), len(val_iter or test_iter), len(history)) \
+        if progress else None
     try:
         for epoch in range(len(history) + 1, num_epochs + 1):
             history.append(train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-# Set before any nbval kernel starts (kernels inherit the environment): no live plots, the smoke
-# profile, and run folders in a temporary place rather than the repository's reports/.
-os.environ.setdefault("NBUTILS_HEADLESS", "1")
+# Set before any nbval kernel starts (kernels inherit the environment): the smoke profile, and run
+# folders in a temporary place rather than the repository's reports/. nbval's and papermill's kernels
+# see no frontend by themselves (nbutils.has_frontend), as a user's would.
 os.environ.setdefault("NBUTILS_PROFILE", "smoke")
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # pytest-xdist: one process per core, each its own
 if WORKER:  # and one thread each, in its kernels and subprocesses too (their rounding then agrees)

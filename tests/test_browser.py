@@ -167,6 +167,16 @@ def find_cell(page, pattern=None, selector=None):
     return index
 
 
+def training_state(page, index):
+    """``[whether code cell index is running, the kernel's status, the cell's progress line]``."""
+    return page.evaluate(
+        """i => { const w = jupyterapp.shell.currentWidget, cell = w.content.widgets[i];
+                  const line = [...cell.node.querySelectorAll('.jp-Cell-outputArea pre')]
+                      .map(p => p.textContent).find(t => t.startsWith('epoch ')) || '';
+                  return [cell.model.executionState === 'running',
+                          w.sessionContext.session.kernel.status, line]; }""", index)
+
+
 def cell_images(page, index):
     """The ``src`` of every <img> shown under code cell ``index``."""
     return page.evaluate(
@@ -274,12 +284,17 @@ def test_04_live_plot_is_one_image_that_changes_every_epoch(page, lab):
     set_parameter(page, "epochs", str(EPOCHS))
     training = find_cell(page, pattern=TRAINING_CELL)
     start_run_all(page)
-    frames, most_images = [], 0
+    frames, most_images, lines, idle_while_training = [], 0, [], 0
     while not finished(page):  # watched while it trains
         images = cell_images(page, training)
         most_images = max(most_images, len(images))
         if images and (not frames or digest(images[0]) != frames[-1]):
             frames.append(digest(images[0]))
+        running, status, line = training_state(page, training)
+        if running and line:
+            idle_while_training += status == "idle"  # what JupyterLab's status bar shows
+            if not lines or line != lines[-1]:
+                lines.append(line)
         time.sleep(0.1)
     notebook = cells(page)
     final = cell_images(page, training)
@@ -292,6 +307,11 @@ def test_04_live_plot_is_one_image_that_changes_every_epoch(page, lab):
         found.append(f"{len(final)} images under the training cell at the end, not one final figure")
     if len(frames) < EPOCHS:
         found.append(f"the plot changed {len(frames)} times over {EPOCHS} epochs")
+    if not any(", batch " in line for line in lines) or len(lines) < 2 * EPOCHS:
+        found.append(f"the progress line did not follow the batches: {lines}")
+    if idle_while_training:
+        found.append(f"the kernel's status (the status bar's) read idle {idle_while_training} times "
+                     f"while the training cell ran")
     if "pipeline check" not in text_of(notebook):
         found.append("smoke-profile results are not labelled as a pipeline check")
     run_dir = lab["work"] / "reports" / "interactive-smoke"

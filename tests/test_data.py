@@ -42,7 +42,7 @@ def test_existing_layout_is_used_first(tiny_root, monkeypatch):
 
 def test_root_from_environment(tiny_root, monkeypatch):
     monkeypatch.setenv("NBUTILS_DATA", str(tiny_root))
-    assert nbdata.default_root() == tiny_root
+    assert nbdata.data_root() == tiny_root
     assert nb.load_split(spec=TINY)[0].shape[0] == 200
 
 
@@ -103,7 +103,7 @@ def test_every_place_tried_is_named(tmp_path, monkeypatch, no_system_data, local
         nb.prepare_fashion_mnist(tmp_path / "empty", download=True, spec=TINY)
     message = str(e.value)
     for place in ("missing train-images-idx3-ubyte", "Debian package", "torchvision download",
-                  "apt-get install dataset-fashion-mnist", "NBUTILS_DATA"):
+                  "apt-get install dataset-fashion-mnist", "data_root parameter", "NBUTILS_DATA"):
         assert place in message
 
 
@@ -165,15 +165,17 @@ def test_unwritable_data_root_is_named(tmp_path, no_system_data):
 
 
 # ----------------------------------------------------------------------------- the loaders
-def test_dataloaders_normalise_with_training_stats(tiny_root):
+def test_dataloaders_give_my_utils_pixels_and_normalise_with_training_stats_when_asked(tiny_root):
+    raw = nb.load_split(tiny_root, False, TINY)[0][:32].float() / 255
     train_iter, test_iter = nb.load_data_fashion_mnist(32, root=tiny_root, num_workers=0, spec=TINY)
-    images, _ = nb.load_split(tiny_root, True, TINY)
-    mean, std = nb.pixel_stats(images)
-    X, y = next(iter(test_iter))
-    raw = nb.load_split(tiny_root, False, TINY)[0][:32]
-    assert X.shape == (32, 1, 28, 28)
-    assert torch.allclose(X[:, 0], (raw.float() / 255 - mean) / std, atol=1e-6)
+    X, _ = next(iter(test_iter))
+    assert X.shape == (32, 1, 28, 28) and torch.allclose(X[:, 0], raw, atol=1e-6)  # my_utils: 0 ... 1
     assert sum(len(y) for _, y in train_iter) == 200
+    mean, std = nb.pixel_stats(nb.load_split(tiny_root, True, TINY)[0])
+    _, test_iter = nb.load_data_fashion_mnist(32, root=tiny_root, num_workers=0, spec=TINY,
+                                              normalize=True)
+    X, _ = next(iter(test_iter))
+    assert torch.allclose(X[:, 0], (raw - mean) / std, atol=1e-6)
 
 
 def test_subsets_are_seeded_and_sized(tiny_root):
@@ -188,7 +190,8 @@ def test_subsets_are_seeded_and_sized(tiny_root):
 
 
 def test_device_loader_matches_dataloader_and_keeps_partial_batch(tiny_root):
-    _, test_iter = nb.load_data_fashion_mnist(64, root=tiny_root, num_workers=0, spec=TINY)
+    _, test_iter = nb.load_data_fashion_mnist(64, root=tiny_root, num_workers=0, spec=TINY,
+                                              normalize=True)
     train_dev, test_dev = nb.load_data_fashion_mnist_device(64, "cpu", root=tiny_root, spec=TINY)
     assert len(test_dev) == 2 and [len(y) for _, y in test_dev] == [64, 36]
     for (X1, y1), (X2, y2) in zip(test_iter, test_dev):
@@ -274,6 +277,6 @@ def read_only_dir(tmp_path):
 
 
 def test_read_only_data_directory(read_only_dir, no_system_data):
-    with pytest.raises(nb.DatasetError, match=r"data root .* is not writable .*NBUTILS_DATA"):
+    with pytest.raises(nb.DatasetError, match=r"data root .* is not writable .*data_root parameter.*NBUTILS_DATA"):
         nb.prepare_fashion_mnist(read_only_dir / "fashion", download=False, spec=TINY)
     assert not (read_only_dir / "fashion").exists()

@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from nbutils import params as P
+from nbutils.paths import checkout
 from nbutils.data import RAW_FILES
 from nbutils.runs import warn_if_slow
 from nbutils.tools import run
+
+REPO = checkout()
 
 
 @pytest.mark.parametrize("given, message", [
@@ -171,8 +174,8 @@ def test_runner_refuses_a_corrupt_dataset_before_making_a_folder(tmp_path):
 def test_runner_resolves_relative_paths_from_the_repository_root(tmp_path, real_root, monkeypatch):
     # The notebooks run inside the run folder, where a relative path would name another folder.
     monkeypatch.chdir(tmp_path)  # and the current directory must not matter either
-    relative = os.path.relpath(real_root, run.REPO)
+    relative = os.path.relpath(real_root, REPO)
     params, _, injected = run.prepare("smoke", {"data_root": relative, "checkpoint_dir": "ck"},
                                       name="r", root=tmp_path / "reports")
     assert params.data_root == injected["data_root"] == str(real_root.resolve())
-    assert params.checkpoint_dir == str(run.REPO / "ck") and not (run.REPO / "ck").exists()
+    assert params.checkpoint_dir == str(REPO / "ck") and not (REPO / "ck").exists()

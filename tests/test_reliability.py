@@ -1,6 +1,7 @@
 """Checkpoints, exact resume after SIGKILL, refusals, divergence, atomic writes, repeatability."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from torch import nn
 
 import nbutils as nb
 from nbutils import io, runs
-from nbutils.checkpoint import Checkpoint, CheckpointMismatch, load_optimizer_in_place
+from nbutils.checkpoint import Checkpoint, CheckpointMismatch, load_optimizer_in_place, model_identity
 from nbutils.params import resolve
 
 TRAIN = dict(epochs=3, train_subset=256, test_subset=100, batch_size=64, live_plot=False)
@@ -27,7 +28,7 @@ def params_for(folder, **kw):
 def train(params):
     """Notebook 04's training and what it writes: a checkpoint every epoch, then the run's files."""
     folder = runs.run_folder(params)
-    net, history, _, _ = runs.train_params(params, params.checkpoint_dir or folder)
+    net, history, _, _ = runs.train_params(params, folder)
     runs.save_run(folder, net, history, params)
     return net, history, folder
 
@@ -90,9 +91,38 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(uninterrupted, tmp_
         assert torch.equal(weights[k], ref_weights[k]), k
 
 
-def test_checkpoint_with_other_parameters_is_refused(uninterrupted):
-    with pytest.raises(CheckpointMismatch, match=r"other parameters \(lr: checkpoint 0.001 vs now 0.01\)"):
-        train(params_for(uninterrupted, lr=0.01))
+def test_a_run_of_other_parameters_is_not_resumed_but_moved_to_previous(uninterrupted, tmp_path,
+                                                                       capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(uninterrupted, folder)
+    _, history, _ = train(params_for(folder, lr=0.01, epochs=1))
+    out = capsys.readouterr().out
+    assert (f"Not resuming: {folder} holds a run of other code or parameters (epochs: saved 3, now 1, "
+            f"lr: saved 0.001, now 0.01)") in out and "starts from epoch 1" in out
+    assert "resuming from" not in out and len(history) == 1
+    (previous,) = (folder / "previous").iterdir()
+    assert len(json.loads((previous / "history.json").read_text())) == 3
+    assert (previous / "checkpoint.pt").exists() and (previous / "model.pt").exists()
+
+
+def test_a_checkpoint_of_other_code_or_parameters_is_refused(uninterrupted):
+    saved = torch.load(uninterrupted / "checkpoint.pt", weights_only=False)["params"]
+    with pytest.raises(CheckpointMismatch, match=r"other code or parameters \(lr: saved 0.001, now 0.01\)"):
+        Checkpoint(uninterrupted / "checkpoint.pt", dict(saved, lr=0.01)).load()
+    listing = saved["listing"].replace("Dropout(p=0.2", "Dropout(p=0.3")
+    with pytest.raises(CheckpointMismatch, match=r"the model's listing \(\(Block2_Dropout\): "
+                                                 r"Dropout\(p=0.2, inplace=False\) -> \(Block2_Dropout\): "
+                                                 r"Dropout\(p=0.3, inplace=False\)\)"):
+        Checkpoint(uninterrupted / "checkpoint.pt", dict(saved, listing=listing)).load()
+
+
+def test_a_checkpoint_from_before_checkpoints_recorded_the_code_is_refused(uninterrupted, tmp_path):
+    state = torch.load(uninterrupted / "checkpoint.pt", weights_only=False)
+    ours = state["params"]
+    state["params"] = {k: v for k, v in ours.items() if k not in model_identity(nn.Linear(1, 1))}
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointMismatch, match="it records no model code"):
+        Checkpoint(tmp_path / "checkpoint.pt", ours).load()
 
 
 def test_unreadable_checkpoint_is_refused(tmp_path):

@@ -71,7 +71,7 @@ def test_notebook_04_trains_what_train_params_trains_and_a_given_epochs_holds(tm
     1), the very history that runs.train_params, which notebook 05 alone and the sweep use, gives."""
     # One small batch an epoch, on the fast path (no DataLoader workers to start every epoch).
     given = dict(epochs=30, train_subset=32, test_subset=32, fast="on")
-    pm.execute_notebook(str(run.NOTEBOOKS_DIR / "04_training.ipynb"), str(tmp_path / "04.ipynb"),
+    pm.execute_notebook(str(run.notebooks_dir() / "04_training.ipynb"), str(tmp_path / "04.ipynb"),
                         parameters=dict(given, profile="smoke", run_dir=str(tmp_path / "nb")),
                         kernel_name="python3", progress_bar=False)
     history = json.loads((tmp_path / "nb" / "history.json").read_text())
@@ -135,7 +135,7 @@ def _fake_notebooks(folder, failing):
 
 def test_failed_cell_stops_the_run_and_marks_it_failed(reports, tmp_path, monkeypatch, capfd):
     _fake_notebooks(tmp_path / "nbs", failing=3)
-    monkeypatch.setattr(run, "NOTEBOOKS_DIR", tmp_path / "nbs")
+    monkeypatch.setattr(run, "notebooks_dir", lambda: tmp_path / "nbs")
     assert run.main(["--profile", "smoke", "--name", "broken"]) == 1
     out, err = capfd.readouterr()  # the terminal: what the run says, without the kernels' warnings
     assert "FAILED in 03_step.ipynb: " in out and "WARNING" not in err
@@ -198,7 +198,7 @@ def test_papermill_wrong_type_stops_at_the_validation_cell(tmp_path):
     """`papermill ... -p epochs ten`: the cell after the parameters names the parameter."""
     out = tmp_path / "out.ipynb"
     with pytest.raises(pm.PapermillExecutionError, match="epochs must be an integer, got 'ten'"):
-        pm.execute_notebook(str(run.NOTEBOOKS_DIR / "04_training.ipynb"), str(out),
+        pm.execute_notebook(str(run.notebooks_dir() / "04_training.ipynb"), str(out),
                             parameters={"epochs": "ten", "run_dir": str(tmp_path / "run")},
                             kernel_name="python3", progress_bar=False)
     assert not (tmp_path / "run").exists()  # failed before the run folder was made

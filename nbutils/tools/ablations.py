@@ -18,7 +18,7 @@ from matplotlib import pyplot as plt
 from .. import GITHUB_REPOSITORY
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..plotting import save_figure
-from ..runs import reports_root
+from ..paths import reports_root
 from .claims import CLAIMS, finished_runs, run_spec, spec_key, variants_to_run
 
 __all__ = ["ablations_folder", "fetch_committed", "format_table", "load_report", "show_report",

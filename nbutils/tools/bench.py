@@ -47,7 +47,8 @@ from ..coursework import NeuralNetwork, init_weights, make_optimizer, make_sched
 from ..devices import resolve_device
 from ..fast import EVAL_BATCH_SIZE, PRECISIONS, FastTrainer
 from ..io import atomic_write_json, atomic_write_text
-from ..runs import REPO, hardware, reports_root
+from ..paths import checkout, reports_root
+from ..runs import hardware
 from . import stack_bench
 from .cpu import cpu_kernels
 from ..train import evaluate, train_ch3, train_epoch_ch3
@@ -300,6 +301,7 @@ def format_row(r):
 
 
 # ----------------------------------------------------------------------------- reports/bench/README.md
+REPO = checkout() or Path.cwd()  # the paths in the report's tables are relative to the checkout
 REPORT = REPO / "reports" / "bench" / "README.md"
 # The report's speed tables are generated: each stands between these two lines, the first naming its
 # JSON file (relative to the repository), and is rewritten from it by every run that writes the file.

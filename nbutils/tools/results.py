@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..io import atomic_write_json, atomic_write_text
 from ..params import DEFAULTS, TRAINING_KEYS
-from ..runs import reports_root
+from ..paths import reports_root
 
 STATUS = "status.json"
 

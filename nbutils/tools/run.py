@@ -30,16 +30,16 @@ import yaml
 from ..data import verify_fashion_mnist
 from ..io import atomic_write_json
 from ..params import resolve
-from ..runs import REPO, reports_root, warn_if_slow
+from ..paths import checkout, notebooks_dir, reports_root
+from ..runs import warn_if_slow
 from .results import read_status, write_results_table, write_status
-
-NOTEBOOKS_DIR = REPO / "notebooks"
 
 
 def notebooks():
-    found = sorted(NOTEBOOKS_DIR.glob("0[1-5]_*.ipynb"))
+    """Notebooks 01-05: the checkout's, else the copies installed with the package."""
+    found = sorted(notebooks_dir().glob("0[1-5]_*.ipynb"))
     if len(found) != 5:
-        raise FileNotFoundError(f"expected notebooks 01..05 in {NOTEBOOKS_DIR}, found {found}")
+        raise FileNotFoundError(f"expected notebooks 01..05 in {notebooks_dir()}, found {found}")
     return found
 
 
@@ -93,11 +93,12 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     if profile not in (None, given):
         raise ValueError(f"profile is given twice: --profile {profile} and -p profile {given}")
     profile = given or "seed"
-    # The notebooks run inside the run folder, so a relative path is made absolute here, from the
-    # repository root (where the commands run), never from whatever the current directory is.
+    # The notebooks run inside the run folder, so a relative path is made absolute here: from the
+    # repository root in a checkout (where the commands run), else from the working directory.
+    base = checkout() or Path.cwd()
     for key in ("data_root", "checkpoint_dir"):
         if isinstance(overrides.get(key), str) and overrides[key]:
-            overrides[key] = str((REPO / Path(overrides[key]).expanduser()).resolve())
+            overrides[key] = str((base / Path(overrides[key]).expanduser()).resolve())
     # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
     # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
     params = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
@@ -146,7 +147,6 @@ class Indented:
 def execute(params, folder: Path, injected, log=print):
     """Run the five notebooks in order, each with the parameters its cell declares; True when all
     finished."""
-    os.environ["NBUTILS_HEADLESS"] = "1"  # the kernels inherit it: no live plot, figures to files
     atomic_write_json(folder / "params.json", params.as_dict())
     write_status(folder, "running", started=time.strftime("%Y-%m-%d %H:%M:%S"), notebook=None)
     start = time.perf_counter()

@@ -48,7 +48,8 @@ from ..devices import resolve_device
 from ..fast import FastTrainer
 from ..io import atomic_write_json, atomic_write_text
 from ..params import Params, resolve
-from ..runs import environment, make_loaders, reports_root, train_params, warn_if_slow, write_history
+from ..paths import reports_root
+from ..runs import environment, make_loaders, train_params, warn_if_slow, write_history
 from ..train import History, evaluate, train_ch3
 from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
