@@ -1,5 +1,7 @@
 """The committed notebooks: clean, parameterised, Colab-ready, and the coursework's code written in them."""
 import ast
+import importlib
+import re
 from pathlib import Path
 
 import nbformat
@@ -117,7 +119,31 @@ def test_the_coursework_code_is_written_in_the_notebook_of_its_task():
 
 def test_notebook_04_says_how_an_edited_model_reaches_it():
     text = "\n".join(c.source for c in load(NOTEBOOKS[3]).cells)
-    assert "python3 -m nbutils export" in text and "kernel" in text
+    assert "`import nbutils` brings nbutils/coursework.py up to date" in text and "restart" in text
+    # In Colab an edited class is pasted here; it calls patchify, which this notebook imports.
+    assert "paste your edited class" in text
+    assert "from nbutils import NeuralNetwork, init_weights, make_optimizer, patchify" in text
+
+
+CITED = re.compile(r"\bnbutils((?:\.[A-Za-z_]\w*)+)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_nbutils_name_a_notebook_cites_exists(path):
+    missing = []
+    for cell in load(path).cells:
+        for dotted in CITED.findall(cell.source):
+            target = nbutils
+            for i, part in enumerate(dotted.strip(".").split(".")):
+                if not hasattr(target, part):
+                    try:  # a submodule not imported yet: nbutils.tools.sweep
+                        target = importlib.import_module(f"{target.__name__}.{part}")
+                        continue
+                    except (ImportError, AttributeError):
+                        missing.append(f"nbutils{dotted}")
+                        break
+                target = getattr(target, part)
+    assert missing == []
 
 
 def test_checked_cells_are_the_architecture_and_patches():

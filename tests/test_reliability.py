@@ -185,6 +185,16 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_atomic_writes_use_no_call_that_windows_lacks(tmp_path, monkeypatch):
+    # Windows has no os.fchmod before Python 3.13; every save (figures, data, model, params) writes here.
+    monkeypatch.delattr(io.os, "fchmod", raising=False)
+    monkeypatch.delattr(io.os, "fchown", raising=False)
+    io.atomic_write_text(tmp_path / "params.json", "{}\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "params.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     net = nn.Linear(2, 2)
     opt = torch.optim.Adam(net.parameters())

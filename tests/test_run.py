@@ -48,6 +48,16 @@ def test_smoke_profile_end_to_end(reports, capfd):
         "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds"
     for fig in ("samples", "patches", "inits", "training", "confusion", "misclassified"):
         assert (folder / "figures" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    # Without a frontend (papermill, nothing set in the environment) each notebook reads right as a
+    # file: a browse cell stores its one static view as PNG, training one text line per epoch.
+    for name in ("01_data.ipynb", "05_evaluation.ipynb"):
+        (browse,) = [c for c in nbformat.read(folder / name, 4).cells if "nbutils.browse(" in c.source]
+        kinds = [kind for o in browse.outputs for kind in o.get("data", {})]
+        assert "image/png" in kinds and not [k for k in kinds if "widget" in k], (name, kinds)
+    (training,) = [c for c in nbformat.read(folder / "04_training.ipynb", 4).cells
+                   if "nbutils.train_ch3(" in c.source]
+    text = "".join(o.get("text", "") for o in training.outputs)
+    assert text.startswith("epoch 1/1: train loss ") and text.count("\n") == 1, text
     # The terminal follows the run: each notebook's name, then what it prints, epochs included.
     assert f"[smoke-e2e] 04_training.ipynb\n" in terminal
     assert "\n    epoch 1/1: train loss " in terminal

@@ -122,3 +122,19 @@ def test_results_command_has_help_and_refuses_a_missing_root(tmp_path, capsys):
     assert not (tmp_path / "none").exists()
     results.main(["--root", str(tmp_path)])
     assert capsys.readouterr().out.strip() == str(tmp_path / "RESULTS.md")
+
+
+def test_without_a_checkout_test_says_in_one_line_what_to_do(monkeypatch, capsys):
+    monkeypatch.setattr(commands, "REPO", None)  # an installed package (pip, Colab)
+    assert commands.main(["test"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "clone the repository" in err
+
+
+def test_without_a_checkout_setup_fetches_only_the_data(monkeypatch):
+    monkeypatch.setattr(commands, "REPO", None)
+    done = []
+    monkeypatch.setattr(commands, "ensure_dataset", lambda: done.append("data"))
+    monkeypatch.setattr(commands, "_run", lambda cmd, **kw: pytest.fail(f"ran {cmd}"))
+    commands.setup()
+    assert done == ["data"]
