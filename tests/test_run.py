@@ -10,6 +10,7 @@ import papermill as pm
 import pytest
 import torch
 
+import nbutils as nb
 from nbutils import runs
 from nbutils.params import Params, resolve
 from nbutils.tools import results, run, sweep
@@ -106,6 +107,15 @@ def test_metrics_carry_the_parameters_of_the_model_they_measure(tmp_path, real_r
     metrics = runs.write_metrics(folder, loaded)
     assert metrics["epochs_run"] == metrics["params"]["epochs"] == 3
     assert metrics["params"]["train_subset"] == 64
+    identity = runs.run_identity(trained, net)
+    assert metrics["code"] == {k: identity[k] for k in ("code", "model", "model_code")}
+    # A model.pt of other code (notebook 02 edited since) is refused, never evaluated as this code's.
+    saved = torch.load(folder / "model.pt", weights_only=False)
+    saved["identity"]["listing"] = saved["identity"]["listing"].replace("Dropout(p=0.2", "Dropout(p=0.5")
+    torch.save(saved, folder / "model.pt")
+    with pytest.raises(nb.CheckpointMismatch, match=r"model.pt was trained by other code \(the "
+                                                     r"model's listing .*run notebook 04 again"):
+        runs.load_or_train(resolve("smoke", run_dir=str(folder)), folder)
 
 
 @pytest.mark.parametrize("name", ["../outside", "a/b", ".hidden", "..", "a\\b"])
