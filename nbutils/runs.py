@@ -119,10 +119,12 @@ def train_params(params: Params, folder=None, animator=False, progress=False, sc
                  loaders=None, on_epoch_end=None):
     """Notebook 04's training as one call, for notebook 05 opened alone, the sweep and the tests:
     its loaders, its :func:`~nbutils.coursework.build` and its ``train_ch3`` call (with a
-    checkpoint in ``folder``, where given). A test holds it to what notebook 04 computes.
+    checkpoint in ``folder``, where given: :func:`run_checkpoint`). A test holds it to what
+    notebook 04 computes.
 
     ``scheduler``: "plateau" (the report's), None, or a function of the optimizer that makes one;
-    ``val_size``, ``on_epoch_end(net, history)``: the honest protocol's (the sweep's). Returns ``(net, history, loss, test_iter)``.
+    ``loaders``: ``(train, val, test)`` and ``on_epoch_end(net, history)``: the honest protocol's
+    (the sweep's). Returns ``(net, history, loss, test_iter)``.
     """
     device = resolve_device(params.device)
     fast = use_fast_path(params.fast, device)
