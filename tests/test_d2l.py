@@ -261,3 +261,18 @@ def test_the_loader_gives_what_my_utils_torchvision_loader_gives(real_root):
     train_iter, test_iter = d2l.load_data_fashion_mnist(256)
     assert len(train_iter.dataset) == 60_000 and len(test_iter.dataset) == 10_000
     assert train_iter.num_workers == d2l.get_dataloader_workers()
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_train_ch6_goes_there_by_default_and_the_aliases_follow(tiny_root, capsys):
+    train_iter, test_iter = d2l.load_data_fashion_mnist(20, root=tiny_root, num_workers=0, spec=TINY)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    history = d2l.train_ch6(net, train_iter, test_iter, 1, 0.1)  # my_utils' default: try_gpu()
+    assert capsys.readouterr().out.startswith("training on cuda:0")
+    assert next(net.parameters()).is_cuda
+    assert d2l.evaluate_accuracy_gpu(net, test_iter) == history[-1]["test_acc"]
+    assert d2l.numpy(d2l.ones(2, device="cuda")).tolist() == [1.0, 1.0]
+    plain, params = scratch_softmax()
+    for p in params:
+        p.data = p.data.cuda()
+    assert 0 <= d2l.evaluate_accuracy(plain, test_iter, device="cuda") <= 1
