@@ -139,11 +139,11 @@ def test_mkdir_if_not_exist_takes_a_path_or_its_parts(tmp_path):
 
 
 # ----------------------------------------------------------------------------- plain-function models
-def scratch_softmax(seed=0):
+def scratch_softmax(seed=0, device="cpu"):
     """The book's softmax regression from scratch: a plain function and its own parameters."""
     g = torch.Generator().manual_seed(seed)
-    W = (torch.randn(784, 10, generator=g) * 0.01).requires_grad_()
-    b = torch.zeros(10, requires_grad=True)
+    W = (torch.randn(784, 10, generator=g) * 0.01).to(device).requires_grad_()
+    b = torch.zeros(10, device=device, requires_grad=True)
 
     def net(X):
         return torch.softmax(d2l.matmul(d2l.reshape(X, (-1, W.shape[0])), W) + b, dim=1)
@@ -272,7 +272,5 @@ def test_on_a_gpu_train_ch6_goes_there_by_default_and_the_aliases_follow(tiny_ro
     assert next(net.parameters()).is_cuda
     assert d2l.evaluate_accuracy_gpu(net, test_iter) == history[-1]["test_acc"]
     assert d2l.numpy(d2l.ones(2, device="cuda")).tolist() == [1.0, 1.0]
-    plain, params = scratch_softmax()
-    for p in params:
-        p.data = p.data.cuda()
+    plain, _ = scratch_softmax(device="cuda")
     assert 0 <= d2l.evaluate_accuracy(plain, test_iter, device="cuda") <= 1
