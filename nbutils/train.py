@@ -59,7 +59,8 @@ class Accumulator:
         self.data = [0.0] * n
 
     def add(self, *args):
-        self.data = [a + b for a, b in zip(self.data, args)]
+        # detached: my_utils' float(b) dropped autograd graphs, which a sum would otherwise keep alive
+        self.data = [a + (b.detach() if torch.is_tensor(b) else b) for a, b in zip(self.data, args)]
 
     def reset(self):
         self.data = [0.0] * len(self.data)
@@ -177,6 +178,11 @@ class History(list):
 
     FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
     VAL_FIELDS = FIELDS + ("val_loss", "val_acc")
+
+    def __repr__(self):  # a notebook cell ending in train_ch3(...) shows this, not every record
+        last = {k: round(v, 4) for k, v in (self[-1] if self else {}).items()
+                if k in ("train_loss", "train_acc", "test_acc", "val_acc") and v is not None}
+        return f"History({len(self)} epoch{'s' * (len(self) != 1)}" + (f", last: {last})" if last else ")")
 
     def column(self, name):
         return [r[name] for r in self]

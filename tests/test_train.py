@@ -210,3 +210,13 @@ def test_train_ch3_on_cuda(tiny_root):
     history = nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), 2, opt, device="cuda",
                            animator=False)
     assert next(net.parameters()).is_cuda and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_accumulator_keeps_no_autograd_graph_and_history_shows_in_one_line():
+    w = torch.ones(3, requires_grad=True)
+    metric = nb.Accumulator(2)
+    metric.add((w * 2).sum(), 3)
+    assert not metric.data[0].requires_grad and metric[0] == 6.0 and metric[1] == 3
+    history = nb.History([dict(epoch=1, train_loss=0.51234, train_acc=0.8, test_loss=0.6,
+                               test_acc=0.79, lr=1e-3, seconds=1.0)])
+    assert repr(history) == "History(1 epoch, last: {'train_loss': 0.5123, 'train_acc': 0.8, 'test_acc': 0.79})"
