@@ -20,7 +20,8 @@ How the environment is built, and why it is a fair stand-in for Colab:
   file system refuses one) never let the environment change the system's copy: pip removes and
   writes files, it never rewrites one in place. numpy and pillow, which torchvision requires, are
   Colab's versions from the table, not the system's.
-- pip is Colab's 24.1.2 (backend-info's pip-freeze.gpu.txt lists it; the table does not), installed
+- pip is Colab's 24.1.2 (a version of backend-info's pip-freeze.gpu.txt lists it; the table has no
+  pip row), installed
   into the venv by this machine's pip. (ensurepip's pip 23.2.1 could not even parse the setup cell's
   line with a ``git+file:///`` URL: its packaging 21.3 wants a host in a ``git+file`` URL.)
 - setuptools is this machine's, linked like torch: Colab's 75.2.0 (and ensurepip's 65.5) would not
@@ -36,6 +37,14 @@ and torch/torchvision (Colab: 2.11.0+cu128 / 0.26.0+cu128; here 2.14.1 / 0.29.1)
 The bundle is installed from a ``git+file://`` URL: the checkout itself when its tree is clean (CI's
 fresh clone: HEAD), else a snapshot commit of the working tree, uncommitted and untracked files
 included, in a ``--shared`` clone under pytest's temporary folder (the checkout is never written).
+``COLAB_STACK_SOURCE=REV`` tests a commit instead (``COLAB_STACK_SOURCE=bde6b6b``: the code issue 26
+was filed on, whose ``ipywidgets>=8`` and ``~/nbutils-reports`` this test catches).
+
+After the comparison, papermill (which Colab lacks) is installed into the environment, and that
+install is checked to change nothing that was there; the kernel is a kernelspec whose argv is the
+environment's python; the notebooks run from a fresh folder (Colab's /content) with HOME a fresh
+folder too, NBUTILS_DATA the checkout's prepared data/, and none of the suite's NBUTILS_* settings
+(NBUTILS_HEADLESS, NBUTILS_REPORTS, NBUTILS_PROFILE: ``-p profile smoke`` instead).
 
 The test prints, and writes to ``colab-stack-report.md`` in its temporary folder, the facts for the
 issue's closing note: the ``pip freeze`` diff and where a run's files land.
@@ -82,6 +91,9 @@ RUN_FILES = ("params.json", "model.pt", "history.json", "metrics.json")
 
 def canon(name):
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+TABLE_BY_CANON = {canon(k): v for k, v in TABLE.items()}
 
 
 def subprocess_env(env_dir=None, home=None, **extra):
@@ -270,20 +282,27 @@ def colab_env(tmp_path_factory, report):
 
 
 def bundle_source(folder):
-    """A ``git+file://`` URL of the bundle: the checkout when its tree is clean, else a commit of
-    its working tree in a shared clone under ``folder``. Returns (url, description)."""
+    """The bundle to install, as ``(git+file:// URL, description, its tree)``: the checkout when its
+    tree is clean (CI's fresh clone); else a commit of its working tree, uncommitted and untracked
+    files included, in a ``--shared`` clone under ``folder``. ``COLAB_STACK_SOURCE=REV`` (``HEAD``,
+    a commit, a branch) takes that commit of the checkout instead, however dirty the tree is. The
+    notebooks run are that tree's too."""
     git = ["git", "-C", REPO]
-    try:
-        head = run([*git, "rev-parse", "HEAD"]).stdout.strip()
-    except BaseException:
+    if subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True).returncode:
         pytest.skip(f"{REPO} is not a git checkout")
+    head = run([*git, "rev-parse", "HEAD"]).stdout.strip()
     touched = run([*git, "diff", "--name-only", "--no-renames", "-z", "HEAD"]).stdout.split("\0")
     untracked = run([*git, "ls-files", "--others", "--exclude-standard", "-z"]).stdout.split("\0")
     paths = sorted({p for p in touched + untracked if p})
-    if not paths:
-        return f"git+file://{REPO}", f"{REPO} at HEAD {head[:12]} (a clean tree)"
-    clone = folder / "worktree-snapshot"
+    rev = os.environ.get("COLAB_STACK_SOURCE")
+    if not paths and not rev:
+        return f"git+file://{REPO}", f"{REPO} at HEAD {head[:12]} (a clean tree)", REPO
+    clone = folder / "bundle-source"
     run(["git", "clone", "-q", "--shared", REPO, clone])
+    if rev:
+        commit = run([*git, "rev-parse", "--verify", f"{rev}^{{commit}}"]).stdout.strip()
+        run(["git", "-C", clone, "checkout", "-q", "-B", "colab-stack", commit])
+        return f"git+file://{clone}", f"{REPO}'s commit {commit[:12]} (COLAB_STACK_SOURCE={rev})", clone
     for rel in paths:
         src, dst = REPO / rel, clone / rel
         if src.is_file():
@@ -295,16 +314,16 @@ def bundle_source(folder):
     run(["git", "-C", clone, "-c", "user.name=colab-stack test", "-c", "user.email=test@localhost",
          "commit", "-q", "--no-verify", "-m", "the working tree, for tests/test_colab_stack.py"])
     return f"git+file://{clone}", (f"a snapshot of {REPO}'s working tree: HEAD {head[:12]} plus "
-                                   f"{len(paths)} changed or untracked files")
+                                   f"{len(paths)} changed or untracked files"), clone
 
 
-def setup_cell_pip_args():
-    """The pip arguments of the notebooks' setup cell (one line, the same in 01-05), its
-    ``git+https://`` URL marked as ``{url}``."""
+def setup_cell_pip_args(tree):
+    """The pip arguments of the setup cell of ``tree``'s notebooks (one line, the same in 01-05),
+    its ``git+https://`` URL marked as ``{url}``."""
     import ast
     found = set()
     for name in NOTEBOOKS:
-        cells = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        cells = json.loads((tree / "notebooks" / f"{name}.ipynb").read_text())["cells"]
         setup = [c for c in cells if "setup" in c.get("metadata", {}).get("tags", [])]
         assert len(setup) == 1, f"{name}: {len(setup)} cells tagged setup"
         source = "".join(setup[0]["source"])
@@ -321,11 +340,12 @@ def setup_cell_pip_args():
 
 @pytest.fixture(scope="session")
 def installed(colab_env, report):
-    """The bundle installed into the Colab env as the setup cell does: (python, folder, before, after)."""
+    """The bundle installed into the Colab env as the setup cell does:
+    (python, folder, the bundle's tree, freeze before, freeze after)."""
     python, folder = colab_env
     before = freeze(python)
-    url, report["source"] = bundle_source(folder)
-    args = setup_cell_pip_args()
+    url, report["source"], tree = bundle_source(folder)
+    args = setup_cell_pip_args(tree)
     args = [a.replace("{url}", url) for a in args]
     report["pip_line"] = "python -m pip " + " ".join(f'"{a}"' if " " in a else a for a in args)
     start = time.monotonic()
@@ -334,7 +354,7 @@ def installed(colab_env, report):
     after = freeze(python)
     report["diff"], report["new"] = freeze_diff(before, after)
     report["new"] = [after[k] for k in report["new"]]
-    return python, folder, before, after
+    return python, folder, tree, before, after
 
 
 def test_table_matches_the_reference():
@@ -355,7 +375,7 @@ def test_table_matches_the_reference():
 
 def test_setup_cell_install_leaves_colab_stack(installed):
     """pip freeze before and after the setup cell's install: nothing that was there changes."""
-    python, folder, before, after = installed
+    python, folder, _, before, after = installed
     table = [canon(n) for n in (*TABLE, *STAND_INS)]
     missing = [n for n in table if n not in before]
     assert not missing, f"the Colab env lacks {missing}"
@@ -374,9 +394,6 @@ def test_setup_cell_install_leaves_colab_stack(installed):
         "\n  ".join(changed_other)
 
 
-TABLE_BY_CANON = {canon(k): v for k, v in TABLE.items()}
-
-
 def tree(root, skip_pycache=True):
     """Every file under ``root``: relative path -> (size, mtime_ns)."""
     files = {}
@@ -393,7 +410,7 @@ def tree(root, skip_pycache=True):
 def test_notebooks_run_outside_the_checkout(installed, report):
     """Notebooks 01-05 under papermill in the Colab env, from a folder outside the checkout, on the
     smoke profile: the run's files land under that folder, none in the package or the home folder."""
-    python, folder, _, after = installed
+    python, folder, bundle, _, after = installed
     data = REPO / "data"
     if not all((data / "FashionMNIST" / "raw" / f).is_file() for f in
                ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -416,7 +433,7 @@ def test_notebooks_run_outside_the_checkout(installed, report):
     for d in (work, home, executed):
         d.mkdir()
     for name in NOTEBOOKS:
-        shutil.copy2(REPO / "notebooks" / f"{name}.ipynb", work)
+        shutil.copy2(bundle / "notebooks" / f"{name}.ipynb", work)
     env_dir = python.parents[1]
     installed_before = tree(env_dir)
     work_before = set(tree(work))
