@@ -2,9 +2,10 @@
 
 The core, which notebooks 01-05 use: ``coursework`` (generated from the notebooks' ``#@save`` cells by
 ``python3 -m nbutils export``), the my_utils port (``data``, ``plotting``, ``train``, ``devices``,
-``metrics``, ``d2l``) and what the notebooks' training call takes beyond my_utils (``fast``, ``cpu``,
-``checkpoint``), with ``params``, ``runs`` (run folders), ``shapes`` and ``io``. The commands and
-experiments (the papermill runner, results, bench, sweep, ablations, recipe, export) live apart in
+``metrics``, ``d2l``) and what the notebooks' training call takes beyond my_utils (``fast``,
+``checkpoint``), with ``saved`` (the ``#@save`` cells), ``params``, ``runs`` (run folders), ``shapes``,
+``paths`` and ``io``. The commands and experiments (the papermill runner, results, bench, the CPU
+kernels, sweep, ablations, recipe and its trainer, stacks, export) live apart in
 :mod:`nbutils.tools`, which depends on the core and never the reverse.
 
 The my_utils names work as before: ``from nbutils import load_data_fashion_mnist, train_ch3, Animator``,
@@ -25,17 +26,18 @@ GITHUB_REPOSITORY = "fashion-mnist-coursework/patch-mlp-notebooks"
 EXPORTS = {
     "coursework": ["INITS", "NeuralNetwork", "OPTIMIZERS", "build", "init_weights", "make_optimizer",
                    "make_scheduler", "patchify"],
-    "data": ["CLASS_NAMES", "FASHION_MNIST", "DatasetError", "DatasetSpec", "DeviceLoader",
-             "get_dataloader_workers", "get_fashion_mnist_labels", "load_data_fashion_mnist",
-             "load_data_fashion_mnist_device", "load_split", "load_subsets", "pixel_stats",
-             "prepare_fashion_mnist", "subset_indices", "verify_fashion_mnist"],
+    "data": ["CLASS_NAMES", "FASHION_MNIST", "N_TEST", "N_TRAIN", "DatasetError", "DatasetSpec",
+             "DeviceLoader", "get_dataloader_workers", "get_fashion_mnist_labels",
+             "load_data_fashion_mnist", "load_data_fashion_mnist_device", "load_split",
+             "load_subsets", "pixel_stats", "prepare_fashion_mnist", "subset_indices",
+             "verify_fashion_mnist"],
     "devices": ["resolve_device", "try_all_gpus", "try_gpu", "use_fast_path"],
     "metrics": ["TrainingDiverged", "accuracy"],
     "plotting": ["Animator", "browse", "has_frontend", "plot", "plt", "save_figure", "set_axes",
                  "set_figsize", "show_images", "training_animator", "use_svg_display"],
     "train": ["Accumulator", "History", "Timer", "evaluate", "evaluate_accuracy", "evaluate_loss",
               "predict_ch3", "train_ch3", "train_epoch_ch3"],
-    "fast": ["FastTrainer"],
+    "fast": ["FastTrainer", "tune_cpu_allocator"],
     "checkpoint": ["Checkpoint", "CheckpointMismatch", "model_identity"],
     "params": ["Params", "describe", "from_namespace", "resolve"],
     "runs": ["archive", "environment", "hardware", "load_or_train", "load_trained", "make_loaders",

@@ -12,13 +12,31 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fast import keep_tensor
 from .io import atomic_write_bytes
 from .saved import code_digest
 
 __all__ = ["CHECKPOINT", "Checkpoint", "CheckpointMismatch", "atomic_torch_save", "class_digest",
-           "mismatch", "model_identity"]
+           "mismatch", "model_identity", "random_states", "set_random_states"]
 
 CHECKPOINT = "checkpoint.pt"
+
+
+def random_states():
+    """Every random state a run draws from: torch's (and each GPU's), Python's and NumPy's."""
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states):
+    """Put back what :func:`random_states` returned."""
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def atomic_torch_save(obj, path):
@@ -133,12 +151,7 @@ class Checkpoint:
         load_optimizer_in_place(optimizer, state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        set_random_states(state["rng"])
         if state["loader_rng"] is not None:
             loader.generator.set_state(state["loader_rng"])
         self.log(f"resuming from {self.path} after epoch {len(state['history'])}")
@@ -146,16 +159,12 @@ class Checkpoint:
 
     def save(self, net, optimizer, scheduler, history, loader):
         """Write the run's whole state (temporary file, then rename)."""
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
-               "numpy": np.random.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         generator = getattr(loader, "generator", None)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({
             "model": net.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "history": list(history), "params": self.params, "rng": rng,
+            "history": list(history), "params": self.params, "rng": random_states(),
             "loader_rng": generator.get_state() if generator is not None else None,
         }, self.path)
 
@@ -174,6 +183,4 @@ def load_optimizer_in_place(optimizer, saved):
     optimizer.load_state_dict(dict(saved, param_groups=[
         dict(group, **settings) for group, settings in zip(saved["param_groups"], live)]))
     for group, lr in zip(optimizer.param_groups, lrs):
-        if torch.is_tensor(lr):
-            lr.copy_(torch.as_tensor(group["lr"]))
-            group["lr"] = lr
+        keep_tensor(group, "lr", lr)

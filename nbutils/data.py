@@ -26,10 +26,11 @@ from .devices import resolve_device
 from .io import atomic_write_bytes
 from .paths import data_root
 
-__all__ = ["CLASS_NAMES", "FASHION_MNIST", "DatasetError", "DatasetSpec", "DeviceLoader",
-           "get_dataloader_workers", "get_fashion_mnist_labels", "load_data_fashion_mnist",
-           "load_data_fashion_mnist_device", "load_split", "load_subsets", "pixel_stats",
-           "prepare_fashion_mnist", "subset_indices", "verify_fashion_mnist"]
+__all__ = ["CLASS_NAMES", "FASHION_MNIST", "N_TEST", "N_TRAIN", "DatasetError", "DatasetSpec",
+           "DeviceLoader", "get_dataloader_workers", "get_fashion_mnist_labels",
+           "load_data_fashion_mnist", "load_data_fashion_mnist_device", "load_split",
+           "load_subsets", "pixel_stats", "prepare_fashion_mnist", "subset_indices",
+           "verify_fashion_mnist"]
 
 CLASS_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat",
                "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -60,6 +61,7 @@ FASHION_MNIST = DatasetSpec(60_000, 10_000, {
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 })
+N_TRAIN, N_TEST = FASHION_MNIST.n_train, FASHION_MNIST.n_test  # 60,000 and 10,000 images
 RAW_FILES = tuple(FASHION_MNIST.sha256)
 
 

@@ -12,7 +12,8 @@ What this path does instead:
   capturable, with its learning rate in a device tensor, so that a scheduler's cut reaches the graph;
   evaluation is a second graph;
 * mixed precision (``tf32``, ``bf16`` autocast) only when asked for;
-* on a CPU, glibc keeps freed activations in the heap (:func:`tune_cpu_allocator`).
+* on a CPU, :func:`tune_cpu_allocator` keeps freed activations in the heap; it is process-wide, so
+  the caller asks for it where its program starts (notebook 04, the bench, the sweep).
 
 The last partial batch runs eagerly (a graph has static shapes); it is kept unless the loader drops it.
 """
@@ -28,8 +29,8 @@ from .data import DeviceLoader
 from .devices import resolve_device
 from .metrics import check_finite, per_example
 
-__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "prepare_for_graphs",
-           "tune_cpu_allocator"]
+__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "keep_tensor",
+           "prepare_for_graphs", "tune_cpu_allocator"]
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 # The fast path evaluates in batches of at least this many images: 10 graph replays per test pass
@@ -47,20 +48,30 @@ CAPTURE = {torch.optim.Adam: dict(capturable=True, fused=True, foreach=False),
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # glibc's mallopt parameters
 
 
-def tune_cpu_allocator():
-    """Stop glibc from returning big blocks to the OS after every step.
+def tune_cpu_allocator(device="cpu"):
+    """On a CPU, stop glibc from returning big blocks to the OS after every step.
 
     Each step allocates and frees activations of up to 64 MB (128 x 256 x 512 floats). By default glibc
     serves those with mmap and unmaps them on free, so every step pays page faults on hundreds of MB.
-    Keeping them in the heap removes that. Process-wide and harmless elsewhere (the process keeps its
-    peak memory). Returns False where glibc is absent.
+    Keeping them in the heap removes that. Process-wide and harmless elsewhere (the process keeps its peak
+    memory). Returns whether it was done: False for a GPU ``device`` and where glibc is absent.
     """
+    if resolve_device(device).type != "cpu":
+        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
         ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1)
         return bool(ok and libc.mallopt(M_TOP_PAD, 256 << 20))
     except (OSError, AttributeError, TypeError):
         return False
+
+
+def keep_tensor(group, key, tensor):
+    """Copy ``group[key]``'s value into ``tensor`` and put ``tensor`` back in its place: a CUDA graph
+    reads that tensor, not whatever the group holds now. Nothing to do where ``tensor`` is a float."""
+    if torch.is_tensor(tensor) and group[key] is not tensor:
+        tensor.copy_(torch.as_tensor(group[key]))
+        group[key] = tensor
 
 
 def prepare_for_graphs(optimizer, device):
@@ -128,22 +139,13 @@ class FastTrainer:
 
     ``graphs=None`` captures CUDA graphs when the device is CUDA and the optimizer's step can be made
     capturable (:func:`prepare_for_graphs`: Adam, AdamW, SGD and ASGD); other optimizers run the
-    same step eagerly.
-
-    For recipes beyond the coursework's, the step takes hooks, captured with it: ``augment(X)`` on each
-    training batch, ``before_update()`` between backward and the optimizer (a per-step learning-rate
-    schedule), ``after_update()`` after it (an EMA of the weights); ``eval_net`` (default ``net``) is
-    what evaluation runs. A hook with mutable device state lists it in ``state_tensors()``, so that
-    the warm-up before capture leaves no trace.
+    same step eagerly. Each step is made of the methods below, so a subclass (the tools' recipe and
+    stacks) changes a step by overriding one of them: :meth:`inputs`, :meth:`update`,
+    :meth:`mutable_tensors`.
     """
 
-    counter_shape = ()  # one loss sum, hit count and first bad batch; (K,) for a stack of K runs
-
-    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, augment=None,
-                 before_update=None, after_update=None, eval_net=None):
+    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None):
         self.net, self.loss, self.optimizer = net, loss, optimizer
-        self.augment, self.before_update, self.after_update = augment, before_update, after_update
-        self.eval_net = net if eval_net is None else eval_net
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
@@ -154,23 +156,28 @@ class FastTrainer:
         if self.graphs and not (self.device.type == "cuda" and capturable):
             raise ValueError("graphs=True needs CUDA and an optimizer whose step can be captured "
                              "(Adam, AdamW, SGD or ASGD, before its first step)")
-        shape, on = self.counter_shape, dict(device=self.device)
+        self.make_counters()
+        self._graphs = {}
+        self._stepped = False  # whether a training step has run (and made the optimizer's state)
+        self._lr_tensors = [g["lr"] for g in optimizer.param_groups]
+
+    def make_counters(self, shape=()):
+        """The epoch's loss sum, hit count and first bad batch, on the device: one of each, or
+        ``shape`` of them (a stack of runs keeps one per run)."""
+        on = dict(device=self.device)
         self.loss_sum = torch.zeros(shape, **on)
         self.correct = torch.zeros(shape, dtype=torch.long, **on)
         self.first_bad = torch.full(shape, -1, dtype=torch.long, **on)
         self.batch_no = torch.zeros((), dtype=torch.long, **on)
-        self._graphs = {}
-        self._stepped = False  # whether a training step has run (and made the optimizer's state)
-        self._lr_tensors = [g["lr"] for g in optimizer.param_groups]
-        if self.device.type == "cpu":
-            tune_cpu_allocator()
 
     # -- the step, written once: eager on the CPU and for partial batches, captured on CUDA. The
-    # sums are over the last axis, so that a stack of runs (nbutils.tools.stack) keeps one per run.
+    # sums are over the last axis, so that counters of any shape keep theirs.
+    def inputs(self, loader, idx, train):
+        """The batch ``idx`` of ``loader``: ``(X, y)``."""
+        return loader.batch(idx)
+
     def forward(self, loader, idx, net, train):
-        X, y = loader.batch(idx)
-        if train and self.augment is not None:
-            X = self.augment(X)
+        X, y = self.inputs(loader, idx, train)
         with precision_context(self.precision, self.device):
             y_hat = net(X)
             l_sum = per_example(self.loss, y_hat, y).float().sum()  # whatever the loss's reduction
@@ -190,16 +197,16 @@ class FastTrainer:
         with matmul_precision(self.precision):
             y_hat, y, l_sum = self.forward(loader, idx, self.net, train=True)
             (l_sum / y.shape[-1]).sum().backward()  # each run's batch mean
-        if self.before_update is not None:
-            self.before_update()
-        self.optimizer.step()
-        if self.after_update is not None:
-            self.after_update()
+        self.update()
         self.accumulate(y_hat, y, l_sum)
+
+    def update(self):
+        """What follows backward: the optimizer's step."""
+        self.optimizer.step()
 
     def eval_step(self, loader, idx):
         with torch.no_grad():
-            y_hat, y, l_sum = self.forward(loader, idx, self.eval_net, train=False)
+            y_hat, y, l_sum = self.forward(loader, idx, self.evaluated, train=False)
             self.loss_sum += l_sum
             self.correct += (y_hat.argmax(dim=-1) == y).sum(-1)
 
@@ -207,9 +214,7 @@ class FastTrainer:
         """A scheduler (older torch) or a user may *replace* a tensor lr with a float; the graph still
         reads the tensor, so copy the new value into it rather than lose the cut."""
         for group, lr in zip(self.optimizer.param_groups, self._lr_tensors):
-            if torch.is_tensor(lr) and group["lr"] is not lr:
-                lr.copy_(torch.as_tensor(group["lr"]))
-                group["lr"] = lr
+            keep_tensor(group, "lr", lr)
 
     def reset(self):
         self.loss_sum.zero_()
@@ -254,13 +259,13 @@ class FastTrainer:
 
     def mutable_tensors(self):
         """What a training step may change in place, besides the optimizer's state."""
-        tensors = list(self.net.state_dict().values())
-        if self.eval_net is not self.net:
-            tensors += self.eval_net.state_dict().values()
-        tensors += [lr for lr in self._lr_tensors if torch.is_tensor(lr)]
-        for hook in (self.augment, self.before_update, self.after_update):
-            tensors += getattr(hook, "state_tensors", lambda: [])()
-        return tensors
+        return list(self.net.state_dict().values()) + \
+            [lr for lr in self._lr_tensors if torch.is_tensor(lr)]
+
+    @property
+    def evaluated(self):
+        """The model that evaluation runs: the trained one."""
+        return self.net
 
     def run(self, loader, step, train):
         # A graph gathers from the images of the loader it was captured on: one graph per loader.
@@ -294,11 +299,11 @@ class FastTrainer:
 
     def evaluate(self, net, loader, loss, device):
         require_device_loader(loader, "test_iter")
-        was_training = self.eval_net.training
-        self.eval_net.eval()
+        was_training = self.evaluated.training
+        self.evaluated.eval()
         self.reset()
         self.run(loader, self.eval_step, train=False)
-        self.eval_net.train(was_training)
+        self.evaluated.train(was_training)
         n = len(loader.labels)
         return float(self.loss_sum) / n, float(self.correct) / n
 

@@ -33,10 +33,9 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def check_finite(first_bad_batch, epoch=None):
+def check_finite(first_bad_batch):
     """Raise :class:`TrainingDiverged` if a batch's loss was not finite (``first_bad_batch >= 0``)."""
     if first_bad_batch >= 0:
-        where = f"epoch {epoch}, " if epoch is not None else ""
         raise TrainingDiverged(
-            f"the training loss became NaN/inf at {where}batch {first_bad_batch}; the learning rate is "
+            f"the training loss became NaN/inf at batch {first_bad_batch}; the learning rate is "
             f"the likely cause (try a smaller lr), or corrupt input data")

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from .coursework import INITS, OPTIMIZERS
+from .data import N_TEST, N_TRAIN
 from .devices import resolve_device, use_fast_path
 from .fast import PRECISIONS
 from .saved import check_fresh
@@ -25,7 +26,6 @@ __all__ = ["PROFILES", "Params", "TRAINING_KEYS", "describe", "from_namespace", 
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILES = tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
-N_TRAIN, N_TEST = 60_000, 10_000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -21,9 +22,9 @@ import torch
 from .checkpoint import CHECKPOINT, Checkpoint, CheckpointMismatch, atomic_torch_save, mismatch, \
     model_identity
 from .coursework import NeuralNetwork, build
-from .data import load_data_fashion_mnist, load_data_fashion_mnist_device
+from .data import N_TEST, N_TRAIN, load_data_fashion_mnist, load_data_fashion_mnist_device
 from .devices import resolve_device, use_fast_path
-from .fast import EVAL_BATCH_SIZE
+from .fast import EVAL_BATCH_SIZE, tune_cpu_allocator
 from .io import atomic_write_json, atomic_write_text
 from .params import Params, describe, resolve
 from .paths import reports_root
@@ -89,19 +90,40 @@ def trained_mismatch(folder: Path, identity: dict) -> str:
     return mismatch(saved.get("identity", {}), identity)
 
 
-def warn_if_slow(params: Params, runs=1, epochs=None):
+def warn_if_slow(params: Params, runs=1, epochs=None, step_seconds=None):
     """Say so before full-size training starts on a CPU: hours per run, not seconds. ``epochs``: those
-    still to train, default all of them."""
+    still to train, default all of them. The estimate is measured, not typed in: ``step_seconds``, by
+    default one training step of the model timed here (about a second, the random state untouched)."""
     epochs = params.epochs if epochs is None else epochs
-    full_size = params.train_subset in (0, 60_000)
+    full_size = params.train_subset in (0, N_TRAIN)
     if not runs or not epochs or not full_size or resolve_device(params.device).type != "cpu":
         return
-    # Minutes per full epoch on 2 cores, as reports/bench/bench-cpu.json measured them (2026-12-01).
-    minutes = (9 if use_fast_path(params.fast, "cpu") else 11) * epochs * runs
+    step_seconds = time_training_step(params) if step_seconds is None else step_seconds
+    # An epoch: its training steps, then a test pass whose forward is one of a step's three GEMM
+    # passes (forward, input and weight gradients).
+    test_images = params.test_subset or N_TEST
+    steps = math.ceil(N_TRAIN / params.batch_size) + test_images / params.batch_size / 3
+    hours = steps * step_seconds * epochs * runs / 3600
     print(f"note: no GPU here; {runs} full-size run{'s' * (runs > 1)} of {epochs} epochs: about "
-          f"{minutes / 60:.1f} h on 2 CPU cores. The smoke profile checks the pipeline in minutes: "
-          f"`python3 -m nbutils reproduce --profile smoke`, or profile = \"smoke\" in a notebook.",
-          flush=True)
+          f"{hours:.1f} h on this CPU (a training step took {step_seconds:.2f} s here). The smoke "
+          f"profile checks the pipeline in minutes: `python3 -m nbutils reproduce --profile smoke`, "
+          f"or profile = \"smoke\" in a notebook.", flush=True)
+
+
+def time_training_step(params: Params, repeats=2):
+    """Seconds of one training step of the run's model, optimizer and batch size on the CPU, on random
+    images: the best of ``repeats`` after a warm-up. The global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):  # build() seeds the global generator
+        net, loss, optimizer, _ = build(params, "cpu")
+        X, y = torch.randn(params.batch_size, 1, 28, 28), torch.randint(0, 10, (params.batch_size,))
+        seconds = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            loss(net(X), y).backward()
+            optimizer.step()
+            seconds.append(time.perf_counter() - start)
+    return min(seconds[1:])
 
 
 def make_loaders(params: Params, device=None):
@@ -127,6 +149,7 @@ def train_params(params: Params, folder=None, animator=False, progress=False, sc
     (the sweep's). Returns ``(net, history, loss, test_iter)``.
     """
     device = resolve_device(params.device)
+    tune_cpu_allocator(device)
     fast = use_fast_path(params.fast, device)
     train_iter, *val_iter, test_iter = loaders or make_loaders(params, device if fast else None)
     net, loss, optimizer, plateau = build(params, device)

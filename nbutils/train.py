@@ -280,7 +280,7 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     * ``fast``: the fast path (:class:`~nbutils.fast.FastTrainer`) on
       :class:`~nbutils.data.DeviceLoader` data, whole steps as CUDA graphs on a GPU unless
       ``graphs=False``, in ``precision`` fp32, tf32 or bf16 autocast. A FastTrainer of your own
-      (with hooks: the recipe's) may be passed instead of True;
+      (the recipe's :class:`~nbutils.tools.recipe.RecipeTrainer`) may be passed instead of True;
     * ``checkpoint``: a :class:`~nbutils.checkpoint.Checkpoint`, resumed from when it matches and
       written every epoch;
     * ``progress``: a line that follows the batches in a notebook, a printed line per epoch
@@ -289,13 +289,7 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
       scheduler steps on its loss; ``test_iter`` is then left to the caller, to test once at the end;
     * ``on_epoch_end(net, history)``: called after each epoch.
     """
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
-        raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
-    if precision != "fp32" and not fast:
-        raise ValueError(f"precision={precision!r} needs the fast path (fast=True); my_utils' loop "
-                         f"trains in fp32")
-    if not isinstance(net, nn.Module) and (fast or checkpoint):
-        raise ValueError("fast= and checkpoint= need net to be an nn.Module, not a plain function")
+    check_train_ch3(net, num_epochs, fast, precision, checkpoint)
     device = model_device(net, device)
     if isinstance(net, nn.Module):
         net.to(device)
@@ -332,6 +326,17 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     return history
 
 
+def check_train_ch3(net, num_epochs, fast, precision, checkpoint):
+    """Refuse :func:`train_ch3`'s arguments that cannot work, before anything trains."""
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+        raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
+    if precision != "fp32" and not fast:
+        raise ValueError(f"precision={precision!r} needs the fast path (fast=True); my_utils' loop "
+                         f"trains in fp32")
+    if not isinstance(net, nn.Module) and (fast or checkpoint):
+        raise ValueError("fast= and checkpoint= need net to be an nn.Module, not a plain function")
+
+
 def train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter, eval_iter, loss, updater,
                     scheduler, device, validating=False):
     """One epoch of :func:`train_ch3`: train, evaluate, step the scheduler; returns its record."""
@@ -345,13 +350,26 @@ def train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter, eval_iter,
         raise TrainingDiverged(f"epoch {epoch}: the {'validation' if validating else 'test'} loss is "
                                f"{eval_loss}; the weights are no longer finite (the learning rate is "
                                f"the likely cause)")
+    if scheduler is not None:
+        step_scheduler(scheduler, eval_loss)
+    lr = float(updater.param_groups[0]["lr"]) if isinstance(updater, torch.optim.Optimizer) else None
+    return epoch_record(epoch, train_loss, train_acc, eval_loss, eval_acc, lr,
+                        time.perf_counter() - start, validating)
+
+
+def step_scheduler(scheduler, eval_loss):
+    """A ReduceLROnPlateau steps on the epoch's evaluation loss; any other scheduler, once an epoch."""
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         scheduler.step(eval_loss)
-    elif scheduler is not None:
+    else:
         scheduler.step()
-    lr = float(updater.param_groups[0]["lr"]) if isinstance(updater, torch.optim.Optimizer) else None
+
+
+def epoch_record(epoch, train_loss, train_acc, eval_loss, eval_acc, lr, seconds, validating=False):
+    """One epoch of a :class:`History`; what was evaluated is the test set, or with ``validating``
+    the validation split (the test columns then stay empty)."""
     record = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=eval_loss,
-                  test_acc=eval_acc, lr=lr, seconds=time.perf_counter() - start)
+                  test_acc=eval_acc, lr=lr, seconds=seconds)
     if validating:
         record.update(test_loss=None, test_acc=None, val_loss=eval_loss, val_acc=eval_acc)
     return record

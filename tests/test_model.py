@@ -1,5 +1,6 @@
 """The coursework's model (notebook 02) and initialisations (03), as exported: the report's listing,
 shapes and parameter count; nbutils.shapes traces the table."""
+import importlib
 import math
 import re
 from pathlib import Path
@@ -125,8 +126,10 @@ def test_build_is_the_reports_model_loss_optimizer_and_scheduler_seeded():
     assert (sched.patience, sched.mode, sched.threshold) == (7, "min", 1e-8)
 
 
-def test_every_exported_name_resolves():
-    for name in nb.__all__:
-        assert getattr(nb, name) is not None
+def test_every_exported_name_resolves_to_its_modules_own():
+    for module, names in nb.EXPORTS.items():
+        for name in names:
+            assert getattr(nb, name) is getattr(importlib.import_module(f"nbutils.{module}"), name), name
+    assert sorted(nb.__all__) == sorted(n for names in nb.EXPORTS.values() for n in names)
     with pytest.raises(AttributeError):
         nb.no_such_helper

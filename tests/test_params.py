@@ -7,7 +7,7 @@ import torch
 from nbutils import params as P
 from nbutils.paths import checkout
 from nbutils.data import RAW_FILES
-from nbutils.runs import warn_if_slow
+from nbutils.runs import time_training_step, warn_if_slow
 from nbutils.tools import run
 
 REPO = checkout()
@@ -146,19 +146,31 @@ def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path, real_root)
 
 
 def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
-    warn_if_slow(P.resolve("seed", device="cpu"), runs=2)  # the my_utils loop: ~11 min an epoch
+    # 0.5 s a step: 469 training steps and a test pass of 10,000 / 128 / 3 step-equivalents an epoch
+    warn_if_slow(P.resolve("seed", device="cpu"), runs=2, step_seconds=0.5)
     out = capsys.readouterr().out
-    assert "2 full-size runs of 30 epochs: about 11.0 h on 2 CPU cores" in out
+    assert "2 full-size runs of 30 epochs: about 4.1 h on this CPU (a training step took 0.50 s" in out
     assert "`python3 -m nbutils reproduce --profile smoke`" in out
-    warn_if_slow(P.resolve("seed", device="cpu", fast="on"))
-    assert "1 full-size run of 30 epochs: about 4.5 h" in capsys.readouterr().out
+    warn_if_slow(P.resolve("seed", device="cpu", batch_size=256), step_seconds=1.0)
+    assert "1 full-size run of 30 epochs: about 2.1 h" in capsys.readouterr().out  # 248 steps
     for quiet in (P.resolve("smoke", device="cpu"), P.resolve("seed", device="cpu", train_subset=500)):
         warn_if_slow(quiet)
     warn_if_slow(P.resolve("seed", device="cpu"), runs=0)
     warn_if_slow(P.resolve("seed", device="cpu"), epochs=0)  # a resumed run with nothing left
     assert capsys.readouterr().out == ""
-    warn_if_slow(P.resolve("seed", device="cpu", fast="on"), epochs=12)  # 18 of 30 done
-    assert "1 full-size run of 12 epochs: about 1.8 h" in capsys.readouterr().out
+    warn_if_slow(P.resolve("seed", device="cpu", fast="on"), epochs=12, step_seconds=0.5)  # 18 done
+    assert "1 full-size run of 12 epochs: about 0.8 h" in capsys.readouterr().out
+
+
+def test_the_cpu_estimate_times_a_real_step_and_leaves_the_random_state_alone(capsys):
+    params = P.resolve("seed", device="cpu")
+    state = torch.random.get_rng_state()
+    seconds = time_training_step(params, repeats=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert 0 < seconds < 60
+    warn_if_slow(params)
+    step = float(capsys.readouterr().out.split("a training step took ")[1].split(" s")[0])
+    assert 0 < step < 60
 
 
 def test_runner_refuses_a_corrupt_dataset_before_making_a_folder(tmp_path):

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 import nbutils as nb
-from nbutils.fast import FastTrainer
-from nbutils.tools.recipe import EMA, INGREDIENTS, Augment, PatchMixer, Recipe, WarmupCosine, make_recipe
+from nbutils.tools.recipe import (EMA, INGREDIENTS, Augment, PatchMixer, Recipe, RecipeTrainer,
+                                  WarmupCosine, make_recipe)
 from conftest import TINY
 
 
@@ -89,7 +89,7 @@ def test_recipe_learns_in_the_fast_trainer(tiny_root):
                     lr=3e-3, ema_decay=0.9, precision="fp32")
     net, eval_net, loss, opt, sched, hooks = make_recipe(recipe, "cpu", len(train_iter))
     assert eval_net is not net and sched is None
-    trainer = FastTrainer(net, loss, opt, "cpu", eval_net=eval_net, **hooks)
+    trainer = RecipeTrainer(net, loss, opt, "cpu", eval_net=eval_net, **hooks)
     history = nb.train_ch3(net, train_iter, test_iter, loss, recipe.epochs, opt, None, "cpu",
                            animator=False, fast=trainer, progress=False)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -106,7 +106,7 @@ def test_recipe_graph_capture_leaves_no_trace(tiny_root):
                                                       drop_last=True)
     net, eval_net, loss, opt, _, hooks = make_recipe(Recipe(dim=32, depth=2, epochs=2), "cuda",
                                                      len(train_iter))
-    trainer = FastTrainer(net, loss, opt, "cuda", "bf16", eval_net=eval_net, **hooks)
+    trainer = RecipeTrainer(net, loss, opt, "cuda", "bf16", eval_net=eval_net, **hooks)
     assert trainer.graphs
     trainer.train_epoch(net, train_iter, loss, opt, "cuda")
     assert float(hooks["before_update"].step) == len(train_iter)

@@ -1,6 +1,7 @@
 """Checkpoints, exact resume after SIGKILL, refusals, divergence, atomic writes, repeatability."""
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -9,13 +10,15 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import nbutils as nb
 from nbutils import io, runs
-from nbutils.checkpoint import Checkpoint, CheckpointMismatch, load_optimizer_in_place, model_identity
+from nbutils.checkpoint import (Checkpoint, CheckpointMismatch, load_optimizer_in_place, model_identity,
+                                random_states, set_random_states)
 from nbutils.params import resolve
 
 TRAIN = dict(epochs=3, train_subset=256, test_subset=100, batch_size=64, live_plot=False)
@@ -223,3 +226,10 @@ def test_a_resume_keeps_what_the_fast_path_made_of_the_live_optimizer():
     assert group["lr"] is lr and float(lr) == pytest.approx(1e-3)
     for name in ("exp_avg", "exp_avg_sq", "step"):
         assert torch.equal(live.state[net.weight][name], saved_optimizer.state[net.weight][name])
+
+
+def test_random_states_put_back_give_the_same_draws_from_torch_python_and_numpy():
+    saved = random_states()
+    first = (torch.rand(3).tolist(), random.random(), np.random.rand())
+    set_random_states(saved)
+    assert (torch.rand(3).tolist(), random.random(), np.random.rand()) == first

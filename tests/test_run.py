@@ -1,6 +1,7 @@
 """The papermill runner, run folders and the results table."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,8 @@ def test_a_full_size_cpu_run_is_announced_in_the_terminal_before_it_starts(repor
     monkeypatch.setattr(run, "execute", lambda *a: print("notebooks run") or True)
     assert run.main(["--profile", "seed", "-p", "device", "cpu", "--name", "long"]) == 0
     out = capsys.readouterr().out
-    assert out.index("about 5.5 h on 2 CPU cores") < out.index("notebooks run")
+    announced = re.search(r"30 epochs: about [\d.]+ h on this CPU \(a training step took [\d.]+ s here\)", out)
+    assert announced and announced.start() < out.index("notebooks run")
     assert "`python3 -m nbutils reproduce --profile smoke`" in out
 
 

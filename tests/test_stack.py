@@ -286,6 +286,8 @@ def test_a_killed_stack_resumes_to_what_an_uninterrupted_one_gives(tmp_path, rea
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list((killed / "runs").glob("*/metrics.json"))
+    saved = torch.load(next((killed / "stacks").glob("*.pt")), weights_only=False)
+    assert set(saved["rng"]) >= {"torch", "python", "numpy"}  # every random state, as a run's checkpoint
     assert start().wait(timeout=300) == 0  # resumes from the checkpoint
     assert histories(killed) == histories(tmp_path / "whole")
 

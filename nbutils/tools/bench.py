@@ -2,7 +2,8 @@
 
     python3 -m nbutils bench [--device auto] [--steps 20] [--eval-images 2000] [--epochs 0]
 
-Modes, always measured in this order (the fast path tunes the process's allocator, so it goes last):
+Modes, measured in this order, in one process whose allocator is tuned first on a CPU
+(:func:`~nbutils.fast.tune_cpu_allocator`, as notebook 04 does), so that every mode runs on the same heap:
 
 * ``my_utils``   the 2020 loop as the coursework ran it: DataLoader with per-sample transforms and
                  my_utils' 4 workers, ``float(l)`` per batch, then ``evaluate_accuracy`` and
@@ -43,9 +44,10 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile as torch_profile
 
 from .. import data as nbdata
+from ..data import N_TEST, N_TRAIN
 from ..coursework import NeuralNetwork, init_weights, make_optimizer, make_scheduler
 from ..devices import resolve_device
-from ..fast import EVAL_BATCH_SIZE, PRECISIONS, FastTrainer
+from ..fast import EVAL_BATCH_SIZE, PRECISIONS, FastTrainer, tune_cpu_allocator
 from ..io import atomic_write_json, atomic_write_text
 from ..paths import checkout, reports_root
 from ..runs import hardware
@@ -53,7 +55,6 @@ from . import stack_bench
 from .cpu import cpu_kernels
 from ..train import evaluate, train_ch3, train_epoch_ch3
 
-N_TRAIN, N_TEST = 60_000, 10_000
 FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured")
 MODES = ("my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16")  # in the order they run
 EMULATED_STEPS, EMULATED_EVAL_IMAGES = 3, 500  # enough to time a step of several seconds
@@ -285,7 +286,7 @@ def _modes_for(device, modes):
         modes = [m for m in modes if m != "fast-tf32"]
         if not modes:
             raise ValueError("modes: fast-tf32 is a GPU mode; on a CPU choose among the others")
-    return [m for m in MODES if m in modes]  # the fast path tunes the allocator: it runs last
+    return [m for m in MODES if m in modes]
 
 
 def format_header(hardware_name, batch_size):
@@ -453,6 +454,7 @@ def main(argv=None):
             write_report_tables()
             print(f"written: {REPORT} (tables from {', '.join(report_tables())})")
             return
+        tune_cpu_allocator(args.device)  # process-wide: once, before any mode
         if args.profile:
             profile(args.profile, args.device, batch_size=args.batch_size)
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data import DeviceLoader, load_subsets, pixel_stats
+from ..data import N_TRAIN, DeviceLoader, load_subsets, pixel_stats
 from ..fast import EVAL_BATCH_SIZE
 
 __all__ = ["VAL_SEED", "VAL_SIZE", "honest_loaders", "stratified_split", "val_size_for"]
@@ -40,7 +40,7 @@ def val_size_for(params):
     """5,000 held-out images of 60,000; a training subset (the smoke profile) holds out its share."""
     if not params.train_subset:
         return VAL_SIZE
-    return max(10, round(VAL_SIZE * params.train_subset / 60_000))
+    return max(10, round(VAL_SIZE * params.train_subset / N_TRAIN))
 
 
 def honest_loaders(params, device, batch_size=None):

@@ -11,8 +11,9 @@ today" comparison, with the same 4×4 patches and no convolution anywhere:
 * weights: an exponential moving average, which is what gets evaluated (:class:`EMA`);
 * protocol: the honest one (a stratified validation split chooses the epoch; the test set is seen once).
 
-Every part runs inside the fast path's captured step. :data:`INGREDIENTS` removes one ingredient at a
-time, for the table of which one bought what (``python3 -m nbutils sweep --claims recipe``).
+Every part runs inside the fast path's captured step (:class:`RecipeTrainer`). :data:`INGREDIENTS`
+removes one ingredient at a time, for the table of which one bought what
+(``python3 -m nbutils sweep --claims recipe``).
 """
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ from torch.nn import functional as F
 
 from ..coursework import make_scheduler, patchify
 from ..devices import resolve_device
+from ..fast import FastTrainer
 
-__all__ = ["EMA", "INGREDIENTS", "Augment", "PatchMixer", "Recipe", "WarmupCosine", "default_precision",
-           "make_recipe", "recipe_for"]
+__all__ = ["EMA", "INGREDIENTS", "Augment", "PatchMixer", "Recipe", "RecipeTrainer", "WarmupCosine",
+           "default_precision", "hook_tensors", "make_recipe", "recipe_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +202,46 @@ class EMA:
             torch._foreach_copy_([e for e, _ in self._buffers], [b for _, b in self._buffers])
 
 
+class RecipeTrainer(FastTrainer):
+    """The fast path's step with the recipe's hooks, captured with it: ``augment(X)`` on each
+    training batch, ``before_update()`` between backward and the optimizer (a per-step learning-rate
+    schedule), ``after_update()`` after it (an EMA of the weights); ``eval_net`` (default ``net``) is
+    what evaluation runs. A hook with mutable device state lists it in ``state_tensors()``, so that
+    the warm-up before a CUDA graph's capture leaves no trace."""
+
+    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, augment=None,
+                 before_update=None, after_update=None, eval_net=None):
+        self.augment, self.before_update, self.after_update = augment, before_update, after_update
+        self.eval_net = net if eval_net is None else eval_net
+        super().__init__(net, loss, optimizer, device, precision, graphs)
+
+    def inputs(self, loader, idx, train):
+        X, y = loader.batch(idx)
+        return (self.augment(X) if train and self.augment is not None else X), y
+
+    def update(self):
+        if self.before_update is not None:
+            self.before_update()
+        self.optimizer.step()
+        if self.after_update is not None:
+            self.after_update()
+
+    @property
+    def evaluated(self):
+        return self.eval_net
+
+    def mutable_tensors(self):
+        tensors = super().mutable_tensors()
+        if self.eval_net is not self.net:
+            tensors += self.eval_net.state_dict().values()
+        return tensors + hook_tensors((self.augment, self.before_update, self.after_update))
+
+
+def hook_tensors(hooks):
+    """The device state of ``hooks`` (None for a hook left out), as their ``state_tensors()`` list it."""
+    return [t for hook in hooks if hook is not None for t in getattr(hook, "state_tensors", list)()]
+
+
 # ----------------------------------------------------------------------------- putting it together
 def default_precision(device="auto"):
     """The recipe's bf16 autocast on a GPU with bf16 units (compute capability 8.0 on: A100, H100,
@@ -211,7 +253,7 @@ def default_precision(device="auto"):
 
 
 def make_recipe(recipe: Recipe, device, steps_per_epoch, background=0.0):
-    """``(net, eval_net, loss, optimizer, scheduler, hooks)`` for :class:`~nbutils.fast.FastTrainer`.
+    """``(net, eval_net, loss, optimizer, scheduler, hooks)`` for :class:`RecipeTrainer`.
 
     ``hooks`` is a dict of ``augment``, ``before_update`` and ``after_update``; ``scheduler`` is the
     coursework's ReduceLROnPlateau for the "adam" ingredient and None otherwise (the per-step schedule

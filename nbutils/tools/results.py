@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ..io import atomic_write_json, atomic_write_text
+from ..data import N_TEST, N_TRAIN
 from ..params import DEFAULTS, TRAINING_KEYS
 from ..paths import reports_root
 
@@ -81,7 +82,7 @@ def _numbers(m):
     weight decay and optimizer, and under the honest protocol sees the test set once: no max."""
     p, recipe = m["params"], m.get("recipe") or {}
     subset = "full" if not (p["train_subset"] or p["test_subset"]) else \
-        f"{p['train_subset'] or 60000}/{p['test_subset'] or 10000}"
+        f"{p['train_subset'] or N_TRAIN}/{p['test_subset'] or N_TEST}"
     best = "– (one test)" if m.get("max_test_acc") is None else \
         f"{100 * m['max_test_acc']:.2f} % ({m['max_epoch']})"
     return {"epochs": m["epochs_run"], "batch": recipe.get("batch_size", p["batch_size"]),

@@ -31,8 +31,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ..checkpoint import atomic_torch_save
-from ..fast import FastTrainer, precision_context
+from ..checkpoint import atomic_torch_save, random_states, set_random_states
+from ..fast import keep_tensor, precision_context
+from ..train import epoch_record, step_scheduler
+from .recipe import RecipeTrainer, hook_tensors
 
 __all__ = ["MemberSchedulers", "StackLoader", "StackTrainer", "StackedModel", "StackedOptimizer",
            "train_stack"]
@@ -127,9 +129,8 @@ class StackedOptimizer(torch.optim.Optimizer):
         kept = [(g["lr"], g["weight_decay"]) for g in self.param_groups]
         super().load_state_dict(state_dict)
         for group, (lr, decay) in zip(self.param_groups, kept):
-            lr.copy_(torch.as_tensor(group["lr"]))
-            decay.copy_(torch.as_tensor(group["weight_decay"]))
-            group["lr"], group["weight_decay"] = lr, decay
+            keep_tensor(group, "lr", lr)
+            keep_tensor(group, "weight_decay", decay)
 
 
 class MemberSchedulers:
@@ -152,10 +153,7 @@ class MemberSchedulers:
             if scheduler is None:
                 continue
             shadow.step()  # nothing to update: it keeps torch from warning that no step came first
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(losses[k])
-            else:
-                scheduler.step()
+            step_scheduler(scheduler, losses[k])
             self.lr[k] = shadow.param_groups[0]["lr"]
 
     def state_dict(self):
@@ -207,19 +205,17 @@ class StackLoader:
                            device=self.device)
 
 
-class StackTrainer(FastTrainer):
+class StackTrainer(RecipeTrainer):
     """The fast path's trainer for a :class:`StackedModel` on :class:`StackLoader` data: the same
-    step, captured the same way, with one loss sum, hit count and first bad batch per member.
-    ``loss`` must keep each example's loss (``reduction="none"``)."""
+    step (with the recipe's hooks, if any), captured the same way, with one loss sum, hit count and
+    first bad batch per member. ``loss`` must keep each example's loss (``reduction="none"``)."""
 
     def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, **hooks):
-        self.counter_shape = (net.size,)
         super().__init__(net, loss, optimizer, device, precision, graphs, **hooks)
+        self.make_counters((net.size,))
 
     def forward(self, loader, idx, net, train):
-        X, y = loader.batch(idx)
-        if train and self.augment is not None:  # one draw per image, whatever member it is
-            X = self.augment(X)
+        X, y = self.inputs(loader, idx, train)  # augment: one draw per image, whatever its member
         with precision_context(self.precision, self.device):
             y_hat = net(X)
             l_sum = self.loss(y_hat.flatten(0, 1), y.flatten()).view(y.shape).float().sum(-1)
@@ -313,13 +309,9 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
         for k, member in enumerate(members):
             if diverged[k] is None and (bad[k] >= 0 or not math.isfinite(eval_losses[k])):
                 diverged[k] = (epoch, bad[k])
-            record = dict(epoch=epoch, train_loss=losses[k], train_acc=accs[k],
-                          test_loss=eval_losses[k], test_acc=eval_accs[k],
-                          lr=float(optimizer.param_groups[0]["lr"][k]), seconds=seconds)
-            if member.get("validating"):
-                record.update(test_loss=None, test_acc=None, val_loss=eval_losses[k],
-                              val_acc=eval_accs[k])
-            histories[k].append(record)
+            histories[k].append(epoch_record(epoch, losses[k], accs[k], eval_losses[k], eval_accs[k],
+                                             float(optimizer.param_groups[0]["lr"][k]), seconds,
+                                             member.get("validating", False)))
         if on_epoch_end is not None:
             on_epoch_end(eval_net, histories)
         if checkpoint:
@@ -328,22 +320,15 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
     return histories, diverged, model, eval_net
 
 
-def mutable_hook_tensors(hooks):
-    return [t for hook in hooks.values() for t in getattr(hook, "state_tensors", lambda: [])()]
-
-
 def save(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter, histories,
          diverged, kept):
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(dict(
         members=ident, model=model.state_dict(), optimizer=optimizer.state_dict(),
         eval_net=eval_net.state_dict() if eval_net is not model else None,
-        schedulers=schedulers.state_dict(), hooks=[t.clone() for t in mutable_hook_tensors(hooks)],
+        schedulers=schedulers.state_dict(), hooks=[t.clone() for t in hook_tensors(hooks.values())],
         loaders=[g.get_state() for g in train_iter.generators], histories=histories,
-        diverged=diverged, kept=kept, rng=rng), path)
+        diverged=diverged, kept=kept, rng=random_states()), path)
 
 
 def restore(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter, histories,
@@ -353,20 +338,19 @@ def restore(path, ident, model, eval_net, optimizer, schedulers, hooks, train_it
     if not path.exists():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["members"] != ident:
+    if state["members"] != ident or "python" not in state["rng"]:  # older ones lack Python's and NumPy's
+        log(f"not resuming {path}: it holds other runs, or lacks their random states; starting at epoch 1")
         return 0
     model.load_state_dict(state["model"])
     if state["eval_net"] is not None:
         eval_net.load_state_dict(state["eval_net"])
     optimizer.load_state_dict(state["optimizer"])
     schedulers.load_state_dict(state["schedulers"])
-    for tensor, saved in zip(mutable_hook_tensors(hooks), state["hooks"]):
+    for tensor, saved in zip(hook_tensors(hooks.values()), state["hooks"]):
         tensor.copy_(saved)
     for generator, saved in zip(train_iter.generators, state["loaders"]):
         generator.set_state(saved)
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    set_random_states(state["rng"])
     for history, saved in zip(histories, state["histories"]):
         history.extend(saved)
     diverged[:] = state["diverged"]

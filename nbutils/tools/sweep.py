@@ -45,7 +45,7 @@ from torch import nn
 
 from ..coursework import NeuralNetwork, build, make_scheduler
 from ..devices import resolve_device
-from ..fast import FastTrainer
+from ..fast import tune_cpu_allocator
 from ..io import atomic_write_json, atomic_write_text
 from ..params import Params, resolve
 from ..paths import reports_root
@@ -54,7 +54,7 @@ from ..train import History, evaluate, train_ch3
 from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
 from .protocol import honest_loaders
-from .recipe import EMA, Augment, PatchMixer, WarmupCosine, make_recipe, recipe_for
+from .recipe import EMA, Augment, PatchMixer, RecipeTrainer, WarmupCosine, make_recipe, recipe_for
 from .stack import stack_id, train_stack
 
 __all__ = ["DEFAULT_STACK", "execute", "main", "make_cut_scheduler", "recipe_spec", "run_one",
@@ -73,15 +73,16 @@ def run_one(spec, animator=None):
     ``animator`` (:func:`~nbutils.plotting.training_animator`) plots it live, as in notebook 07.
     """
     params = Params(**dict(spec["params"], run_dir=spec["folder"]))
+    tune_cpu_allocator(params.device)  # process-wide, before a run trains here
     Path(spec["folder"]).mkdir(parents=True, exist_ok=True)
     honest = spec["protocol"] == "honest"
     train = train_recipe if spec.get("recipe") else train_coursework
     best = {}
 
-    def keep_best(history, eval_net):  # the honest protocol's model selection, on validation only
-        if honest and history[-1]["val_acc"] > best.get("val_acc", -1.0):
-            best.update(val_acc=history[-1]["val_acc"], epoch=history[-1]["epoch"],
-                        state={k: v.detach().clone() for k, v in eval_net.state_dict().items()})
+    def keep_best(history, eval_net):
+        if honest:
+            keep_if_best(best, history[-1], lambda: {k: v.detach().clone()
+                                                     for k, v in eval_net.state_dict().items()})
 
     history, eval_net, loss, test_iter, recipe = train(spec, params, honest, keep_best, animator)
     tested = None
@@ -89,6 +90,13 @@ def run_one(spec, animator=None):
         eval_net.load_state_dict(best["state"])
         tested = (best, evaluate(eval_net, test_iter, loss))  # the one look at the test set
     return finish_run(spec, params, history, recipe, tested)
+
+
+def keep_if_best(best, record, state):
+    """The honest protocol's model selection, on validation only: ``best`` takes ``record``'s epoch,
+    val acc and weights (``state()``) when its val acc is the highest yet."""
+    if record["val_acc"] > best.get("val_acc", -1.0):
+        best.update(val_acc=record["val_acc"], epoch=record["epoch"], state=state())
 
 
 def finish_run(spec, params, history, recipe=None, tested=None, stack=1):
@@ -163,7 +171,7 @@ def train_recipe(spec, params, honest, keep_best, animator=None):
     background = float(train_iter.normalize(torch.zeros(())))  # the value of a black pixel
     net, eval_net, loss, optimizer, scheduler, hooks = make_recipe(recipe, device, len(train_iter),
                                                                    background)
-    trainer = FastTrainer(net, loss, optimizer, device, recipe.precision, eval_net=eval_net, **hooks)
+    trainer = RecipeTrainer(net, loss, optimizer, device, recipe.precision, eval_net=eval_net, **hooks)
     history = train_ch3(net, train_iter, test_iter, loss, recipe.epochs, optimizer, scheduler,
                         device, animator=animator or False, fast=trainer, progress=False,
                         val_iter=val_iter, on_epoch_end=lambda net, h: keep_best(h, eval_net))
@@ -225,15 +233,15 @@ def run_stack(specs, root, log=print):
     each member's run folder as :func:`run_one` would; a member that diverged is logged and left
     unfinished. Returns the number of members that failed."""
     device = resolve_device(specs[0]["params"]["device"])
+    tune_cpu_allocator(device)  # process-wide, before the stack trains here
     members = [member_of(spec, device) for spec in specs]
     first = members[0]
     best = [{} for _ in members]
 
-    def keep_best(eval_net, histories):  # the honest protocol's selection, member by member
+    def keep_best(eval_net, histories):  # member by member
         for k, (member, history) in enumerate(zip(members, histories)):
-            if member["validating"] and history[-1]["val_acc"] > best[k].get("val_acc", -1.0):
-                best[k].update(val_acc=history[-1]["val_acc"], epoch=history[-1]["epoch"],
-                               state=eval_net.member_state(k))
+            if member["validating"]:
+                keep_if_best(best[k], history[-1], lambda: eval_net.member_state(k))
 
     epochs = first["recipe"].epochs if first["recipe"] else first["params"].epochs
     checkpoint = Path(root) / "stacks" / f"{stack_id([m['key'] for m in members])}.pt"
