@@ -250,6 +250,15 @@ def environment(device=None):
                 platform=platform.platform(), device=str(device), device_name=hardware(device))
 
 
+def headline(history):
+    """A run's numbers as the report gives them: max test accuracy (at which epoch) and final test
+    accuracy, with the epochs run and the seconds they took. Every ``metrics.json`` starts with these."""
+    best = History(history).best()
+    return dict(max_test_acc=best["test_acc"], max_epoch=best["epoch"],
+                final_test_acc=history[-1]["test_acc"], epochs_run=len(history),
+                train_seconds=sum(r["seconds"] for r in history))
+
+
 def write_metrics(folder, history, extra=None):
     """``metrics.json``: the headline numbers, beside the parameters and the code of the model they
     measure (the run folder's own ``params.json`` and ``model.pt``, whatever the caller's profile)
@@ -257,12 +266,8 @@ def write_metrics(folder, history, extra=None):
     folder = Path(folder)
     params = json.loads((folder / "params.json").read_text())
     identity = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)["identity"]
-    best = History(history).best()
     metrics = dict(
-        max_test_acc=best["test_acc"], max_epoch=best["epoch"],
-        final_test_acc=history[-1]["test_acc"], epochs_run=len(history),
-        train_seconds=sum(r["seconds"] for r in history), summary=describe(Params(**params)),
-        params=params, code={k: identity[k] for k in ("code", "model", "model_code")},
+        headline(history), summary=describe(Params(**params)), params=params, code={k: identity[k] for k in ("code", "model", "model_code")},
         environment=environment(params["device"]), **(extra or {}))
     atomic_write_json(folder / "metrics.json", metrics)
     return metrics

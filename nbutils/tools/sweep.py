@@ -49,8 +49,8 @@ from ..fast import tune_cpu_allocator
 from ..io import atomic_write_json, atomic_write_text
 from ..params import Params, resolve
 from ..paths import reports_root
-from ..runs import environment, make_loaders, train_params, warn_if_slow, write_history
-from ..train import History, evaluate, train_ch3
+from ..runs import environment, headline, make_loaders, train_params, warn_if_slow, write_history
+from ..train import evaluate, train_ch3
 from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
 from .protocol import honest_loaders
@@ -102,19 +102,14 @@ def keep_if_best(best, record, state):
 def finish_run(spec, params, history, recipe=None, tested=None, stack=1):
     """A trained run's metrics (``tested``: the honest protocol's ``(best, (test loss, test acc))``),
     written into its folder with its params and history; returns the metrics."""
-    metrics = dict(label=spec["label"], seed=params.seed, protocol=spec["protocol"],
-                   scheduler=spec["scheduler"], ingredient=spec["recipe"], epochs_run=len(history),
-                   jobs=spec.get("jobs", 1), stack=stack,
-                   train_seconds=sum(r["seconds"] for r in history),
-                   environment=environment(params.device), params=params.as_dict(), recipe=recipe)
-    if tested:
+    metrics = dict(headline(history), label=spec["label"], seed=params.seed, protocol=spec["protocol"],
+                   scheduler=spec["scheduler"], ingredient=spec["recipe"], jobs=spec.get("jobs", 1),
+                   stack=stack, environment=environment(params.device), params=params.as_dict(),
+                   recipe=recipe)
+    if tested:  # the test set, seen once, at the epoch chosen on validation
         best, (test_loss, test_acc) = tested
         metrics.update(selected_epoch=best["epoch"], val_acc=best["val_acc"], test_loss=test_loss,
-                       final_test_acc=test_acc, max_test_acc=None)
-    else:
-        top = History(history).best()
-        metrics.update(final_test_acc=history[-1]["test_acc"], max_test_acc=top["test_acc"],
-                       max_epoch=top["epoch"])
+                       final_test_acc=test_acc, max_test_acc=None, max_epoch=None)
     write_run(Path(spec["folder"]), params, spec, history, metrics, recipe)
     return metrics
 
