@@ -105,7 +105,7 @@ def read_idx(path: Path, kind: str, spec: DatasetSpec) -> torch.Tensor:
 
 def load_split(root=None, train=True, spec: DatasetSpec = FASHION_MNIST):
     """The checked ``(images uint8 (N, 28, 28), labels int64 (N,))`` of one split."""
-    raw = raw_folder(root if root is not None else data_root())
+    raw = raw_folder(root or data_root())  # "" too: a notebook's data_root parameter left empty
     prefix = "train" if train else "t10k"
     images = read_idx(raw / f"{prefix}-images-idx3-ubyte", "images", spec)
     labels = read_idx(raw / f"{prefix}-labels-idx1-ubyte", "labels", spec).long()
@@ -175,7 +175,7 @@ def from_torchvision(root: Path, raw: Path, spec: DatasetSpec):
 def prepare_fashion_mnist(root=None, download=True, spec: DatasetSpec = FASHION_MNIST) -> Path:
     """Make sure ``root`` holds the dataset's files and return ``root``; raises
     :class:`DatasetError` naming every place tried when they cannot be had."""
-    root = Path(root).expanduser() if root is not None else data_root()
+    root = Path(root).expanduser() if root else data_root()  # "" too, as in load_split
     raw = raw_folder(root)
     if not missing(raw):
         return root  # load_split checks every file as it reads it

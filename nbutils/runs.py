@@ -129,7 +129,7 @@ def time_training_step(params: Params, repeats=2):
 def make_loaders(params: Params, device=None):
     """``(train_iter, test_iter)`` for ``params``: held in ``device``'s memory (the fast path's
     :class:`~nbutils.data.DeviceLoader`) when a device is given, else my_utils' DataLoaders."""
-    kw = dict(root=params.data_root or None, train_subset=params.train_subset,
+    kw = dict(root=params.data_root, train_subset=params.train_subset,
               test_subset=params.test_subset, seed=params.seed)
     if device is not None:
         return load_data_fashion_mnist_device(
@@ -241,7 +241,8 @@ def hardware(device=None):
                 break
     except OSError:
         pass
-    return f"{name} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    cores, threads = os.cpu_count(), torch.get_num_threads()
+    return f"{name} CPU, {cores} core{'s' * (cores > 1)}, {threads} thread{'s' * (threads > 1)}"
 
 
 def environment(device=None):

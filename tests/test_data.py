@@ -44,6 +44,9 @@ def test_root_from_environment(tiny_root, monkeypatch):
     monkeypatch.setenv("NBUTILS_DATA", str(tiny_root))
     assert nbdata.data_root() == tiny_root
     assert nb.load_split(spec=TINY)[0].shape[0] == 200
+    # A notebook's data_root parameter left empty ("") means the same default, not the current folder.
+    assert nb.prepare_fashion_mnist("", download=False, spec=TINY) == tiny_root
+    assert nb.load_split("", spec=TINY)[0].shape[0] == 200
 
 
 def test_debian_files_are_decompressed_atomically(tmp_path, tiny_gz_dir, monkeypatch):

@@ -47,7 +47,7 @@ def honest_loaders(params, device, batch_size=None):
     """``(train_iter, val_iter, test_iter)`` on ``device`` (:class:`~nbutils.data.DeviceLoader`):
     the held-out images taken out of the training subset, normalised with the mean and std of the
     images that remain for training. ``batch_size``: the training batch (default the parameters')."""
-    (train, test), _ = load_subsets(params.data_root or None, params.train_subset,
+    (train, test), _ = load_subsets(params.data_root, params.train_subset,
                                     params.test_subset, params.seed)
     kept, held = stratified_split(train[1], val_size_for(params))
     mean, std = pixel_stats(train[0][kept])

@@ -102,7 +102,7 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
     # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
     params = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
-    verify_fashion_mnist(params.data_root or None)  # a missing or corrupt file stops here, not in 01
+    verify_fashion_mnist(params.data_root)  # a missing or corrupt file stops here, not in 01
     injected = dict(overrides, profile=profile)
     name = name or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = (Path(root) if root else reports_root()) / name

@@ -326,7 +326,7 @@ def execute(specs, jobs, max_runs=None, stack=1, log=print):
 
 
 # ----------------------------------------------------------------------------- the command
-def main(argv=None):
+def make_parser():
     parser = argparse.ArgumentParser(prog="python3 -m nbutils sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--claims", default="all", help=f"comma-separated, of {list(CLAIMS)}")
@@ -356,12 +356,11 @@ def main(argv=None):
                              "this folder's stacked runs beside those of the same settings there")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one-stack", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.one:
-        run_one(json.loads(args.one))
-        return 0
-    if args.one_stack:  # one stack's runs, in this process (a test kills it and resumes it)
-        return 1 if run_stack(json.loads(args.one_stack), Path(args.out)) else 0
+    return parser
+
+
+def checked_args(parser, args):
+    """``(claim names, seeds)`` of the command line; a bad argument stops here, before any work."""
     names = list(CLAIMS) if args.claims == "all" else [c for c in args.claims.split(",") if c]
     unknown = [c for c in names if c not in CLAIMS]
     if unknown:
@@ -382,15 +381,26 @@ def main(argv=None):
         parser.error("--stack trains its runs in this process: use it with --jobs 1")
     if args.max_runs is not None and args.max_runs < 0:
         parser.error(f"--max-runs must be >= 0, got {args.max_runs}")
+    if args.compare_with and not (Path(args.compare_with) / "runs").is_dir():
+        parser.error(f"--compare-with must be a sweep folder (one holding runs/), and "
+                     f"{args.compare_with} is not")
+    return names, seeds
 
+
+def main(argv=None):
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.one:
+        run_one(json.loads(args.one))
+        return 0
+    if args.one_stack:  # one stack's runs, in this process (a test kills it and resumes it)
+        return 1 if run_stack(json.loads(args.one_stack), Path(args.out)) else 0
+    names, seeds = checked_args(parser, args)
     precision = args.precision
     claims = [CLAIMS[c] for c in names]
     root = Path(args.out) if args.out else reports_root() / "ablations"
     if root.exists() and not root.is_dir():
         parser.error(f"--out must be a folder, and {root} is a file")
-    if args.compare_with and not (Path(args.compare_with) / "runs").is_dir():
-        parser.error(f"--compare-with must be a sweep folder (one holding runs/), and "
-                     f"{args.compare_with} is not")
     try:
         # The base runs the fast path explicitly, so that "graphs fp32" and the base are one run.
         base_params = resolve(args.profile, device=args.device, precision=precision, fast="on")
