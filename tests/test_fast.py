@@ -143,6 +143,23 @@ def test_bench_json_has_every_field(real_root, tmp_path):
         assert set(bench.FIELDS) <= set(row) and row["ms_per_step"] > 0 and row["epoch_s"] > 0
     assert saved["rows"][0]["speedup_vs_my_utils"] == 1.0
     assert saved["parameters"]["cpu_kernels"] is False
+    fp32_floors = {r["matmul_floor_ms_per_step"] for r in saved["rows"] if r["mode"] != "fast-bf16"}
+    assert len(fp32_floors) == 1 and 0 < fp32_floors.pop() < min(r["ms_per_step"] for r in saved["rows"])
+    fp32, bf16 = saved["rows"][2:]
+    assert fp32["acc_vs_fp32"] is None
+    if "emulated" in bf16["measured"]:  # other steps than fp32's: no like-for-like accuracy, no floor
+        assert bf16["acc_vs_fp32"] is None and bf16["matmul_floor_ms_per_step"] is None
+    else:
+        assert bf16["acc_vs_fp32"] == pytest.approx(bf16["final_test_acc"] - fp32["final_test_acc"])
+
+
+def test_the_gemm_floor_counts_three_products_of_every_linear_on_the_steps_shapes():
+    gemms = bench.step_gemms(128)
+    linears = [m for m in nb.NeuralNetwork().modules() if isinstance(m, nn.Linear)]
+    assert len(gemms) == len(linears)
+    assert gemms[0] == (128 * 49, 16, 256)  # the stem: every 4x4 patch of every image
+    # 3 x 52.5 M multiply-adds an image, as reports/bench/README.md derives the floor from
+    assert sum(n * k * m for n, k, m in gemms) / 128 == pytest.approx(52.5e6, rel=0.02)
 
 
 def test_bench_times_fewer_steps_where_bf16_is_emulated_and_prints_rows_as_they_come(
@@ -308,7 +325,8 @@ def test_bench_profile_prints_the_top_kernels(capsys):
 
 def _bench_result(device, parameters, modes):
     row = dict(ms_per_step=692.3, images_per_s=184.9, epoch_s=344.4, protocol_30_s=10_332.0,
-               speedup_vs_my_utils=1.534, measured="20 steps + 2000 test images, projected")
+               speedup_vs_my_utils=1.534, measured="20 steps + 2000 test images, projected",
+               final_test_acc=0.6425, matmul_floor_ms_per_step=351.04, acc_vs_fp32=None)
     return dict(device=device, hardware="A CPU", torch="2.14.1", cuda=None,
                 created="2026-11-28 01:48:47", parameters=parameters,
                 rows=[dict(row, mode=m) for m in modes])
@@ -323,8 +341,11 @@ def test_a_bench_table_names_its_file_and_the_command_that_measures_it_again():
         "`reports/bench/x.json`: A CPU, torch 2.14.1, batch 64, 2026-11-28 01:48. Rerun: `python3 -m "
         "nbutils bench --device cpu --eval-images 500 --batch-size 64 --modes my_utils,fast-fp32 "
         "--cpu-kernels --out reports/bench/x.json`")
-    assert ("| fast-fp32 | 692 | 185 | 344 | 2.9 h | 1.53× | 20 steps + 2000 test images, projected |"
-            in table.splitlines())
+    assert ("| fast-fp32 | 692 | 351 | 185 | 344 | 2.9 h | 1.53× | 64.25 % | 20 steps + 2000 test images, "
+            "projected |" in table.splitlines())
+    result["rows"][1].update(mode="fast-bf16", acc_vs_fp32=-0.003, matmul_floor_ms_per_step=None)
+    assert "| fast-bf16 | 692 | – | 185 | 344 | 2.9 h | 1.53× | 64.25 % (-0.30 vs fp32) |" in \
+        bench.markdown_table(result, "reports/bench/x.json")
     # A GPU run of every mode at the defaults, into the default file, needs no other option.
     gpu = _bench_result("cuda", dict(batch_size=128, steps=20, eval_images=2000, epochs=30,
                                      baseline_epochs=1), bench.MODES)

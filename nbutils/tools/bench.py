@@ -20,8 +20,10 @@ projected to 30. On a CPU without bf16 instructions bf16 is emulated, about 20x 
 mode's row is printed when it is measured, and the JSON written to ``--out`` (default
 ``reports/bench/bench-<device>.json``). The tables of ``reports/bench/README.md`` are generated from
 such files: a run that writes one rewrites its table, and ``--tables-only`` rewrites them all.
-``--profile MODE`` prints where the device time of one eager training step goes instead
-(torch.profiler, top kernels). Every mode trains the model as notebook 02 writes it, with torch's
+Every row also carries the GEMM floor of its precision, ``matmul_floor_ms_per_step`` (the step's
+matrix products alone, timed in the same run), and a mixed-precision row its test accuracy against
+fp32's after the same steps, ``acc_vs_fp32``. ``--profile MODE`` prints where the device time of
+one eager training step goes instead (torch.profiler, top kernels). Every mode trains the model as notebook 02 writes it, with torch's
 own modules; on a CPU, ``--cpu-kernels`` times the fast modes with :mod:`nbutils.tools.cpu`'s
 kernels instead, to show what they would save.
 """
@@ -47,7 +49,7 @@ from .. import data as nbdata
 from ..data import N_TEST, N_TRAIN
 from ..coursework import NeuralNetwork, init_weights, make_optimizer, make_scheduler
 from ..devices import resolve_device
-from ..fast import EVAL_BATCH_SIZE, PRECISIONS, FastTrainer, tune_cpu_allocator
+from ..fast import EVAL_BATCH_SIZE, PRECISIONS, FastTrainer, matmul_precision, tune_cpu_allocator
 from ..io import atomic_write_json, atomic_write_text
 from ..paths import checkout, reports_root
 from ..runs import hardware
@@ -55,7 +57,8 @@ from . import stack_bench
 from .cpu import cpu_kernels
 from ..train import evaluate, train_ch3, train_epoch_ch3
 
-FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured")
+FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured",
+          "matmul_floor_ms_per_step", "acc_vs_fp32")
 MODES = ("my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16")  # in the order they run
 EMULATED_STEPS, EMULATED_EVAL_IMAGES = 3, 500  # enough to time a step of several seconds
 
@@ -210,6 +213,49 @@ def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs
                 final_test_acc=acc)
 
 
+# ----------------------------------------------------------------------------- the floor
+def step_gemms(batch_size):
+    """``(rows, in, out)`` of each ``nn.Linear`` GEMM in a forward pass of the model at ``batch_size``."""
+    net, shapes = NeuralNetwork().eval(), []
+    hooks = [m.register_forward_hook(lambda m, x, _: shapes.append(
+        (x[0].numel() // m.in_features, m.in_features, m.out_features)))
+        for m in net.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        net(torch.zeros(batch_size, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def matmul_floor_ms(device, precision, batch_size, repeats=5):
+    """What a training step's GEMMs alone take here, in ms: each Linear's forward, input-gradient and
+    weight-gradient products as plain ``torch.mm`` on the step's own shapes, the best of ``repeats``.
+    A step cannot run faster than this; the rest of its time is everything else."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    total = 0.0
+    with matmul_precision(precision):
+        for n, k, m in step_gemms(batch_size):
+            for a, b in (((n, k), (k, m)), ((n, m), (m, k)), ((m, n), (n, k))):
+                x, y = (torch.full(shape, 0.5, dtype=dtype, device=device) for shape in (a, b))
+                total += min(_timed(lambda: torch.mm(x, y), device)[0] for _ in range(repeats))
+    return 1000 * total
+
+
+def with_floor_and_accuracy(rows, device, batch_size):
+    """Each row gets the GEMM floor of its precision (None for emulated bf16, which would take
+    minutes) and, for a mixed-precision row, its test accuracy against fp32's after the same steps."""
+    floors = {}
+    fp32 = next((r for r in rows if r["mode"] == "fast-fp32"), None)
+    for row in rows:
+        precision = row["mode"].split("-")[1] if row["mode"].startswith("fast") else "fp32"
+        if precision not in floors and "emulated" not in row["measured"]:
+            floors[precision] = matmul_floor_ms(device, precision, batch_size)
+        row["matmul_floor_ms_per_step"] = floors.get(precision)
+        same_steps = fp32 is not None and precision != "fp32" and row["measured"] == fp32["measured"]
+        row["acc_vs_fp32"] = row["final_test_acc"] - fp32["final_test_acc"] if same_steps else None
+    return rows
+
+
 # ----------------------------------------------------------------------------- the command
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
         batch_size=128, baseline_epochs=1, kernels=False):
@@ -233,6 +279,7 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         row["speedup_vs_my_utils"] = (rows or [row])[0]["epoch_s"] / row["epoch_s"]
         rows.append(row)
         print(format_row(row), flush=True)
+    with_floor_and_accuracy(rows, device, batch_size)
     mixed = [r for r in rows if r["mode"] in ("fast-tf32", "fast-bf16")]
     result = dict(
         device=str(device), hardware=hardware(device), torch=torch.__version__,
@@ -343,12 +390,16 @@ def markdown_table(result, path):
     lines = [f"`{path}`: {result['hardware']}, torch {result['torch']}{cuda}, batch "
              f"{result['parameters']['batch_size']}, {result['created'][:16]}. "
              f"Rerun: `{rerun_command(result, path)}`", "",
-             "| mode | ms/step | images/s | s/epoch | 30 epochs | vs my_utils | measured |",
-             "|---|---|---|---|---|---|---|"]
+             "| mode | ms/step | GEMM floor | images/s | s/epoch | 30 epochs | vs my_utils | test acc "
+             "| measured |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['mode']} | {_figure(r['ms_per_step'], 1)} | {r['images_per_s']:,.0f} | "
+        floor = r.get("matmul_floor_ms_per_step")
+        delta = "" if r.get("acc_vs_fp32") is None else f" ({100 * r['acc_vs_fp32']:+.2f} vs fp32)"
+        lines.append(f"| {r['mode']} | {_figure(r['ms_per_step'], 1)} | "
+                     f"{'–' if floor is None else _figure(floor, 1)} | {r['images_per_s']:,.0f} | "
                      f"{_figure(r['epoch_s'], 2)} | {_duration(r['protocol_30_s'])} | "
-                     f"{r['speedup_vs_my_utils']:.2f}× | {r['measured']} |")
+                     f"{r['speedup_vs_my_utils']:.2f}× | {100 * r['final_test_acc']:.2f} %{delta} | "
+                     f"{r['measured']} |")
     return "\n".join(lines) + "\n"
 
 
