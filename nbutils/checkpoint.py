@@ -98,6 +98,9 @@ def mismatch(theirs: dict, ours: dict) -> str:
             found.append("the #@save code" if key == "code" else "the model class's code")
         elif key == "state":
             found.append("the names or shapes of the model's weights")
+        elif key == "fast" and isinstance(theirs.get(key), bool):
+            loops = {True: "the fast path", False: "my_utils' loop"}
+            found.append(f"the training loop: saved {loops[theirs[key]]}, now {loops[value]}")
         else:
             found.append(f"{key}: saved {theirs.get(key)!r}, now {value!r}")
     return ", ".join(dict.fromkeys(found))

@@ -63,8 +63,11 @@ def archive(folder, *extra) -> Path:
 
 def run_identity(params: Params, net) -> dict:
     """What a run's checkpoint and model must match: the parameters that change what training
-    computes, and the model's code (:func:`~nbutils.checkpoint.model_identity`)."""
-    return dict(params.training_dict(), **model_identity(net))
+    computes, and the model's code (:func:`~nbutils.checkpoint.model_identity`). ``fast`` is the loop
+    that runs, not the word asked for: "auto" is the fast path on a GPU and my_utils' loop on a CPU,
+    so a run the one began is never continued by the other."""
+    ran = use_fast_path(params.fast, resolve_device(params.device))
+    return dict(params.training_dict(), fast=ran, **model_identity(net))
 
 
 def run_checkpoint(folder, params: Params, net, log=print) -> Checkpoint:
@@ -196,7 +199,7 @@ def load_trained(folder, device=None):
     saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)
     params = Params(**saved["params"])
     net = NeuralNetwork(params.patch_size)
-    why = mismatch(saved.get("identity", {}), run_identity(params, net))
+    why = mismatch(saved.get("identity", {}), model_identity(net))  # whatever loop trained it
     if why:
         raise CheckpointMismatch(f"{folder / 'model.pt'} was trained by other code ({why}); run "
                                  f"notebook 04 again to train the code as it is now")

@@ -119,6 +119,17 @@ def test_a_checkpoint_of_other_code_or_parameters_is_refused(uninterrupted):
         Checkpoint(uninterrupted / "checkpoint.pt", dict(saved, listing=listing)).load()
 
 
+def test_a_checkpoint_records_the_loop_that_ran_and_the_other_loop_never_continues_it(uninterrupted):
+    net = nb.NeuralNetwork()
+    ran = {fast: runs.run_identity(resolve("smoke", device="cpu", fast=fast), net)["fast"]
+           for fast in ("auto", "on", "eager", "off")}
+    assert ran == {"auto": False, "on": True, "eager": True, "off": False}  # "auto" on a CPU: my_utils'
+    saved = torch.load(uninterrupted / "checkpoint.pt", weights_only=False)["params"]
+    with pytest.raises(CheckpointMismatch, match=r"\(the training loop: saved my_utils' loop, now the fast "
+                                                 r"path\)"):
+        Checkpoint(uninterrupted / "checkpoint.pt", dict(saved, fast=True)).load()
+
+
 def test_a_checkpoint_from_before_checkpoints_recorded_the_code_is_refused(uninterrupted, tmp_path):
     state = torch.load(uninterrupted / "checkpoint.pt", weights_only=False)
     ours = state["params"]
