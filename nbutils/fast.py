@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
+import time
 
 import torch
 
@@ -29,7 +31,7 @@ from .data import DeviceLoader
 from .devices import resolve_device
 from .metrics import check_finite, per_example
 
-__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "graph_safe", "keep_tensor",
+__all__ = ["EVAL_BATCH_SIZE", "PRECISIONS", "FastTrainer", "bf16_emulated", "graph_safe", "keep_tensor",
            "prepare_for_graphs", "tune_cpu_allocator"]
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -64,6 +66,22 @@ def tune_cpu_allocator(device="cpu"):
         return bool(ok and libc.mallopt(M_TOP_PAD, 256 << 20))
     except (OSError, AttributeError, TypeError):
         return False
+
+
+@functools.cache
+def bf16_emulated():
+    """Whether this CPU runs bf16 GEMMs far slower than fp32 ones (no AVX-512 BF16 or AMX): timed on a
+    512x512 product, since torch has no stable query for it."""
+    a = torch.ones(512, 512)
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x = a.to(dtype)
+        x @ x  # warm-up
+        start = time.perf_counter()
+        for _ in range(3):
+            x @ x
+        seconds[dtype] = time.perf_counter() - start
+    return seconds[torch.bfloat16] > 3 * seconds[torch.float32]
 
 
 def keep_tensor(group, key, tensor):

@@ -7,6 +7,7 @@ import torch
 from nbutils import params as P
 from nbutils.paths import checkout
 from nbutils.data import RAW_FILES
+from nbutils import runs
 from nbutils.runs import time_training_step, warn_if_slow
 from nbutils.tools import run
 
@@ -160,6 +161,19 @@ def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
     assert capsys.readouterr().out == ""
     warn_if_slow(P.resolve("seed", device="cpu", fast="on"), epochs=12, step_seconds=0.5)  # 18 done
     assert "1 full-size run of 12 epochs: about 0.8 h" in capsys.readouterr().out
+
+
+def test_bf16_is_offered_with_its_own_measured_step_where_the_cpu_has_it_and_never_chosen(capsys,
+                                                                                         monkeypatch):
+    params = P.resolve("seed", device="cpu")
+    warn_if_slow(params, step_seconds=0.5, bf16_seconds=0.2)  # 2.05 h in fp32
+    out = capsys.readouterr().out
+    assert ('This CPU has bf16 instructions: precision="bf16" (with fast="on") took 0.20 s a step, '
+            "about 0.8 h;") in out and params.precision == "fp32"
+    monkeypatch.setattr(runs, "bf16_emulated", lambda: True)  # no bf16 instructions: no offer
+    warn_if_slow(params, step_seconds=0.5)
+    warn_if_slow(P.resolve("seed", device="cpu", fast="on", precision="bf16"), step_seconds=0.2)
+    assert "This CPU has bf16" not in capsys.readouterr().out
 
 
 def test_the_cpu_estimate_times_a_real_step_and_leaves_the_random_state_alone(capsys):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import inspect
 import json
 import math
@@ -49,7 +48,8 @@ from .. import data as nbdata
 from ..data import N_TEST, N_TRAIN
 from ..coursework import NeuralNetwork, init_weights, make_optimizer, make_scheduler
 from ..devices import resolve_device
-from ..fast import EVAL_BATCH_SIZE, PRECISIONS, FastTrainer, matmul_precision, tune_cpu_allocator
+from ..fast import (EVAL_BATCH_SIZE, PRECISIONS, FastTrainer, bf16_emulated, matmul_precision,
+                    tune_cpu_allocator)
 from ..io import atomic_write_json, atomic_write_text
 from ..paths import checkout, reports_root
 from ..runs import hardware
@@ -61,22 +61,6 @@ FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "se
           "matmul_floor_ms_per_step", "acc_vs_fp32")
 MODES = ("my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16")  # in the order they run
 EMULATED_STEPS, EMULATED_EVAL_IMAGES = 3, 500  # enough to time a step of several seconds
-
-
-@functools.cache
-def bf16_emulated():
-    """Whether this CPU runs bf16 GEMMs far slower than fp32 ones (no AVX-512 BF16 or AMX): timed on a
-    512x512 product, since torch has no stable query for it."""
-    a = torch.ones(512, 512)
-    seconds = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        x = a.to(dtype)
-        x @ x  # warm-up
-        start = time.perf_counter()
-        for _ in range(3):
-            x @ x
-        seconds[dtype] = time.perf_counter() - start
-    return seconds[torch.bfloat16] > 3 * seconds[torch.float32]
 
 
 # ----------------------------------------------------------------------------- the 2020 baseline

@@ -28,6 +28,7 @@ import papermill as pm
 import yaml
 
 from ..data import verify_fashion_mnist
+from ..fast import tune_cpu_allocator
 from ..io import atomic_write_json
 from ..params import resolve
 from ..paths import checkout, notebooks_dir, reports_root
@@ -194,6 +195,7 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    tune_cpu_allocator(params.device)  # as notebook 04's kernel does, so that the estimate is its
     warn_if_slow(params)
     signal.signal(signal.SIGTERM, interrupt)  # a `kill` marks the run failed, like Ctrl-C
     try:

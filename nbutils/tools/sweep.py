@@ -411,6 +411,7 @@ def main(argv=None):
     except ValueError as e:  # a bad --profile, --device or --precision
         parser.error(str(e))
     if not args.tables_only:
+        tune_cpu_allocator(base_params.device)  # before the estimate, as the runs will train
         todo = len(unfinished(list(specs.values())))
         warn_if_slow(base_params, runs=todo if args.max_runs is None else min(todo, args.max_runs))
     stack = args.stack or DEFAULT_STACK.get(resolve_device(base_params.device).type, 1)
