@@ -380,3 +380,8 @@ def test_bench_tables_only_names_a_missing_file(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--tables-only"])
     assert "names reports/bench/gone.json, which is not a file" in capsys.readouterr().err
+    monkeypatch.setattr(bench, "REPORT", tmp_path / "none" / "README.md")  # installed, no checkout
+    with pytest.raises(SystemExit):
+        bench.main(["--tables-only"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "the checkout's reports/bench/README.md, and there is none" in err

@@ -486,6 +486,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.tables_only:
+            if not REPORT.exists():  # an installed package, run outside the checkout
+                raise ValueError(f"--tables-only rewrites the tables of the checkout's "
+                                 f"reports/bench/README.md, and there is none at {REPORT}; run it in "
+                                 f"a clone of the repository")
             write_report_tables()
             print(f"written: {REPORT} (tables from {', '.join(report_tables())})")
             return
