@@ -283,7 +283,8 @@ def write_metrics(folder, history, extra=None):
     params = json.loads((folder / "params.json").read_text())
     identity = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)["identity"]
     metrics = dict(
-        headline(history), summary=describe(Params(**params)), params=params, code={k: identity[k] for k in ("code", "model", "model_code")},
+        headline(history), summary=describe(Params(**params)), params=params,
+        code={k: identity[k] for k in ("code", "model", "model_code")},
         environment=environment(params["device"]), **(extra or {}))
     atomic_write_json(folder / "metrics.json", metrics)
     return metrics

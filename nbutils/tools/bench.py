@@ -23,9 +23,9 @@ such files: a run that writes one rewrites its table, and ``--tables-only`` rewr
 Every row also carries the GEMM floor of its precision, ``matmul_floor_ms_per_step`` (the step's
 matrix products alone, timed in the same run), and a mixed-precision row its test accuracy against
 fp32's after the same steps, ``acc_vs_fp32``. ``--profile MODE`` prints where the device time of
-one eager training step goes instead (torch.profiler, top kernels). Every mode trains the model as notebook 02 writes it, with torch's
-own modules; on a CPU, ``--cpu-kernels`` times the fast modes with :mod:`nbutils.tools.cpu`'s
-kernels instead, to show what they would save.
+one eager training step goes instead (torch.profiler, top kernels). Every mode trains the model as
+notebook 02 writes it, with torch's own modules; on a CPU, ``--cpu-kernels`` times the fast modes with
+:mod:`nbutils.tools.cpu`'s kernels instead, to show what they would save.
 """
 from __future__ import annotations
 

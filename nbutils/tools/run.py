@@ -195,7 +195,7 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tune_cpu_allocator(params.device)  # as notebook 04's kernel does, so that the estimate is its
+    tune_cpu_allocator(params.device)  # 04's kernel trains tuned: time the estimate's step so too
     warn_if_slow(params)
     signal.signal(signal.SIGTERM, interrupt)  # a `kill` marks the run failed, like Ctrl-C
     try:
