@@ -141,12 +141,12 @@ def time_training_step(params: Params, repeats=2, precision=None):
     return min(seconds[1:])
 
 
-def make_loaders(params: Params, device=None):
-    """``(train_iter, test_iter)`` for ``params``: held in ``device``'s memory (the fast path's
-    :class:`~nbutils.data.DeviceLoader`) when a device is given, else my_utils' DataLoaders."""
+def make_loaders(params: Params, device, fast=True):
+    """``(train_iter, test_iter)`` for ``params``: for the fast path, held in ``device``'s memory
+    (:class:`~nbutils.data.DeviceLoader`); for my_utils' loop, its DataLoaders."""
     kw = dict(root=params.data_root, train_subset=params.train_subset,
               test_subset=params.test_subset, seed=params.seed)
-    if device is not None:
+    if fast:
         return load_data_fashion_mnist_device(
             params.batch_size, device, eval_batch_size=max(params.batch_size, EVAL_BATCH_SIZE), **kw)
     return load_data_fashion_mnist(params.batch_size, normalize=True, **kw)
@@ -166,7 +166,7 @@ def train_params(params: Params, folder=None, animator=False, progress=False, sc
     device = resolve_device(params.device)
     tune_cpu_allocator(device)
     fast = use_fast_path(params.fast, device)
-    train_iter, *val_iter, test_iter = loaders or make_loaders(params, device if fast else None)
+    train_iter, *val_iter, test_iter = loaders or make_loaders(params, device, fast)
     net, loss, optimizer, plateau = build(params, device)
     if scheduler != "plateau":
         plateau = scheduler(optimizer) if scheduler else None
