@@ -110,7 +110,8 @@ def test_the_coursework_code_is_written_in_the_notebook_of_its_task():
     call = four[four.index("nbutils.train_ch3("):]
     call = call[:call.index(")\n") + 1]
     for argument in ("train_iter, test_iter, loss, params.epochs, optimizer", "scheduler=scheduler",
-                     "device=device", "fast=fast", "animator=animator", "checkpoint=checkpoint"):
+                     "device=device", "fast=fast", "graphs=graphs", "animator=animator",
+                     "checkpoint=checkpoint"):
         assert argument in call
     five = source("05_evaluation.ipynb")
     assert 'max(history, key=lambda record: record["test_acc"])' in five
