@@ -89,7 +89,7 @@ def make_optimizer(net, name="adam", lr=0.001, weight_decay=0.0005):
 # ------------------------------ from notebooks/04_training.ipynb
 def make_scheduler(optimizer, patience=15):
     """The report's scheduler: the learning rate divided by 10 once the mean test loss has not set
-    a new best (by more than 1e-8) for `patience` epochs."""
+    a new best (lower by more than a 1e-8 fraction of it) for `patience` epochs."""
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
                                                       patience=patience, threshold=1e-8)
 

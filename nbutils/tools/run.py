@@ -117,8 +117,10 @@ def prepare(profile=None, overrides=None, name=None, root=None):
 
 
 # ipykernel 7 warns on every start that its local TCP sockets are unencrypted, five times a run, on
-# the terminal the kernels inherit. Errors still show; cells' own stderr is kept in the notebooks.
-QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+# the terminal the kernels inherit, and logs jupyter_client's SIGINT at shutdown as an ERROR: neither
+# is the run's. A failing cell still stops the run, and papermill reports it; cells' stderr stays in
+# the notebooks.
+QUIET_KERNEL = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def declared_parameters(path: Path):
