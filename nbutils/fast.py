@@ -13,7 +13,7 @@ What this path does instead:
   evaluation is a second graph;
 * mixed precision (``tf32``, ``bf16`` autocast) only when asked for;
 * on a CPU, :func:`tune_cpu_allocator` keeps freed activations in the heap; it is process-wide, so
-  the caller asks for it where its program starts (notebook 04, the bench, the sweep).
+  the caller asks for it where its program starts (notebook 04 and the commands).
 
 The last partial batch runs eagerly (a graph has static shapes); it is kept unless the loader drops it.
 """

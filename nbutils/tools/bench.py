@@ -63,6 +63,11 @@ MODES = ("my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16")  # in t
 EMULATED_STEPS, EMULATED_EVAL_IMAGES = 3, 500  # enough to time a step of several seconds
 
 
+def mode_precision(mode):
+    """The precision a mode trains in: "fast-bf16" -> "bf16"; the DataLoader loops train in fp32."""
+    return mode.split("-")[1] if mode.startswith("fast") else "fp32"
+
+
 # ----------------------------------------------------------------------------- the 2020 baseline
 def _my_utils_train_epoch(net, train_iter, loss, updater, device):
     """my_utils.train_epoch_ch3 with the coursework's ``.to(device)``: one host sync per batch."""
@@ -144,7 +149,7 @@ def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs
     fast = mode.startswith("fast")
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
-    precision = mode.split("-")[1] if fast else "fp32"
+    precision = mode_precision(mode)
     emulated = not epochs and device.type == "cpu" and precision == "bf16" and bf16_emulated()
     if emulated:
         steps, eval_images = min(steps, EMULATED_STEPS), min(eval_images, EMULATED_EVAL_IMAGES)
@@ -231,7 +236,7 @@ def with_floor_and_accuracy(rows, device, batch_size):
     floors = {}
     fp32 = next((r for r in rows if r["mode"] == "fast-fp32"), None)
     for row in rows:
-        precision = row["mode"].split("-")[1] if row["mode"].startswith("fast") else "fp32"
+        precision = mode_precision(row["mode"])
         if precision not in floors and "emulated" not in row["measured"]:
             floors[precision] = matmul_floor_ms(device, precision, batch_size)
         row["matmul_floor_ms_per_step"] = floors.get(precision)
@@ -429,7 +434,7 @@ def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None,
     fast_modes = [m for m in MODES if m.startswith("fast")]
     if mode not in fast_modes:
         raise ValueError(f"profile must be one of {fast_modes}, got {mode!r}")
-    precision = mode.split("-")[1]
+    precision = mode_precision(mode)
     net, opt, _ = setup(device, 0)
     train_iter, _ = nbdata.load_data_fashion_mnist_device(
         batch_size, device, root=nbdata.prepare_fashion_mnist(root),
