@@ -58,7 +58,9 @@ def saved_cells(path: Path):
 
 
 def split_imports(source: str, where: str):
-    """``(import lines, the rest)`` of one cell; its imports may not come from nbutils itself."""
+    """``(import lines, the rest)`` of one cell. Its imports may come from nbutils' other core
+    modules (``from nbutils.train import train_ch3``: the module the cells make is one of them),
+    never from the package itself, the module the cells make, or the tools, which use the core."""
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
@@ -68,9 +70,12 @@ def split_imports(source: str, where: str):
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
-            if (module or "").split(".")[0] == "nbutils" or getattr(node, "level", 0):
-                raise ExportError(f"{where}: a #@save cell imports from nbutils; the saved code is "
-                                  f"nbutils itself, so use the name directly")
+            parts = (module or "").split(".")
+            if getattr(node, "level", 0) or parts[0] == "nbutils" and (
+                    len(parts) != 2 or parts[1] in ("coursework", "tools")):
+                raise ExportError(f"{where}: a #@save cell imports {module or 'relatively'}; the saved "
+                                  f"code is nbutils.coursework, so import a core module "
+                                  f"(from nbutils.train import train_ch3), or use a saved name directly")
             imports += lines[node.lineno - 1:node.end_lineno]
             taken.update(range(node.lineno - 1, node.end_lineno))
     rest = "\n".join(line for i, line in enumerate(lines) if i not in taken).strip("\n")
