@@ -32,8 +32,8 @@ PARAMETERS = {
     "04_training.ipynb": set(nbutils.Params().as_dict()),
     "05_evaluation.ipynb": {"profile", "device", "data_root", "run_dir"},
     "06_ablations.ipynb": {"run_sweep", "claims", "seeds", "profile", "jobs", "ablations_dir"},
-    "07_recipe.ipynb": {"profile", "ingredient", "seed", "device", "precision", "data_root",
-                        "run_dir", "live_plot", "ablations_dir"},
+    "07_recipe.ipynb": {"profile", "ingredient", "seed", "device", "precision", "train_subset",
+                        "test_subset", "data_root", "run_dir", "live_plot", "ablations_dir"},
 }
 
 
@@ -165,6 +165,21 @@ def test_ablations_notebook_parameters_reach_the_sweep_command():
     assert set(values["claims"].split(",")) <= set(claims.CLAIMS) | {"all"} and values["jobs"] == 1
 
 
+def test_the_recipe_notebook_defines_its_model_and_shows_its_training():
+    """07 writes its model in #@save cells and builds its loss, optimizer, schedule, augmentation and
+    EMA in plain sight, then trains with train_ch3 under the honest protocol (not sweep.run_one)."""
+    model = "\n".join(saved("07_recipe.ipynb"))
+    assert "class MixerBlock(nn.Module)" in model and "class PatchMixer(nn.Module)" in model
+    seven = source("07_recipe.ipynb")
+    for shown in ("nn.CrossEntropyLoss(label_smoothing=the_recipe.label_smoothing)",
+                  "torch.optim.AdamW(", "recipe.WarmupCosine(", "recipe.Augment(", "recipe.EMA(",
+                  "protocol.honest_loaders(", "protocol.KeepBest(recipe.RecipeTrainer(",
+                  "nbutils.train_ch3(net, train_iter, val_iter, loss,", "protocol.as_validation(",
+                  "nbutils.evaluate(eval_net, test_iter, loss)", "sweep.finish_run("):
+        assert shown in seven, shown
+    assert "run_one" not in seven and "make_recipe" not in seven
+
+
 def test_recipe_notebook_defaults_are_the_sweeps_first_row():
     from nbutils.tools.recipe import INGREDIENTS
     cell = next(c for c in load(NOTEBOOKS[6]).cells if "parameters" in c.metadata.get("tags", []))
@@ -172,3 +187,4 @@ def test_recipe_notebook_defaults_are_the_sweeps_first_row():
     exec(cell.source, values)
     assert values["ingredient"] == next(iter(INGREDIENTS)) == "full recipe"
     assert values["precision"] == "" and values["seed"] == 0  # "": bf16 only where the GPU has it
+    assert values["train_subset"] is None and values["test_subset"] is None  # from the profile

@@ -4,7 +4,8 @@ The coursework's model stays as it is (:mod:`nbutils.coursework`). This is the "
 today" comparison, with the same 4×4 patches and no convolution anywhere:
 
 * model: residual token- and channel-mixing blocks with pre-LayerNorm and GELU, and MLPs wider than the
-  coursework's (:class:`PatchMixer`);
+  coursework's (:class:`PatchMixer`, defined in notebook 07 and saved into :mod:`nbutils.tools.mixer`
+  by its ``#@save`` cells; :class:`Recipe` holds its sizes and switches);
 * loss: cross-entropy with label smoothing;
 * optimizer: AdamW with a linear warm-up and a cosine decay, stepped every batch (:class:`WarmupCosine`);
 * data: a random translation of up to 2 pixels and a horizontal flip, on the device (:class:`Augment`);
@@ -25,12 +26,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..coursework import make_scheduler, patchify
+from ..coursework import make_scheduler
 from ..devices import resolve_device
 from ..fast import FastTrainer
+from .mixer import MixerBlock, PatchMixer  # notebook 07's #@save cells
 
-__all__ = ["EMA", "INGREDIENTS", "Augment", "PatchMixer", "Recipe", "RecipeTrainer", "WarmupCosine",
-           "default_precision", "hook_tensors", "make_recipe", "recipe_for"]
+__all__ = ["EMA", "INGREDIENTS", "Augment", "MixerBlock", "PatchMixer", "Recipe", "RecipeTrainer",
+           "WarmupCosine", "default_precision", "hook_tensors", "make_recipe", "recipe_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,48 +80,6 @@ INGREDIENTS = {
     "no augmentation": {"augment": False},
     "no EMA": {"ema_decay": 0.0},
 }
-
-
-# ----------------------------------------------------------------------------- the model
-class MixerBlock(nn.Module):
-    """Token mixing across the 49 patches, then channel mixing within each, each a residual MLP."""
-
-    def __init__(self, tokens, dim, token_hidden, channel_hidden, norm, activation, residual):
-        super().__init__()
-        act = {"gelu": nn.GELU, "relu": nn.ReLU}[activation]
-        make_norm = (lambda: nn.LayerNorm(dim)) if norm == "layernorm" else \
-            (lambda: nn.BatchNorm1d(tokens))
-        self.norm1, self.norm2 = make_norm(), make_norm()
-        self.token_mlp = nn.Sequential(nn.Linear(tokens, token_hidden), act(),
-                                       nn.Linear(token_hidden, tokens))
-        self.channel_mlp = nn.Sequential(nn.Linear(dim, channel_hidden), act(),
-                                         nn.Linear(channel_hidden, dim))
-        self.residual = residual
-
-    def forward(self, x):  # (B, tokens, dim)
-        y = self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
-        x = x + y if self.residual else y
-        y = self.channel_mlp(self.norm2(x))
-        return x + y if self.residual else y
-
-
-class PatchMixer(nn.Module):
-    """Patches -> linear stem -> ``depth`` mixer blocks -> norm -> mean over patches -> classifier."""
-
-    def __init__(self, recipe: Recipe = Recipe(), patch_size=4, num_classes=10):
-        super().__init__()
-        self.patch_size = patch_size
-        tokens = (28 // patch_size) ** 2
-        self.stem = nn.Linear(patch_size ** 2, recipe.dim)
-        self.blocks = nn.Sequential(*(
-            MixerBlock(tokens, recipe.dim, recipe.token_hidden, recipe.channel_hidden, recipe.norm,
-                       recipe.activation, recipe.residual) for _ in range(recipe.depth)))
-        self.norm = nn.LayerNorm(recipe.dim) if recipe.norm == "layernorm" else nn.BatchNorm1d(tokens)
-        self.head = nn.Linear(recipe.dim, num_classes)
-
-    def forward(self, x):
-        x = patchify(x, self.patch_size)
-        return self.head(self.norm(self.blocks(self.stem(x))).mean(dim=1))
 
 
 # ----------------------------------------------------------------------------- the step's hooks
