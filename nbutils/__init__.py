@@ -3,7 +3,8 @@
 The core, which notebooks 01-05 use: ``coursework`` (generated from the notebooks' ``#@save`` cells by
 ``python3 -m nbutils export``), the my_utils port (``data``, ``plotting``, ``train``, ``devices``,
 ``metrics``, ``d2l``) and what the notebooks' training call takes beyond my_utils (``fast``,
-``checkpoint``), with ``saved`` (the ``#@save`` cells), ``params``, ``runs`` (run folders), ``shapes``,
+``checkpoint``), with ``saved`` (the ``#@save`` cells), ``params``, ``runs`` (run folders),
+``trained`` (what notebook 05 reads), ``estimate`` (the CPU's time, before training), ``shapes``,
 ``paths`` and ``io``. The commands and experiments (the papermill runner, results, bench, the CPU
 kernels, sweep, ablations, recipe and its trainer, stacks, export) live apart in
 :mod:`nbutils.tools`, which depends on the core and never the reverse.
@@ -25,7 +26,7 @@ GITHUB_REPOSITORY = "fashion-mnist-coursework/patch-mlp-notebooks"
 
 EXPORTS = {
     "coursework": ["INITS", "NeuralNetwork", "OPTIMIZERS", "build", "init_weights", "make_optimizer",
-                   "make_scheduler", "patchify"],
+                   "make_scheduler", "patchify", "train_run"],
     "data": ["CLASS_NAMES", "FASHION_MNIST", "N_TEST", "N_TRAIN", "DatasetError", "DatasetSpec",
              "DeviceLoader", "get_dataloader_workers", "get_fashion_mnist_labels",
              "load_data_fashion_mnist", "load_data_fashion_mnist_device", "load_split",
@@ -40,9 +41,10 @@ EXPORTS = {
     "fast": ["FastTrainer", "tune_cpu_allocator"],
     "checkpoint": ["Checkpoint", "CheckpointMismatch", "model_identity"],
     "params": ["Params", "describe", "from_namespace", "resolve"],
-    "runs": ["archive", "environment", "hardware", "load_or_train", "load_trained", "make_loaders",
-             "run_checkpoint", "run_folder", "run_identity", "save_run", "train_params", "warn_if_slow",
-             "write_metrics"],
+    "runs": ["archive", "environment", "hardware", "headline", "make_loaders", "run_checkpoint",
+             "run_folder", "run_identity", "save_run", "write_history"],
+    "trained": ["load_or_train", "load_trained", "write_metrics"],
+    "estimate": ["time_training_step", "warn_if_slow"],
     "paths": ["checkout", "data_root", "notebooks_dir", "reports_root"],
     "shapes": ["count_parameters", "format_shape_table", "trace_shapes"],
     "d2l": ["DATA_HUB", "DATA_URL", "Residual", "corr2d", "download", "download_all",

@@ -8,6 +8,10 @@ suite) fails while this file and the notebooks disagree.
 
 import torch
 from torch import nn
+from nbutils.devices import resolve_device, use_fast_path
+from nbutils.fast import FastTrainer
+from nbutils.runs import make_loaders, run_checkpoint
+from nbutils.train import train_ch3
 
 
 # ------------------------------ from notebooks/01_data.ipynb
@@ -101,3 +105,18 @@ def build(params, device="cpu"):
     loss = nn.CrossEntropyLoss()
     optimizer = make_optimizer(net, params.optimizer, params.lr, params.weight_decay)
     return net, loss, optimizer, make_scheduler(optimizer, params.patience)
+
+
+def train_run(params, folder, animator=None):
+    """This notebook's training of one run, its checkpoint in `folder`: returns `(net, history)`."""
+    device = resolve_device(params.device)
+    fast = use_fast_path(params.fast, device)  # "auto": the fast path on a GPU
+    # The fast path keeps the data in the device's memory; my_utils' loop reads it through DataLoaders.
+    train_iter, test_iter = make_loaders(params, device, fast)
+    net, loss, optimizer, scheduler = build(params, device)
+    trainer = FastTrainer(net, loss, optimizer, device, params.precision,
+                          graphs=False if params.fast == "eager" else None) if fast else None
+    checkpoint = run_checkpoint(folder, params, net)  # resumes this very run, or starts over
+    history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer, scheduler, device,
+                        animator=animator, trainer=trainer, checkpoint=checkpoint)
+    return net, history

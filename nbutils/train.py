@@ -15,7 +15,6 @@ from torch import nn
 
 from .data import get_fashion_mnist_labels
 from .devices import resolve_device
-from .fast import FastTrainer
 from .metrics import TrainingDiverged, as_per_example, check_finite, correct, per_example
 from .plotting import has_frontend, show_images, training_animator
 
@@ -210,9 +209,10 @@ class Progress:
     Batches are counted by a forward pre-hook on ``net``; a CUDA graph's replays call no forward, so
     on that path the line moves once per epoch (about a second)."""
 
-    def __init__(self, net, num_epochs, train_batches, eval_batches, done=0, min_interval=0.5):
-        self.num_epochs, self.batches, self.min_interval = num_epochs, (eval_batches, train_batches), \
+    def __init__(self, net, num_epochs, train_iter, test_iter, done=0, min_interval=0.5):
+        self.num_epochs, self.batches, self.min_interval = num_epochs, (len(test_iter), len(train_iter)), \
             min_interval
+        self.split = split(test_iter)  # "test", or "validation" for the honest protocol
         self.epoch, self.last, self.counts = done + 1, "", [0, 0]  # [eval, train] forward calls
         self.started = self.epoch_started = self.shown = time.monotonic()
         self.handle = display({"text/plain": self.line()}, raw=True, display_id=True) \
@@ -231,7 +231,7 @@ class Progress:
         if self.epoch > self.num_epochs:
             where = f"{self.num_epochs} epochs done in {clock(now - self.started)}"
         else:
-            step = f"testing {min(evals, n_eval)}/{n_eval}" if evals else \
+            step = f"{self.split} batch {min(evals, n_eval)}/{n_eval}" if evals else \
                 f"batch {min(trains, n_train)}/{n_train}"
             where = (f"epoch {self.epoch}/{self.num_epochs}, {step}, {clock(now - self.epoch_started)} "
                      f"into it ({clock(now - self.started)} in all)")
@@ -243,9 +243,8 @@ class Progress:
 
     def update(self, record):
         """An epoch has ended."""
-        acc = "val" if record.get("val_acc") is not None else "test"
         numbers = (f"train loss {record['train_loss']:.4f}, train acc {record['train_acc']:.4f}, "
-                   f"{acc} acc {record[acc + '_acc']:.4f}")
+                   f"{self.split} acc {record['test_acc']:.4f}")
         if self.handle is None:
             print(f"epoch {record['epoch']}/{self.num_epochs}: {numbers}, {record['seconds']:.1f} s",
                   flush=True)
@@ -265,96 +264,80 @@ def clock(seconds):
 
 
 def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=None, device=None,
-              animator=True, fast=False, precision="fp32", graphs=None, checkpoint=None,
-              progress=True, val_iter=None, on_epoch_end=None):
-    """Train ``net`` (my_utils' signature); returns the per-epoch :class:`History`, where my_utils
+              animator=None, trainer=None, checkpoint=None):
+    """Train ``net`` (my_utils' six arguments); returns the per-epoch :class:`History`, where my_utils
     returned None after hard asserts on the last epoch (train loss < 0.5, accuracies > 0.7), which
-    a short run fails. ``net`` may be a plain function, as in my_utils (not with fast or checkpoint).
+    a short run fails. ``net`` may be a plain function, as in my_utils (not with a trainer or a
+    checkpoint).
 
     Each epoch trains on ``train_iter``, evaluates on ``test_iter`` and steps ``scheduler`` (a
-    ReduceLROnPlateau on the mean test loss, as in the report). Beyond my_utils:
+    ReduceLROnPlateau on the mean test loss, as in the report); a line follows the batches in a
+    notebook (one printed line per epoch elsewhere). Beyond my_utils, what notebook 04 shows:
 
     * ``device``: where to train (default: where ``net`` is);
-    * ``animator``: ``True`` draws :func:`training_animator` (live in a notebook, silent elsewhere);
-      pass an :class:`~nbutils.plotting.Animator` of your own, or ``False``;
-    * ``fast``: the fast path (:class:`~nbutils.fast.FastTrainer`) on
-      :class:`~nbutils.data.DeviceLoader` data, whole steps as CUDA graphs on a GPU unless
-      ``graphs=False``, in ``precision`` fp32, tf32 or bf16 autocast. A FastTrainer of your own
-      (the recipe's :class:`~nbutils.tools.recipe.RecipeTrainer`) may be passed instead of True;
+    * ``animator``: the :class:`~nbutils.plotting.Animator` to plot into (default
+      :func:`training_animator`, drawn live only where a notebook frontend shows it);
+    * ``trainer``: what runs an epoch's steps, the fast path's :class:`~nbutils.fast.FastTrainer`
+      (default: my_utils' :func:`train_epoch_ch3` and :func:`evaluate`);
     * ``checkpoint``: a :class:`~nbutils.checkpoint.Checkpoint`, resumed from when it matches and
-      written every epoch;
-    * ``progress``: a line that follows the batches in a notebook, a printed line per epoch
-      elsewhere (:class:`Progress`);
-    * ``val_iter`` (the honest protocol): evaluated in the test set's place every epoch, and the
-      scheduler steps on its loss; ``test_iter`` is then left to the caller, to test once at the end;
-    * ``on_epoch_end(net, history)``: called after each epoch.
+      written every epoch.
     """
-    check_train_ch3(net, num_epochs, fast, precision, checkpoint)
+    check_train_ch3(net, num_epochs, trainer, checkpoint)
     device = model_device(net, device)
     if isinstance(net, nn.Module):
         net.to(device)
-    if fast:
-        trainer = fast if isinstance(fast, FastTrainer) else \
-            FastTrainer(net, loss, updater, device, precision, graphs)
-        train_epoch, evaluate_fn = trainer.train_epoch, trainer.evaluate
-    else:
-        train_epoch, evaluate_fn = train_epoch_ch3, evaluate
+    train_epoch, evaluate_fn = (trainer.train_epoch, trainer.evaluate) if trainer else \
+        (train_epoch_ch3, evaluate)
     history = History(checkpoint.restore(net, updater, scheduler, train_iter) if checkpoint else [])
-    if animator is True:
-        animator = training_animator(num_epochs, eval_label="val acc" if val_iter else "test acc")
+    animator = animator or training_animator(num_epochs)
     for record in history:  # a resumed run's plot starts with the epochs already done
         plot_epoch(animator, record)
-    bar = Progress(net, num_epochs, len(train_iter), len(val_iter or test_iter), len(history)) \
-        if progress else None
+    bar = Progress(net, num_epochs, train_iter, test_iter, len(history))
     try:
         for epoch in range(len(history) + 1, num_epochs + 1):
             history.append(train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter,
-                                           val_iter or test_iter, loss, updater, scheduler, device,
-                                           validating=val_iter is not None))
+                                           test_iter, loss, updater, scheduler, device))
             if checkpoint:
                 checkpoint.save(net, updater, scheduler, history, train_iter)
             plot_epoch(animator, history[-1])
-            if bar:
-                bar.update(history[-1])
-            if on_epoch_end is not None:
-                on_epoch_end(net, history)
+            bar.update(history[-1])
     finally:
-        if bar:
-            bar.close()
-    if animator:
-        animator.finish()
+        bar.close()
+    animator.finish()
     return history
 
 
-def check_train_ch3(net, num_epochs, fast, precision, checkpoint):
+def check_train_ch3(net, num_epochs, trainer, checkpoint):
     """Refuse :func:`train_ch3`'s arguments that cannot work, before anything trains."""
     if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
         raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
-    if precision != "fp32" and not fast:
-        raise ValueError(f"precision={precision!r} needs the fast path (fast=True); my_utils' loop "
-                         f"trains in fp32")
-    if not isinstance(net, nn.Module) and (fast or checkpoint):
-        raise ValueError("fast= and checkpoint= need net to be an nn.Module, not a plain function")
+    if not isinstance(net, nn.Module) and (trainer or checkpoint):
+        raise ValueError("trainer= and checkpoint= need net to be an nn.Module, not a plain function")
 
 
-def train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter, eval_iter, loss, updater,
-                    scheduler, device, validating=False):
+def train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter, test_iter, loss, updater,
+                    scheduler, device):
     """One epoch of :func:`train_ch3`: train, evaluate, step the scheduler; returns its record."""
     start = time.perf_counter()
     try:
         train_loss, train_acc = train_epoch(net, train_iter, loss, updater, device)
     except TrainingDiverged as e:
         raise TrainingDiverged(f"epoch {epoch}: {e}") from None
-    eval_loss, eval_acc = evaluate_fn(net, eval_iter, loss, device)
-    if loss is not None and not math.isfinite(eval_loss):
-        raise TrainingDiverged(f"epoch {epoch}: the {'validation' if validating else 'test'} loss is "
-                               f"{eval_loss}; the weights are no longer finite (the learning rate is "
-                               f"the likely cause)")
+    test_loss, test_acc = evaluate_fn(net, test_iter, loss, device)
+    if loss is not None and not math.isfinite(test_loss):
+        raise TrainingDiverged(f"epoch {epoch}: the {split(test_iter)} loss is {test_loss}; the "
+                               f"weights are no longer finite (the learning rate is the likely cause)")
     if scheduler is not None:
-        step_scheduler(scheduler, eval_loss)
+        step_scheduler(scheduler, test_loss)
     lr = float(updater.param_groups[0]["lr"]) if isinstance(updater, torch.optim.Optimizer) else None
-    return epoch_record(epoch, train_loss, train_acc, eval_loss, eval_acc, lr,
-                        time.perf_counter() - start, validating)
+    return dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
+                test_acc=test_acc, lr=lr, seconds=time.perf_counter() - start)
+
+
+def split(data_iter):
+    """What ``data_iter`` holds, for messages: "test", or "validation" for the honest protocol's
+    held-out images (:func:`~nbutils.tools.protocol.honest_loaders` names them so)."""
+    return getattr(data_iter, "split", "test")
 
 
 def step_scheduler(scheduler, eval_loss):
@@ -365,17 +348,6 @@ def step_scheduler(scheduler, eval_loss):
         scheduler.step()
 
 
-def epoch_record(epoch, train_loss, train_acc, eval_loss, eval_acc, lr, seconds, validating=False):
-    """One epoch of a :class:`History`; what was evaluated is the test set, or with ``validating``
-    the validation split (the test columns then stay empty)."""
-    record = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=eval_loss,
-                  test_acc=eval_acc, lr=lr, seconds=seconds)
-    if validating:
-        record.update(test_loss=None, test_acc=None, val_loss=eval_loss, val_acc=eval_acc)
-    return record
-
-
 def plot_epoch(animator, record):
-    if animator:
-        acc = record["val_acc"] if record.get("val_acc") is not None else record["test_acc"]
-        animator.add(record["epoch"], (record["train_loss"], record["train_acc"], acc, record["lr"]))
+    animator.add(record["epoch"], (record["train_loss"], record["train_acc"], record["test_acc"],
+                                   record["lr"]))

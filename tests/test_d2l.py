@@ -160,14 +160,13 @@ def test_plain_function_models_train_evaluate_and_predict(tiny_root):
     net, params = scratch_softmax()
     before = d2l.evaluate_accuracy(net, test_iter)
     history = d2l.train_ch3(net, train_iter, test_iter, cross_entropy, 3,
-                            lambda batch_size: d2l.sgd(params, 0.1, batch_size), animator=False,
-                            progress=False)
+                            lambda batch_size: d2l.sgd(params, 0.1, batch_size))
     assert history[-1]["test_acc"] > before and history[-1]["lr"] is None
     assert d2l.evaluate_loss(net, test_iter, cross_entropy) == pytest.approx(history[-1]["test_loss"])
     assert d2l.predict_ch3(net, test_iter) is None  # as my_utils: the figure, no stray return value
     d2l.plt.close("all")
     with pytest.raises(ValueError, match="nn.Module"):
-        d2l.train_ch3(net, train_iter, test_iter, cross_entropy, 1, lambda n: None, fast=True)
+        d2l.train_ch3(net, train_iter, test_iter, cross_entropy, 1, lambda n: None, trainer=object())
 
 
 def test_an_updater_function_gets_my_utils_gradients_whatever_the_loss(tiny_root):

@@ -22,9 +22,15 @@ def fresh(device="cpu", seed=0, optimizer="adam"):
     return net, nb.make_optimizer(net, optimizer, 1e-3, 5e-4)
 
 
-def train(net, train_iter, test_iter, epochs, opt, scheduler=None, **kw):
-    return nb.train_ch3(net, train_iter, test_iter, nn.CrossEntropyLoss(), epochs, opt, scheduler,
-                        animator=False, progress=False, **kw)
+def train(net, train_iter, test_iter, epochs, opt, scheduler=None, fast=False, precision="fp32",
+          device=None):
+    """train_ch3 on the fast path where ``fast`` says so (True, or a FastTrainer of the test's own)."""
+    loss = nn.CrossEntropyLoss()
+    device = device or next(net.parameters()).device
+    trainer = fast if isinstance(fast, FastTrainer) else \
+        FastTrainer(net, loss, opt, device, precision) if fast else None
+    return nb.train_ch3(net, train_iter, test_iter, loss, epochs, opt, scheduler, device,
+                        trainer=trainer)
 
 
 def test_fast_and_classic_agree_on_the_first_epoch(tiny_root):

@@ -107,12 +107,13 @@ def test_the_coursework_code_is_written_in_the_notebook_of_its_task():
     assert "OPTIMIZERS[name](net.parameters(), lr=lr, weight_decay=weight_decay)" in three
     four = source("04_training.ipynb")
     assert "ReduceLROnPlateau(" in four
-    call = four[four.index("nbutils.train_ch3("):]
+    call = four[four.index("train_ch3(net,"):]
     call = call[:call.index(")\n") + 1]
-    for argument in ("train_iter, test_iter, loss, params.epochs, optimizer", "scheduler=scheduler",
-                     "device=device", "fast=fast", "graphs=graphs", "animator=animator",
-                     "checkpoint=checkpoint"):
+    for argument in ("train_iter, test_iter, loss, params.epochs, optimizer, scheduler, device",
+                     "animator=animator", "trainer=trainer", "checkpoint=checkpoint"):
         assert argument in call
+    assert 'graphs=False if params.fast == "eager" else None' in four  # fast="eager": no CUDA graphs
+    assert "net, history = train_run(params, run, animator)" in four  # 04's program, run in 04
     five = source("05_evaluation.ipynb")
     assert 'max(history, key=lambda record: record["test_acc"])' in five
     assert "history[-1]['test_acc']" in five

@@ -7,8 +7,8 @@ import torch
 from nbutils import params as P
 from nbutils.paths import checkout
 from nbutils.data import RAW_FILES
-from nbutils import runs
-from nbutils.runs import time_training_step, warn_if_slow
+from nbutils import estimate
+from nbutils.estimate import time_training_step, warn_if_slow
 from nbutils.tools import run
 
 REPO = checkout()
@@ -170,7 +170,7 @@ def test_bf16_is_offered_with_its_own_measured_step_where_the_cpu_has_it_and_nev
     out = capsys.readouterr().out
     assert ('This CPU has bf16 instructions: precision="bf16" (with fast="on") took 0.20 s a step, '
             "about 0.8 h;") in out and params.precision == "fp32"
-    monkeypatch.setattr(runs, "bf16_emulated", lambda: True)  # no bf16 instructions: no offer
+    monkeypatch.setattr(estimate, "bf16_emulated", lambda: True)  # no bf16 instructions: no offer
     warn_if_slow(params, step_seconds=0.5)
     warn_if_slow(P.resolve("seed", device="cpu", fast="on", precision="bf16"), step_seconds=0.2)
     assert "This CPU has bf16" not in capsys.readouterr().out

@@ -103,7 +103,7 @@ def test_recipe_learns_in_the_fast_trainer(tiny_root):
     assert eval_net is not net and sched is None
     trainer = RecipeTrainer(net, loss, opt, "cpu", eval_net=eval_net, **hooks)
     history = nb.train_ch3(net, train_iter, test_iter, loss, recipe.epochs, opt, None, "cpu",
-                           animator=False, fast=trainer, progress=False)
+                           trainer=trainer)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert float(hooks["before_update"].step) == recipe.epochs * len(train_iter)
     assert float(opt.param_groups[0]["lr"]) == pytest.approx(0.0, abs=1e-9)  # the cosine ended

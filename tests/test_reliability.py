@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 import nbutils as nb
-from nbutils import io, runs
+from nbutils import coursework, io, runs, trained
+from nbutils.coursework import train_run
 from nbutils.checkpoint import (Checkpoint, CheckpointMismatch, load_optimizer_in_place, model_identity,
                                 random_states, set_random_states)
 from nbutils.params import resolve
@@ -31,7 +32,7 @@ def params_for(folder, **kw):
 def train(params):
     """Notebook 04's training and what it writes: a checkpoint every epoch, then the run's files."""
     folder = runs.run_folder(params)
-    net, history, _, _ = runs.train_params(params, folder)
+    net, history = train_run(params, folder)
     runs.save_run(folder, net, history, params)
     return net, history, folder
 
@@ -60,7 +61,7 @@ def uninterrupted(real_root, tmp_path_factory):
 
 
 def final_state(folder):
-    net, history, _ = runs.load_trained(folder, "cpu")
+    net, history, _ = trained.load_trained(folder, "cpu")
     return net.state_dict(), strip_seconds(history)
 
 
@@ -165,7 +166,7 @@ def test_checkpoint_dir_parameter(real_root, tmp_path):
 
 def test_divergence_names_epoch_batch_and_cause_and_keeps_last_good_checkpoint(real_root, tmp_path,
                                                                              monkeypatch):
-    real_build = runs.build
+    real_build = coursework.build
     calls = {"n": 0}
 
     def poisoned_build(params, device):
@@ -177,7 +178,7 @@ def test_divergence_names_epoch_batch_and_cause_and_keeps_last_good_checkpoint(r
             return value * float("nan") if calls["n"] == 9 else value  # 4 train + 2 test per epoch
         return net, loss_fn, opt, sched
 
-    monkeypatch.setattr(runs, "build", poisoned_build)
+    monkeypatch.setattr(coursework, "build", poisoned_build)  # what train_run builds
     folder = tmp_path / "diverged"
     with pytest.raises(nb.TrainingDiverged, match=r"epoch 2: .*batch 2; the learning rate"):
         train(params_for(folder, epochs=3))

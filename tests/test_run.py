@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import nbutils as nb
-from nbutils import runs
+from nbutils import runs, trained
+from nbutils.coursework import train_run
 from nbutils.params import Params, resolve
 from nbutils.tools import results, run, sweep
 from test_browser import CLUTTER
@@ -57,7 +58,7 @@ def test_smoke_profile_end_to_end(reports, capfd):
         kinds = [kind for o in browse.outputs for kind in o.get("data", {})]
         assert "image/png" in kinds and not [k for k in kinds if "widget" in k], (name, kinds)
     (training,) = [c for c in nbformat.read(folder / "04_training.ipynb", 4).cells
-                   if "nbutils.train_ch3(" in c.source]
+                   if "train_run(params, run" in c.source]
     text = "".join(o.get("text", "") for o in training.outputs)
     assert text.startswith("epoch 1/1: train loss ") and text.count("\n") == 1, text
     # The terminal follows the run: each notebook's name, then what it prints, epochs included.
@@ -79,9 +80,10 @@ def test_a_full_size_cpu_run_is_announced_in_the_terminal_before_it_starts(repor
     assert "`python3 -m nbutils reproduce --profile smoke`" in out
 
 
-def test_notebook_04_trains_what_train_params_trains_and_a_given_epochs_holds(tmp_path):
+def test_notebook_04_trains_what_its_saved_train_run_trains_and_a_given_epochs_holds(tmp_path):
     """papermill 04 -p profile smoke -p epochs 30: 30 epochs (30 is the report's value, and smoke's is
-    1), the very history that runs.train_params, which notebook 05 alone and the sweep use, gives."""
+    1), the very history that coursework.train_run, exported from 04 and run by notebook 05 alone,
+    gives outside the notebook."""
     # One small batch an epoch, on the fast path (no DataLoader workers to start every epoch).
     given = dict(epochs=30, train_subset=32, test_subset=32, fast="on")
     pm.execute_notebook(str(run.notebooks_dir() / "04_training.ipynb"), str(tmp_path / "04.ipynb"),
@@ -89,7 +91,7 @@ def test_notebook_04_trains_what_train_params_trains_and_a_given_epochs_holds(tm
                         kernel_name="python3", progress_bar=False)
     history = json.loads((tmp_path / "nb" / "history.json").read_text())
     assert len(history) == 30
-    _, expected, _, _ = runs.train_params(resolve("smoke", **given))
+    _, expected = train_run(resolve("smoke", **given), tmp_path / "module")
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in history] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in expected]
 
@@ -98,18 +100,18 @@ def test_metrics_carry_the_parameters_of_the_model_they_measure(tmp_path, real_r
     """Notebook 05 with another profile than 04's used to write its own parameters beside 04's
     epochs_run: now the trained model's parameters go with it, and the notebook says so."""
     folder = tmp_path / "run"
-    trained = resolve("smoke", epochs=3, train_subset=64, test_subset=100, run_dir=str(folder))
-    net, history, _, _ = runs.train_params(trained, folder)
-    runs.save_run(folder, net, history, trained)
+    given = resolve("smoke", epochs=3, train_subset=64, test_subset=100, run_dir=str(folder))
+    net, history = train_run(given, folder)
+    runs.save_run(folder, net, history, given)
     said = []
-    _, loaded, params, where = runs.load_or_train(resolve("smoke", run_dir=str(folder)), folder,
-                                                 log=said.append)
-    assert (params, where, len(loaded)) == (trained, folder, 3)
+    _, loaded, params, where = trained.load_or_train(resolve("smoke", run_dir=str(folder)), folder,
+                                                    log=said.append)
+    assert (params, where, len(loaded)) == (given, folder, 3)
     assert said == [f"The model notebook 04 trained in {folder}, with its own parameters (params.json)."]
-    metrics = runs.write_metrics(folder, loaded)
+    metrics = trained.write_metrics(folder, loaded)
     assert metrics["epochs_run"] == metrics["params"]["epochs"] == 3
     assert metrics["params"]["train_subset"] == 64
-    identity = runs.run_identity(trained, net)
+    identity = runs.run_identity(given, net)
     assert metrics["code"] == {k: identity[k] for k in ("code", "model", "model_code")}
     # A model.pt of other code (notebook 02 edited since) is refused, never evaluated as this code's.
     saved = torch.load(folder / "model.pt", weights_only=False)
@@ -117,7 +119,7 @@ def test_metrics_carry_the_parameters_of_the_model_they_measure(tmp_path, real_r
     torch.save(saved, folder / "model.pt")
     with pytest.raises(nb.CheckpointMismatch, match=r"model.pt was trained by other code \(the "
                                                      r"model's listing .*run notebook 04 again"):
-        runs.load_or_train(resolve("smoke", run_dir=str(folder)), folder)
+        trained.load_or_train(resolve("smoke", run_dir=str(folder)), folder)
 
 
 @pytest.mark.parametrize("name", ["../outside", "a/b", ".hidden", "..", "a\\b"])
@@ -229,9 +231,9 @@ def test_papermill_wrong_type_stops_at_the_validation_cell(tmp_path):
 def test_notebook_05_alone_on_a_cpu_explains_and_trains_a_smoke_model(tmp_path):
     said = []
     params = resolve("smoke", device="cpu", run_dir=str(tmp_path / "fresh"))
-    net, history, trained, folder = runs.load_or_train(params, tmp_path / "fresh", log=said.append)
+    net, history, used, folder = trained.load_or_train(params, tmp_path / "fresh", log=said.append)
     assert "No trained model in" in said[0] and "Run notebook 04 first" in said[0]
-    assert folder == tmp_path / "fresh" / "smoke-fallback" and trained.profile == "smoke"
+    assert folder == tmp_path / "fresh" / "smoke-fallback" and used.profile == "smoke"
     assert (folder / "model.pt").exists() and len(history) == 1
     assert not (tmp_path / "fresh" / "model.pt").exists()  # the fallback never poses as the run
 
@@ -239,15 +241,15 @@ def test_notebook_05_alone_on_a_cpu_explains_and_trains_a_smoke_model(tmp_path):
 def test_notebook_05_alone_on_a_gpu_trains_the_run_itself(tmp_path, monkeypatch):
     """Where the real protocol costs seconds, the notebook evaluates the real model, not a smoke one."""
     params = resolve("seed", run_dir=str(tmp_path / "run"))
-    monkeypatch.setattr(runs, "resolve_device", lambda device: torch.device("cuda"))
-    trained, saved = [], []
-    monkeypatch.setattr(runs, "train_params",
-                        lambda p, folder: trained.append((p, folder)) or ("net", [], None, None))
-    monkeypatch.setattr(runs, "save_run", lambda folder, net, history, p: saved.append((folder, p)))
+    monkeypatch.setattr(trained, "resolve_device", lambda device: torch.device("cuda"))
+    ran, saved = [], []
+    monkeypatch.setattr(trained, "train_run",
+                        lambda p, folder, animator: ran.append((p, folder)) or ("net", []))
+    monkeypatch.setattr(trained, "save_run", lambda folder, net, history, p: saved.append((folder, p)))
     said = []
-    assert (runs.load_or_train(params, tmp_path / "run", log=said.append)
+    assert (trained.load_or_train(params, tmp_path / "run", log=said.append)
             == ("net", [], params, tmp_path / "run"))
-    assert trained == [(params, tmp_path / "run")] and saved == [(tmp_path / "run", params)]
+    assert ran == [(params, tmp_path / "run")] and saved == [(tmp_path / "run", params)]
     assert said == [f"No trained model in {tmp_path / 'run'}: training it now, as notebook 04 would "
                     "(seconds on a GPU)."]
 

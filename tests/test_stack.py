@@ -69,11 +69,11 @@ def single_runs(tiny_root, settings, epochs=3):
     """Each member trained alone, on the fast path, as the sweep trains a single run."""
     histories = []
     for member in members(tiny_root, settings):
-        make = member["scheduler"]
-        histories.append(nb.train_ch3(member["net"], member["train"], member["eval"],
-                                      nn.CrossEntropyLoss(), epochs, member["optimizer"],
-                                      make(member["optimizer"]) if make else None, animator=False,
-                                      fast=True, progress=False))
+        make, loss = member["scheduler"], nn.CrossEntropyLoss()
+        trainer = nb.FastTrainer(member["net"], loss, member["optimizer"], "cpu")
+        histories.append(nb.train_ch3(member["net"], member["train"], member["eval"], loss, epochs,
+                                      member["optimizer"], make(member["optimizer"]) if make else None,
+                                      trainer=trainer))
     return histories
 
 

@@ -13,7 +13,7 @@ import torch
 
 import nbutils as nb
 from nbutils.params import Params
-from nbutils.tools import ablations, claims, recipe, sweep
+from nbutils.tools import ablations, claims, protocol, recipe, sweep
 from nbutils.tools.protocol import stratified_split, val_size_for
 from nbutils.io import atomic_write_json
 from nbutils.params import resolve
@@ -265,7 +265,7 @@ def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
         return real(net, data_iter, *a, **kw)
 
     monkeypatch.setattr(sweep, "evaluate", counting)  # the final test
-    monkeypatch.setattr(nb.train, "evaluate", counting)  # every epoch's, in train_ch3
+    monkeypatch.setattr(protocol, "evaluate", counting)  # every epoch's, in train_ch3 (my_utils' loop)
     params = resolve("smoke", device="cpu", epochs=3, train_subset=120, test_subset=50).as_dict()
     spec = dict(claims.run_spec("honest protocol", {"protocol": "honest"}, 0, params),
                 folder=str(tmp_path / "runs" / "honest-protocol-s0"))

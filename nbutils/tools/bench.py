@@ -177,8 +177,7 @@ def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs
         else:
             def protocol():
                 return train_ch3(net, train_iter, test_iter, loss, epochs, opt, sched, device,
-                                 animator=False, fast=trainer if fast else False,
-                                 progress=False)[-1]["test_acc"]
+                                 trainer=trainer if fast else None)[-1]["test_acc"]
         seconds, acc = _timed(protocol, device)
         epoch_s = seconds / epochs
         steps_per_epoch = math.ceil(N_TRAIN / batch_size)

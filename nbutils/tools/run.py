@@ -28,11 +28,11 @@ import papermill as pm
 import yaml
 
 from ..data import verify_fashion_mnist
+from ..estimate import warn_if_slow
 from ..fast import tune_cpu_allocator
 from ..io import atomic_write_json
 from ..params import resolve
 from ..paths import checkout, notebooks_dir, reports_root
-from ..runs import warn_if_slow
 from .results import read_status, write_results_table, write_status
 
 

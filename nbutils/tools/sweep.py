@@ -44,16 +44,17 @@ import torch
 from torch import nn
 
 from ..coursework import NeuralNetwork, build, make_scheduler
-from ..devices import resolve_device
+from ..devices import resolve_device, use_fast_path
+from ..estimate import warn_if_slow
 from ..fast import tune_cpu_allocator
 from ..io import atomic_write_json, atomic_write_text
 from ..params import Params, resolve
 from ..paths import reports_root
-from ..runs import environment, headline, make_loaders, train_params, warn_if_slow, write_history
-from ..train import evaluate, train_ch3
+from ..runs import environment, headline, make_loaders, write_history
+from ..train import History, evaluate, train_ch3
 from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
-from .protocol import honest_loaders
+from .protocol import KeepBest, as_validation, honest_loaders, keep_if_best
 from .recipe import EMA, Augment, PatchMixer, RecipeTrainer, WarmupCosine, make_recipe, recipe_for
 from .stack import stack_id, train_stack
 
@@ -68,35 +69,31 @@ DEFAULT_STACK = {"cuda": 8, "cpu": 1}
 
 # ----------------------------------------------------------------------------- one run
 def run_one(spec, animator=None):
-    """Train one run folder (in this process) and write its params, history and metrics.
-
-    ``animator`` (:func:`~nbutils.plotting.training_animator`) plots it live, as in notebook 07.
-    """
-    params = Params(**dict(spec["params"], run_dir=spec["folder"]))
-    tune_cpu_allocator(params.device)  # process-wide, before a run trains here
-    Path(spec["folder"]).mkdir(parents=True, exist_ok=True)
-    honest = spec["protocol"] == "honest"
-    train = train_recipe if spec.get("recipe") else train_coursework
-    best = {}
-
-    def keep_best(history, eval_net):
-        if honest:
-            keep_if_best(best, history[-1], lambda: {k: v.detach().clone()
-                                                     for k, v in eval_net.state_dict().items()})
-
-    history, eval_net, loss, test_iter, recipe = train(spec, params, honest, keep_best, animator)
+    """Train one run folder (in this process) and write its params, history and metrics: the run
+    built by :func:`member_of`, trained by ``train_ch3`` on the loop its ``fast`` asks for (the
+    recipe's hooks in the fast path's step), under its protocol. ``animator`` (:func:`~nbutils.plotting.training_animator`) plots it
+    live, as in notebook 07."""
+    device = resolve_device(spec["params"]["device"])
+    tune_cpu_allocator(device)  # process-wide, before a run trains here
+    run = member_of(spec, device)
+    params, recipe = run["params"], run["recipe"]
+    trainer = RecipeTrainer(run["net"], run["test_loss"], run["optimizer"], device,
+                            recipe.precision if recipe else params.precision,
+                            graphs=False if params.fast == "eager" else None,
+                            eval_net=run["eval_net"], **run["hooks"]) if run["fast"] else None
+    if run["validating"]:
+        trainer = KeepBest(trainer, run["eval_net"])
+    history = train_ch3(run["net"], run["train"], run["eval"], run["test_loss"],
+                        recipe.epochs if recipe else params.epochs, run["optimizer"],
+                        run["scheduler"](run["optimizer"]) if run["scheduler"] else None, device,
+                        animator, trainer)
     tested = None
-    if honest:
-        eval_net.load_state_dict(best["state"])
-        tested = (best, evaluate(eval_net, test_iter, loss))  # the one look at the test set
-    return finish_run(spec, params, history, recipe, tested)
-
-
-def keep_if_best(best, record, state):
-    """The honest protocol's model selection, on validation only: ``best`` takes ``record``'s epoch,
-    val acc and weights (``state()``) when its val acc is the highest yet."""
-    if record["val_acc"] > best.get("val_acc", -1.0):
-        best.update(val_acc=record["val_acc"], epoch=record["epoch"], state=state())
+    if run["validating"]:  # the test set, seen once, on the epoch chosen on validation
+        history = History(as_validation(r) for r in history)
+        run["eval_net"].load_state_dict(trainer.best["state"])
+        tested = (trainer.best, evaluate(run["eval_net"], run["test"], run["test_loss"]))
+    Path(spec["folder"]).mkdir(parents=True, exist_ok=True)
+    return finish_run(spec, params, history, dataclasses.asdict(recipe) if recipe else None, tested)
 
 
 def finish_run(spec, params, history, recipe=None, tested=None, stack=1):
@@ -120,15 +117,6 @@ def write_run(folder, params, spec, history, metrics, recipe=None):
                                                    scheduler=spec["scheduler"], recipe=recipe))
     write_history(folder, history)
     atomic_write_json(folder / "metrics.json", metrics)
-
-
-def train_coursework(spec, params, honest, keep_best, animator=None):
-    """The coursework's model through notebook 04's code: ``(history, net, loss, test_iter, None)``."""
-    net, history, loss, test_iter = train_params(
-        params, animator=animator, scheduler=scheduler_maker(spec["scheduler"], params.patience),
-        loaders=honest_loaders(params, resolve_device(params.device)) if honest else None,
-        on_epoch_end=lambda net, h: keep_best(h, net))
-    return history, net, loss, test_iter, None
 
 
 def make_cut_scheduler(optimizer, epoch=18, factor=0.1):
@@ -157,45 +145,35 @@ def recipe_spec(params, ingredient="full recipe"):
                 folder=str(folder))
 
 
-def train_recipe(spec, params, honest, keep_best, animator=None):
-    """The stronger recipe, honest protocol: ``(history, evaluated net, loss, test_iter, recipe)``."""
-    recipe = recipe_for(params, spec["recipe"])
-    device = resolve_device(params.device)
-    train_iter, val_iter, test_iter = honest_loaders(params, device, recipe.batch_size)
-    torch.manual_seed(params.seed)
-    background = float(train_iter.normalize(torch.zeros(())))  # the value of a black pixel
-    net, eval_net, loss, optimizer, scheduler, hooks = make_recipe(recipe, device, len(train_iter),
-                                                                   background)
-    trainer = RecipeTrainer(net, loss, optimizer, device, recipe.precision, eval_net=eval_net, **hooks)
-    history = train_ch3(net, train_iter, test_iter, loss, recipe.epochs, optimizer, scheduler,
-                        device, animator=animator or False, fast=trainer, progress=False,
-                        val_iter=val_iter, on_epoch_end=lambda net, h: keep_best(h, eval_net))
-    return history, eval_net, loss, test_iter, dataclasses.asdict(recipe)
-
-
 # ----------------------------------------------------------------------------- stacked runs
 def member_of(spec, device):
-    """One run of a stack, built exactly as its single run is built (:func:`train_coursework`,
-    :func:`train_recipe`): its loaders, initial weights, optimizer and scheduler."""
+    """One run, built as its spec says, for :func:`run_one` or as one run of a stack: its params, the
+    loop its ``fast`` asks for (``fast``), loaders (``train``, ``eval``: the validation split under the honest protocol, which
+    ``validating`` says, else the test set; ``test``), initialised ``net`` and ``eval_net`` (the
+    recipe's EMA copy), loss (``test_loss``; ``loss`` per example, for a stack), optimizer, a maker
+    of its scheduler from an optimizer, and the recipe's step ``hooks``."""
     params = Params(**dict(spec["params"], run_dir=spec["folder"]))
     honest = spec["protocol"] == "honest"
-    member = dict(spec=spec, params=params, key=spec_key(spec), validating=honest)
+    member = dict(spec=spec, params=params, key=spec_key(spec), validating=honest, hooks={},
+                  fast=use_fast_path(params.fast, device))
     if spec.get("recipe"):
         recipe = recipe_for(params, spec["recipe"])
         member["train"], member["eval"], member["test"] = honest_loaders(params, device,
                                                                          recipe.batch_size)
         torch.manual_seed(params.seed)
         background = float(member["train"].normalize(torch.zeros(())))
-        net, _, loss, optimizer, plateau, _ = make_recipe(recipe, device, len(member["train"]),
-                                                          background)
+        net, eval_net, loss, optimizer, plateau, hooks = make_recipe(recipe, device,
+                                                                     len(member["train"]), background)
         member.update(recipe=recipe, background=background, architecture=lambda: PatchMixer(recipe),
-                      scheduler=(lambda opt: make_scheduler(opt)) if plateau else None)
+                      scheduler=(lambda opt: make_scheduler(opt)) if plateau else None,
+                      eval_net=eval_net, hooks=hooks)
     else:
-        loaders = honest_loaders(params, device) if honest else make_loaders(params, device)
+        loaders = honest_loaders(params, device) if honest else \
+            make_loaders(params, device, member["fast"])
         member["train"], member["eval"], member["test"] = loaders[0], loaders[1], loaders[-1]
         net, loss, optimizer, _ = build(params, device)
         member.update(recipe=None, architecture=lambda: NeuralNetwork(params.patch_size),
-                      scheduler=scheduler_maker(spec["scheduler"], params.patience))
+                      scheduler=scheduler_maker(spec["scheduler"], params.patience), eval_net=net)
     member.update(net=net, optimizer=optimizer, test_loss=loss,
                   loss=nn.CrossEntropyLoss(reduction="none",
                                            label_smoothing=getattr(loss, "label_smoothing", 0.0)))
