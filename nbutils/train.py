@@ -330,8 +330,14 @@ def train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter, test_iter,
     if scheduler is not None:
         step_scheduler(scheduler, test_loss)
     lr = float(updater.param_groups[0]["lr"]) if isinstance(updater, torch.optim.Optimizer) else None
+    return epoch_record(epoch, train_loss, train_acc, test_loss, test_acc, lr,
+                        time.perf_counter() - start)
+
+
+def epoch_record(epoch, train_loss, train_acc, test_loss, test_acc, lr, seconds):
+    """One epoch of a :class:`History` (a stack of runs makes one per run)."""
     return dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
-                test_acc=test_acc, lr=lr, seconds=time.perf_counter() - start)
+                test_acc=test_acc, lr=lr, seconds=seconds)
 
 
 def split(data_iter):

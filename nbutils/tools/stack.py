@@ -33,7 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ..checkpoint import atomic_torch_save, random_states, set_random_states
 from ..fast import keep_tensor, precision_context
-from ..train import step_scheduler
+from ..train import epoch_record, step_scheduler
 from .protocol import as_validation
 from .recipe import RecipeTrainer, hook_tensors
 
@@ -310,9 +310,8 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
         for k, member in enumerate(members):
             if diverged[k] is None and (bad[k] >= 0 or not math.isfinite(eval_losses[k])):
                 diverged[k] = (epoch, bad[k])
-            record = dict(epoch=epoch, train_loss=losses[k], train_acc=accs[k],
-                          test_loss=eval_losses[k], test_acc=eval_accs[k],
-                          lr=float(optimizer.param_groups[0]["lr"][k]), seconds=seconds)
+            record = epoch_record(epoch, losses[k], accs[k], eval_losses[k], eval_accs[k],
+                                  float(optimizer.param_groups[0]["lr"][k]), seconds)
             histories[k].append(as_validation(record) if member.get("validating") else record)
         if on_epoch_end is not None:
             on_epoch_end(eval_net, histories)
