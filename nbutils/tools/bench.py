@@ -46,15 +46,16 @@ from torch.profiler import ProfilerActivity, profile as torch_profile
 
 from .. import data as nbdata
 from ..data import N_TEST, N_TRAIN
-from ..coursework import NeuralNetwork, init_weights, make_optimizer, make_scheduler
+from ..coursework import NeuralNetwork, build
 from ..devices import resolve_device
 from ..fast import (EVAL_BATCH_SIZE, PRECISIONS, FastTrainer, bf16_emulated, matmul_precision,
                     tune_cpu_allocator)
 from ..io import atomic_write_json, atomic_write_text
 from ..paths import checkout, reports_root
+from ..params import resolve
 from ..runs import hardware
-from . import stack_bench
 from .cpu import cpu_kernels
+from .stack import StackLoader, StackTrainer, StackedModel, StackedOptimizer
 from ..train import evaluate, train_ch3, train_epoch_ch3
 
 FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured",
@@ -103,12 +104,10 @@ def _my_utils_evaluate(net, test_iter, loss, device):
 
 # ----------------------------------------------------------------------------- one mode
 def setup(device, seed):
-    """The report's model, optimizer and scheduler, seeded. The fast path prepares the optimizer for
-    CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
-    torch.manual_seed(seed)
-    net = init_weights(NeuralNetwork()).to(device)
-    opt = make_optimizer(net, "adam", 1e-3, 5e-4)
-    return net, opt, make_scheduler(opt)
+    """The report's model, optimizer and scheduler, seeded, as notebook 04 builds them. The fast path
+    prepares the optimizer for CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
+    net, _, opt, sched = build(resolve("seed", seed=seed, device=str(device)), device)
+    return net, opt, sched
 
 
 def run_epochs(net, train_iter, test_iter, loss, epochs, opt, sched, device):
@@ -241,7 +240,6 @@ def with_floor_and_accuracy(rows, device, batch_size):
         row["matmul_floor_ms_per_step"] = floors.get(precision)
         same_steps = fp32 is not None and precision != "fp32" and row["measured"] == fp32["measured"]
         row["acc_vs_fp32"] = row["final_test_acc"] - fp32["final_test_acc"] if same_steps else None
-    return rows
 
 
 # ----------------------------------------------------------------------------- the command
@@ -254,63 +252,29 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         if value < least:
             raise ValueError(f"{name} must be >= {least}, got {value}")
     modes = _modes_for(device, modes or MODES)
-    out = Path(out) if out else reports_root() / "bench" / f"bench-{device.type}.json"
-    if out.is_dir():  # checked now, not after minutes of measuring
-        raise ValueError(f"out must be a JSON file's path, and {out} is a folder")
+    out = _out_path(out, "bench", device)
     root = nbdata.prepare_fashion_mnist(root)
     rows = []
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
-    print(format_header(hardware(device), batch_size), flush=True)
+    print(f"{hardware(device)} | torch {torch.__version__} | batch {batch_size}\n"
+          f"{'mode':<10} {'ms/step':>9} {'img/s':>8} {'s/epoch':>9} {'30 epochs s':>12} "
+          f"{'speed-up':>9}  measured", flush=True)
     for mode in modes:  # each row as it comes: on a CPU the whole run takes minutes
-        row = measure(mode, root, device, steps, eval_images, epochs, batch_size,
-                      baseline_epochs=baseline_epochs, kernels=kernels)
-        row["speedup_vs_my_utils"] = (rows or [row])[0]["epoch_s"] / row["epoch_s"]
-        rows.append(row)
-        print(format_row(row), flush=True)
+        r = measure(mode, root, device, steps, eval_images, epochs, batch_size,
+                    baseline_epochs=baseline_epochs, kernels=kernels)
+        r["speedup_vs_my_utils"] = (rows or [r])[0]["epoch_s"] / r["epoch_s"]
+        rows.append(r)
+        print(f"{mode:<10} {r['ms_per_step']:>9.1f} {r['images_per_s']:>8.0f} {r['epoch_s']:>9.1f} "
+              f"{r['protocol_30_s']:>12.1f} {r['speedup_vs_my_utils']:>8.2f}x  {r['measured']}",
+              flush=True)
     with_floor_and_accuracy(rows, device, batch_size)
     mixed = [r for r in rows if r["mode"] in ("fast-tf32", "fast-bf16")]
-    result = dict(
-        device=str(device), hardware=hardware(device), torch=torch.__version__,
-        cuda=torch.version.cuda if device.type == "cuda" else None,
-        parameters=dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
-                        baseline_epochs=baseline_epochs if epochs else None,
-                        optimizer="adam", lr=1e-3, weight_decay=5e-4,
-                        cpu_kernels=kernels and device.type == "cpu"),
-        best_mixed_precision=min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None,
-        created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)
-    print(f"written: {out}")
-    if REPORT.exists() and out.resolve() in [(REPO / p).resolve() for p in report_tables()]:
-        write_report_tables({out.resolve()})  # a table never shows other numbers than its file
-        print(f"updated: {REPORT}")
-    return result
-
-
-def run_stacks(args):
-    """``bench --stack``: every size's row, then the JSON (and its table, where the report has one)."""
-    try:
-        sizes = [int(k) for k in args.stack.split(",") if k]
-    except ValueError:
-        raise ValueError(f"--stack must be comma-separated integers, got {args.stack!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--stack needs sizes >= 1, got {args.stack!r}")
-    if args.precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {args.precision!r}")
-    if args.steps < 1:
-        raise ValueError(f"steps must be >= 1, got {args.steps}")
-    device = resolve_device(args.device)
-    out = Path(args.out) if args.out else reports_root() / "bench" / f"stack-{device.type}.json"
-    if out.is_dir():
-        raise ValueError(f"out must be a JSON file's path, and {out} is a folder")
-    result = stack_bench.measure(sizes, device, args.steps, args.precision, args.batch_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)
-    print(f"written: {out}")
-    if REPORT.exists() and out.resolve() in [(REPO / p).resolve() for p in report_tables()]:
-        write_report_tables({out.resolve()})
-        print(f"updated: {REPORT}")
-    return result
+    parameters = dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
+                      baseline_epochs=baseline_epochs if epochs else None,
+                      optimizer="adam", lr=1e-3, weight_decay=5e-4,
+                      cpu_kernels=kernels and device.type == "cpu")
+    best = min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None
+    return _write(out, device, parameters, rows, best_mixed_precision=best)
 
 
 def _modes_for(device, modes):
@@ -324,16 +288,77 @@ def _modes_for(device, modes):
     return [m for m in MODES if m in modes]
 
 
-def format_header(hardware_name, batch_size):
-    return (f"{hardware_name} | torch {torch.__version__} | batch {batch_size}\n"
-            f"{'mode':<10} {'ms/step':>9} {'img/s':>8} {'s/epoch':>9} {'30 epochs s':>12} "
-            f"{'speed-up':>9}  measured")
+def _out_path(out, name, device):
+    out = Path(out) if out else reports_root() / "bench" / f"{name}-{device.type}.json"
+    if out.is_dir():  # checked now, not after minutes of measuring
+        raise ValueError(f"out must be a JSON file's path, and {out} is a folder")
+    return out
 
 
-def format_row(r):
-    return (f"{r['mode']:<10} {r['ms_per_step']:>9.1f} {r['images_per_s']:>8.0f} "
-            f"{r['epoch_s']:>9.1f} {r['protocol_30_s']:>12.1f} "
-            f"{r['speedup_vs_my_utils']:>8.2f}x  {r['measured']}")
+def _write(out, device, parameters, rows, **extra):
+    """The bench's JSON, written to ``out``; the report's table of ``out``, if it has one, rewritten."""
+    result = dict(device=str(device), hardware=hardware(device), torch=torch.__version__,
+                  cuda=torch.version.cuda if device.type == "cuda" else None, parameters=parameters,
+                  **extra, created=time.strftime("%Y-%m-%d %H:%M:%S"), rows=rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    print(f"written: {out}")
+    if REPORT.exists() and out.resolve() in [(REPO / p).resolve() for p in report_tables()]:
+        write_report_tables({out.resolve()})  # a table never shows other numbers than its file
+        print(f"updated: {REPORT}")
+    return result
+
+
+# ----------------------------------------------------------------------------- bench --stack
+def run_stacks(device, sizes, steps=20, precision="fp32", batch_size=128, out=None, root=None):
+    """For each K in ``sizes``, K runs of the report's protocol (seeds 0 to K-1, their own loaders)
+    train as one :class:`~nbutils.tools.stack.StackedModel` on the fast path (CUDA graphs on a GPU):
+    an epoch of ``steps`` batches to warm up (and capture), then the timed one. A row gives the time
+    of a stacked step, that time per run, and the images per second of all K runs together, each
+    against K = 1; it is printed as it comes, and the JSON written to ``out``."""
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--stack needs sizes >= 1, got {sizes}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    device = resolve_device(device)
+    out = _out_path(out, "stack", device)
+    root = nbdata.prepare_fashion_mnist(root)
+    rows = []
+    print(f"{hardware(device)} | torch {torch.__version__} | batch {batch_size} | {precision}\n"
+          f"{'runs':>5} {'ms/step':>9} {'ms/run-step':>12} {'img/s':>9} {'time vs 1':>10} "
+          f"{'throughput vs 1':>16}")
+    for size in sizes:
+        step_s = stacked_step_s(size, device, steps, precision, batch_size, root)
+        one = rows[0]["ms_per_step"] / 1000 if rows and rows[0]["runs"] == 1 else None
+        r = dict(runs=size, ms_per_step=1000 * step_s, ms_per_run_step=1000 * step_s / size,
+                 images_per_s=size * batch_size / step_s, time_vs_one=step_s / one if one else None,
+                 throughput_vs_one=size * one / step_s if one else None)
+        rows.append(r)
+        print(f"{size:>5} {r['ms_per_step']:>9.2f} {r['ms_per_run_step']:>12.2f} "
+              f"{r['images_per_s']:>9,.0f} {_ratio(r['time_vs_one']):>10} "
+              f"{_ratio(r['throughput_vs_one']):>16}")
+    parameters = dict(batch_size=batch_size, steps=steps, precision=precision, sizes=list(sizes))
+    return _write(out, device, parameters, rows, kind="stack")
+
+
+def stacked_step_s(size, device, steps, precision, batch_size, root):
+    """The time of one stacked step of ``size`` runs, in seconds."""
+    nets, loaders = [], []
+    for seed in range(size):
+        nets.append(setup(device, seed)[0])
+        loaders.append(nbdata.load_data_fashion_mnist_device(
+            batch_size, device, root=root, train_subset=batch_size * steps, test_subset=100,
+            seed=seed, drop_last=True)[0])
+    model = StackedModel(nets).to(device)
+    optimizer = StackedOptimizer(model.parameters(), "adam", [1e-3] * size, [5e-4] * size,
+                                 device=device)
+    trainer = StackTrainer(model, nn.CrossEntropyLoss(reduction="none"), optimizer, device,
+                           precision)
+    loader = StackLoader(loaders)
+    trainer.train_members(loader)  # warm-up: the first, eager update, and the graph's capture
+    return _timed(lambda: trainer.train_members(loader), device)[0] / steps
 
 
 # ----------------------------------------------------------------------------- reports/bench/README.md
@@ -342,7 +367,7 @@ REPORT = REPO / "reports" / "bench" / "README.md"
 # The report's speed tables are generated: each stands between these two lines, the first naming its
 # JSON file (relative to the repository), and is rewritten from it by every run that writes the file.
 TABLE = re.compile(r"^(<!-- bench table: (?P<path>\S+) -->\n).*?^(<!-- end of bench table -->)$",
-                    re.S | re.M)
+                   re.S | re.M)
 
 
 def report_tables():
@@ -359,8 +384,7 @@ def render_tables(text, only=None):
         if not (REPO / m["path"]).is_file():
             raise ValueError(f"a bench table in {REPORT} names {m['path']}, which is not a file")
         result = json.loads((REPO / m["path"]).read_text())
-        render = stack_bench.markdown_table if result.get("kind") == "stack" else markdown_table
-        return m[1] + render(result, m["path"]) + "\n" + m[3]  # a blank line ends the table
+        return m[1] + markdown_table(result, m["path"]) + "\n" + m[3]  # a blank line ends the table
     return TABLE.sub(table, text)
 
 
@@ -373,14 +397,20 @@ def write_report_tables(only=None):
 
 def markdown_table(result, path):
     """A bench JSON as the report shows it: what it was measured on, the command that measures it
-    again, and a row per mode."""
+    again, and a row per mode (per stack size, for ``bench --stack``)."""
+    p, stack = result["parameters"], result.get("kind") == "stack"
     cuda = f", CUDA {result['cuda']}" if result.get("cuda") else ""
-    lines = [f"`{path}`: {result['hardware']}, torch {result['torch']}{cuda}, batch "
-             f"{result['parameters']['batch_size']}, {result['created'][:16]}. "
-             f"Rerun: `{rerun_command(result, path)}`", "",
-             "| mode | ms/step | GEMM floor | images/s | s/epoch | 30 epochs | vs my_utils | test acc "
+    batch = f"{p['batch_size']} per run, {p['precision']}, {p['steps']} timed steps" if stack \
+        else p["batch_size"]
+    return "\n".join([f"`{path}`: {result['hardware']}, torch {result['torch']}{cuda}, batch {batch}, "
+                      f"{result['created'][:16]}. Rerun: `{rerun_command(result, path)}`", "",
+                      *(_stack_rows if stack else _mode_rows)(result["rows"])]) + "\n"
+
+
+def _mode_rows(rows):
+    lines = ["| mode | ms/step | GEMM floor | images/s | s/epoch | 30 epochs | vs my_utils | test acc "
              "| measured |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
+    for r in rows:
         floor = r.get("matmul_floor_ms_per_step")
         delta = "" if r.get("acc_vs_fp32") is None else f" ({100 * r['acc_vs_fp32']:+.2f} vs fp32)"
         lines.append(f"| {r['mode']} | {_figure(r['ms_per_step'], 1)} | "
@@ -388,18 +418,31 @@ def markdown_table(result, path):
                      f"{_figure(r['epoch_s'], 2)} | {_duration(r['protocol_30_s'])} | "
                      f"{r['speedup_vs_my_utils']:.2f}× | {100 * r['final_test_acc']:.2f} %{delta} | "
                      f"{r['measured']} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _stack_rows(rows):
+    return ["| runs stacked | ms/step | ms per run-step | images/s | time vs 1 run | throughput vs 1 |",
+            "|---|---|---|---|---|---|"] + [
+        f"| {r['runs']} | {r['ms_per_step']:.2f} | {r['ms_per_run_step']:.2f} | {r['images_per_s']:,.0f} "
+        f"| {_ratio(r['time_vs_one'])} | {_ratio(r['throughput_vs_one'])} |" for r in rows]
 
 
 def rerun_command(result, path):
     """The bench command line that wrote ``result`` to ``path``: every option off its default."""
-    p, defaults = result["parameters"], inspect.signature(run).parameters
+    p, stack = result["parameters"], result.get("kind") == "stack"
+    defaults = inspect.signature(run_stacks if stack else run).parameters
     device = torch.device(result["device"])
     args = ["python3 -m nbutils bench", f"--device {device}"]
-    shown = ("epochs", "baseline_epochs") if p["epochs"] else ("steps", "eval_images")
+    shown = ("epochs", "baseline_epochs") if p.get("epochs") else ("steps", "eval_images")
+    if stack:  # its steps always shown, and its file
+        args.append(f"--stack {','.join(map(str, p['sizes']))} --steps {p['steps']}")
+        shown = ("precision",)
     for name in shown + ("batch_size",):
         if p.get(name) is not None and p[name] != defaults[name].default:
             args.append(f"--{name.replace('_', '-')} {p[name]}")
+    if stack:
+        return " ".join(args + [f"--out {path}"])
     modes = [r["mode"] for r in result["rows"]]
     if modes != _modes_for(device, MODES):
         args.append(f"--modes {','.join(modes)}")
@@ -412,6 +455,10 @@ def rerun_command(result, path):
 
 def _figure(x, decimals):
     return f"{x:,.0f}" if x >= 100 else f"{x:.{decimals}f}"
+
+
+def _ratio(x):
+    return "–" if x is None else f"{x:.2f}×"
 
 
 def _duration(seconds):
@@ -479,7 +526,7 @@ def main(argv=None):
                         help="on a CPU, time the fast modes with nbutils.tools.cpu's kernels instead "
                              "of torch's own modules")
     parser.add_argument("--stack", default=None, metavar="K,K,...",
-                        help="time stacks of K runs instead (nbutils.tools.stack_bench), into "
+                        help="time stacks of K runs instead (run_stacks, nbutils.tools.stack), into "
                              "reports/bench/stack-<device>.json")
     parser.add_argument("--precision", default="fp32", help="of the stacks: fp32, tf32 or bf16")
     parser.add_argument("--profile", default=None, metavar="MODE",
@@ -502,7 +549,11 @@ def main(argv=None):
             profile(args.profile, args.device, batch_size=args.batch_size)
             return
         if args.stack:
-            run_stacks(args)
+            try:
+                sizes = [int(k) for k in args.stack.split(",") if k]
+            except ValueError:
+                raise ValueError(f"--stack must be comma-separated integers, got {args.stack!r}") from None
+            run_stacks(args.device, sizes, args.steps, args.precision, args.batch_size, args.out)
             return
         run(args.device, args.steps, args.eval_images, args.epochs,
             [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
