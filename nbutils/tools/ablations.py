@@ -41,22 +41,18 @@ def _stats(values):
 def _metrics_for(claim, overrides, seed, finished, base_params):
     """One run's numbers for one row, or None (for ``epochs``: the prefix of the longest run), with
     what its history adds: ``late`` (:func:`_late`) and ``lr_cut`` (:func:`_lr_was_cut`)."""
-    if claim.key == "epochs":
-        (label, long_run), = variants_to_run(claim)
-        m = finished.get(spec_key(run_spec(label, dict(long_run), seed, base_params)))
-        if m is None:
-            return None
-        history = _history(m)
-        prefix = history[:overrides["epochs"]]
-        m = dict(m, final_test_acc=prefix[-1]["test_acc"],
-                 max_test_acc=max(r["test_acc"] for r in prefix),
-                 train_seconds=m["train_seconds"] * len(prefix) / len(history))
-        history = prefix
-    else:
-        m = finished.get(spec_key(run_spec("", dict(overrides), seed, base_params)))
-        if m is None:
-            return None
-        history = _history(m)
+    epochs = overrides["epochs"] if claim.key == "epochs" else None
+    if epochs:
+        (_, overrides), = variants_to_run(claim)  # the longest run, whose first epochs are this row's
+    m = finished.get(spec_key(run_spec("", dict(overrides), seed, base_params)))
+    if m is None:
+        return None
+    history = _history(m)
+    if epochs:
+        full, history = history, history[:epochs]
+        m = dict(m, final_test_acc=history[-1]["test_acc"],
+                 max_test_acc=max(r["test_acc"] for r in history),
+                 train_seconds=m["train_seconds"] * len(history) / len(full))
     return dict(m, late=_late(history), lr_cut=_lr_was_cut(history))
 
 
@@ -88,19 +84,20 @@ def summarize(claim, seeds, root: Path, base_params, partial=False):
             if partial:
                 continue
             return None
-        final, final_sd = _stats([m["final_test_acc"] for m in found])
+        finals, cuts = [m["final_test_acc"] for m in found], [m["lr_cut"] for m in found]
+        final, final_sd = _stats(finals)
         top, top_sd = _stats([m.get("max_test_acc") for m in found])
         seconds, _ = _stats([m["train_seconds"] for m in found])
         late, late_sd = _stats([m["late"][0] for m in found])
         swing, _ = _stats([m["late"][1] for m in found])
         rows.append(dict(label=label, n=len(found), final=final, final_sd=final_sd, max=top,
                          max_sd=top_sd, seconds=seconds, late=late, late_sd=late_sd, swing=swing,
-                         finals=[m["final_test_acc"] for m in found],
+                         finals=finals,
                          runs=[Path(m["folder"]).name for m in found],
                          ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
                          jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
                          stack=max((m.get("stack") or 1) for m in found),
-                         lr_cut=_count(m["lr_cut"] for m in found)))
+                         lr_cut=None if None in cuts else sum(cuts)))  # None: a run without history
     return rows or None
 
 
@@ -110,12 +107,6 @@ def _lr_was_cut(history):
         return None
     lrs = [r["lr"] for r in history if r.get("lr") is not None]
     return bool(lrs) and min(lrs) < lrs[0]
-
-
-def _count(flags):
-    """How many are True, or None if any is unknown."""
-    flags = list(flags)
-    return None if None in flags else sum(flags)
 
 
 def _ran_on(metrics):
@@ -209,12 +200,11 @@ def table_notes(rows):
     ran_on = "; ".join(sorted({e for r in rows for e in r["ran_on"]}))
     text = f"Trained on {ran_on}."
     unknown = [r["label"] for r in rows if r["jobs"] == 0]
-    shared = [r for r in rows if r["jobs"] > 1]
     if unknown:
         text += (f" \\* {', '.join(unknown)}: these runs trained before the sweep recorded how many "
                  f"runs shared the device, so their time may be inflated (the sweep's log in "
                  f"reports/gpu-check/ says).")
-    for r in shared:
+    for r in (r for r in rows if r["jobs"] > 1):
         text += (f" \\* {r['label']}: {r['jobs']} runs shared the device at a time, so its time is "
                  f"inflated about {r['jobs']}-fold.")
     for r in (r for r in rows if r.get("stack", 1) > 1):
@@ -231,11 +221,10 @@ def stack_comparison(stacked_root: Path, single_root: Path):
     def setting(key):  # what a run computes but for its seed
         return json.dumps(dict(json.loads(key), seed=None), sort_keys=True)
 
-    alone = {}
+    alone, pairs = {}, {}
     for key, m in finished_runs(Path(single_root)).items():
         if (m.get("stack") or 1) == 1:
             alone.setdefault(setting(key), {})[m["seed"]] = m
-    pairs = {}
     for key, m in finished_runs(Path(stacked_root)).items():
         if (m.get("stack") or 1) > 1 and setting(key) in alone:
             pairs.setdefault(setting(key), []).append(m)
@@ -252,8 +241,7 @@ def stack_comparison(stacked_root: Path, single_root: Path):
         others = [m["final_test_acc"] for m in alone[key].values()]
         finals = [m["final_test_acc"] for m in stacked]
         (a, a_sd), (b, b_sd) = _stats(others), _stats(finals)
-        same_seed = [alone[key][m["seed"]]["final_test_acc"] if m["seed"] in alone[key] else None
-                     for m in stacked]
+        same_seed = [alone[key].get(m["seed"], {}).get("final_test_acc") for m in stacked]
         inside = sum(min(others) <= v <= max(others) for v in finals)
         lines.append(f"| {stacked[0]['label']} | {', '.join(str(m['seed']) for m in stacked)} | "
                      f"{pct(same_seed)} | {pct(finals)} | {100 * a:.2f} ± {100 * a_sd:.2f} ({len(others)} runs) | "
@@ -313,18 +301,16 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
             continue
         done = {r["label"] for r in rows}
         missing = [label for label, _ in claim.variants if label not in done]
+        entry = report["claims"][claim.key] = dict(statement=claim.statement, verdict=None, rows=rows)
+        table = [format_table(claim, rows), "", table_notes(rows), ""]
         if missing:  # no verdict, which compares every row; the rows that have all their seeds
             # are shown, since one can answer its own question (the recipe's first, against 93 %)
-            text += [_partial_note(missing), "", format_table(claim, rows), "", table_notes(rows), ""]
-            report["claims"][claim.key] = dict(statement=claim.statement, verdict=None, rows=rows,
-                                               missing=missing)
+            entry["missing"] = missing
+            text += [_partial_note(missing), "", *table]
             continue
-        said = verdict(claim, rows)
+        entry["verdict"] = verdict(claim, rows)
         plot_claim(claim, rows, root / f"{claim.key}.png")
-        text += [format_table(claim, rows), "", table_notes(rows), "",
-                 f"**Verdict:** {said}", "",
-                 f"![{claim.key}]({claim.key}.png)", ""]
-        report["claims"][claim.key] = dict(statement=claim.statement, verdict=said, rows=rows)
+        text += [*table, f"**Verdict:** {entry['verdict']}", "", f"![{claim.key}]({claim.key}.png)", ""]
     write_readme(root, "\n".join(text))
     atomic_write_json(root / "ablations.json", report)
     return report

@@ -66,14 +66,11 @@ def collect(root=None):
     root = Path(root) if root else reports_root()
     rows = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
-        state = run_state(folder)
-        metrics_path = folder / "metrics.json"
-        if not metrics_path.exists():
-            if state in ("failed", "interrupted"):
-                rows.append({"run": folder.name, "status": state})
-            continue
-        rows.append(dict(_numbers(json.loads(metrics_path.read_text())), run=folder.name,
-                         status=state))
+        state, metrics = run_state(folder), folder / "metrics.json"
+        if metrics.exists():
+            rows.append(dict(_numbers(json.loads(metrics.read_text())), run=folder.name, status=state))
+        elif state in ("failed", "interrupted"):
+            rows.append({"run": folder.name, "status": state})
     return rows
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ import traceback
 from pathlib import Path
 
 import papermill as pm
+from papermill.cli import _resolve_type
 import yaml
 
 from ..data import verify_fashion_mnist
@@ -52,26 +52,15 @@ def read_parameters_file(path):
         raise ValueError(f"parameters file {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"parameters file {path} is not valid YAML: {e}") from None
-    if values is None:  # an empty file sets nothing
-        return {}
-    if not isinstance(values, dict):
+    if not isinstance(values, (dict, type(None))):
         raise ValueError(f"parameters file {path} must map parameter names to values "
                          f"(`epochs: 10`), got a {type(values).__name__}")
-    return values
+    return values or {}  # an empty file sets nothing
 
 
-def parse_value(text):
-    """``-p lr 5e-4`` → 0.0005, as papermill's own ``-p`` reads a value: True, False and None by
-    name, then an int, then a float, else the text. (Not YAML, which keeps ``5e-4`` a string.)"""
-    named = {"True": True, "False": False, "None": None}
-    if text in named:
-        return named[text]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+# ``-p lr 5e-4`` → 0.0005: a value read as papermill's own ``-p`` reads it, True, False and None by
+# name, then an int, then a float, else the text (not YAML, which keeps ``5e-4`` a string).
+parse_value = _resolve_type
 
 
 def check_name(name):
@@ -104,15 +93,13 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
     params = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
     verify_fashion_mnist(params.data_root)  # a missing or corrupt file stops here, not in 01
-    injected = dict(overrides, profile=profile)
     name = name or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = (Path(root) if root else reports_root()) / name
-    status = read_status(folder)
-    if status and status.get("state") == "finished":
+    if (read_status(folder) or {}).get("state") == "finished":
         raise ValueError(f"{folder} holds a finished run; choose another --name (results are never "
                          f"overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
-    injected["run_dir"] = str(folder)
+    injected = dict(overrides, profile=profile, run_dir=str(folder))
     return resolve(**injected), folder, injected
 
 
