@@ -3,9 +3,10 @@
 The core, which notebooks 01-05 use: ``coursework`` (generated from the notebooks' ``#@save`` cells by
 ``python3 -m nbutils export``), the my_utils port (``data``, ``plotting``, ``train``, ``devices``,
 ``metrics``, ``d2l``) and what the notebooks' training call takes beyond my_utils (``fast``,
-``checkpoint``), with ``saved`` (the ``#@save`` cells), ``params``, ``runs`` (run folders),
-``trained`` (what notebook 05 reads), ``estimate`` (the CPU's time, before training), ``shapes``,
-``paths`` and ``io``. The commands and experiments (the papermill runner, results, bench, the CPU
+``checkpoint``), with ``saved`` (the ``#@save`` cells), ``runs`` (a run: what it computes, where it
+runs, its folder), ``params`` (the profiles and the checks that make a run), ``trained`` (what
+notebook 05 reads), ``estimate`` (the CPU's time, before training), ``shapes``, ``paths`` and
+``io``. The commands and experiments (the papermill runner, results, bench, the CPU
 kernels, sweep, ablations, recipe and its trainer, stacks, export) live apart in
 :mod:`nbutils.tools`, which depends on the core and never the reverse.
 
@@ -40,9 +41,10 @@ EXPORTS = {
               "predict_ch3", "train_ch3", "train_epoch_ch3"],
     "fast": ["FastTrainer", "tune_cpu_allocator"],
     "checkpoint": ["Checkpoint", "CheckpointMismatch", "model_identity"],
-    "params": ["Params", "describe", "from_namespace", "resolve"],
-    "runs": ["archive", "environment", "hardware", "headline", "make_loaders", "run_checkpoint",
-             "run_folder", "run_identity", "save_run", "write_history"],
+    "params": ["describe", "from_namespace", "resolve"],
+    "runs": ["Env", "Run", "archive", "as_dict", "environment", "from_dict", "hardware", "headline",
+             "make_loaders", "run_checkpoint", "run_folder", "run_identity", "save_run",
+             "write_history"],
     "trained": ["load_or_train", "load_trained", "write_metrics"],
     "estimate": ["time_training_step", "warn_if_slow"],
     "paths": ["checkout", "data_root", "notebooks_dir", "reports_root"],

@@ -111,7 +111,7 @@ class Checkpoint:
 
     It holds the model, the optimizer, the scheduler, the history so far, every random state (torch,
     CUDA, Python, NumPy) and the training loader's shuffling, so that a resumed run continues exactly
-    as an uninterrupted one would. ``params``: what the run computes (``Params.training_dict()``,
+    as an uninterrupted one would. ``params``: what the run computes (:func:`~nbutils.runs.run_identity`,
     with :func:`model_identity` for a run of the notebooks); a checkpoint made with other code or
     parameters is refused, never mixed in. ``resume=False`` starts over and replaces the file at the
     first epoch's end.

@@ -98,25 +98,26 @@ def make_scheduler(optimizer, patience=15):
                                                       patience=patience, threshold=1e-8)
 
 
-def build(params, device="cpu"):
+def build(run, device="cpu"):
     """The report's model, loss, optimizer and scheduler, from a run's parameters."""
-    torch.manual_seed(params.seed)
-    net = init_weights(NeuralNetwork(params.patch_size), params.init).to(device)
+    torch.manual_seed(run.seed)
+    net = init_weights(NeuralNetwork(run.patch_size), run.init).to(device)
     loss = nn.CrossEntropyLoss()
-    optimizer = make_optimizer(net, params.optimizer, params.lr, params.weight_decay)
-    return net, loss, optimizer, make_scheduler(optimizer, params.patience)
+    optimizer = make_optimizer(net, run.optimizer, run.lr, run.weight_decay)
+    return net, loss, optimizer, make_scheduler(optimizer, run.patience)
 
 
-def train_run(params, folder, animator=None):
-    """This notebook's training of one run, its checkpoint in `folder`: returns `(net, history)`."""
-    device = resolve_device(params.device)
-    fast = use_fast_path(params.fast, device)  # "auto": the fast path on a GPU
+def train_run(run, env, folder, animator=None):
+    """This notebook's training of `run` where `env` says, its checkpoint in `folder`: returns
+    `(net, history)`."""
+    device = resolve_device(env.device)
+    fast = use_fast_path(env.fast, device)  # "auto": the fast path on a GPU
     # The fast path keeps the data in the device's memory; my_utils' loop reads it through DataLoaders.
-    train_iter, test_iter = make_loaders(params, device, fast)
-    net, loss, optimizer, scheduler = build(params, device)
-    trainer = FastTrainer(net, loss, optimizer, device, params.precision,
-                          graphs=False if params.fast == "eager" else None) if fast else None
-    checkpoint = run_checkpoint(folder, params, net)  # resumes this very run, or starts over
-    history = train_ch3(net, train_iter, test_iter, loss, params.epochs, optimizer, scheduler, device,
+    train_iter, test_iter = make_loaders(run, env.data_root, device, fast)
+    net, loss, optimizer, scheduler = build(run, device)
+    trainer = FastTrainer(net, loss, optimizer, device, run.precision,
+                          graphs=False if env.fast == "eager" else None) if fast else None
+    checkpoint = run_checkpoint(folder, run, env, net)  # resumes this very run, or starts over
+    history = train_ch3(net, train_iter, test_iter, loss, run.epochs, optimizer, scheduler, device,
                         animator=animator, trainer=trainer, checkpoint=checkpoint)
     return net, history

@@ -1,13 +1,16 @@
-"""Run parameters: the profiles, and one validation that every entry point shares.
+"""A run's parameters as notebooks, papermill and the commands give them: the profiles that fill
+them, and one validation that every entry point shares, which makes the two typed values of
+:mod:`nbutils.runs`: what the run computes (:class:`~nbutils.runs.Run`) and where it runs
+(:class:`~nbutils.runs.Env`).
 
 A notebook's ``parameters`` cell holds plain literals (papermill overrides them); the next cell calls
-:func:`from_namespace`. A value given (typed into the cell, or by papermill) always holds; ``None``
-takes the profile's value, and the report's default where the profile says nothing. Every value is
-checked before any expensive work, with a message naming the parameter and what is allowed.
+:func:`from_namespace`, which gives the two values. A value given (typed into the cell, or by
+papermill) always holds; ``None`` takes the profile's value, and the report's default where the
+profile says nothing. Every value is checked before any expensive work, with a message naming the
+parameter and what is allowed.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import tempfile
@@ -19,51 +22,17 @@ from .coursework import INITS, OPTIMIZERS
 from .data import N_TEST, N_TRAIN
 from .devices import resolve_device, use_fast_path
 from .fast import PRECISIONS
+from .runs import FIELDS, RUN_FIELDS, TRAINING_KEYS, Env, Run, as_dict, from_dict
 from .saved import check_fresh
 
-__all__ = ["PROFILES", "Params", "TRAINING_KEYS", "describe", "from_namespace", "load_profile",
-           "resolve"]
+__all__ = ["DEFAULTS", "PROFILES", "TRAINING_KEYS", "Env", "Run", "as_dict", "describe", "from_dict",
+           "from_namespace", "load_profile", "resolve"]  # Run, Env and their dicts: nbutils.runs
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 PROFILES = tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
 
 
-@dataclasses.dataclass(frozen=True)
-class Params:
-    """Everything a run depends on. The defaults are the report's protocol (the ``seed`` profile)."""
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.001
-    weight_decay: float = 0.0005
-    optimizer: str = "adam"
-    init: str = "kaiming_uniform"
-    patience: int = 15
-    seed: int = 0
-    patch_size: int = 4
-    train_subset: int = 0      # 0: all 60,000 training images
-    test_subset: int = 0       # 0: all 10,000 test images
-    device: str = "auto"       # "auto", "cpu", "cuda", "cuda:N"
-    fast: str = "auto"         # "auto" (the fast path on CUDA), "on", "eager" (no graphs), "off" (my_utils)
-    precision: str = "fp32"    # "fp32", "tf32", "bf16" (autocast); only fp32 is sensible on CPU
-    data_root: str = ""        # "": $NBUTILS_DATA or data/ at the repository root
-    run_dir: str = ""          # "": reports/interactive-<profile>
-    checkpoint_dir: str = ""   # "": the run folder (in Colab, point it at a mounted Drive)
-    resume: bool = True        # continue from a checkpoint made with the same parameters
-    live_plot: bool = True     # draw the live plot (only where a notebook frontend shows it)
-    profile: str = "seed"
-
-    def as_dict(self):
-        return dataclasses.asdict(self)
-
-    def training_dict(self):
-        """The parameters that change what training computes (a checkpoint must match them)."""
-        return {k: getattr(self, k) for k in TRAINING_KEYS}
-
-
-TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "init", "patience", "seed",
-                 "patch_size", "train_subset", "test_subset", "fast", "precision")
-FIELDS = {f.name: f for f in dataclasses.fields(Params)}
-DEFAULTS = Params().as_dict()
+DEFAULTS = as_dict(Run(), Env())
 # Taken from the registries themselves, so a new optimizer or init is allowed here at once.
 CHOICES = {"optimizer": tuple(OPTIMIZERS), "init": tuple(INITS), "fast": ("auto", "on", "eager", "off"),
            "precision": PRECISIONS}
@@ -75,14 +44,14 @@ def load_profile(name):
     if name not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {name!r}")
     values = yaml.safe_load(path.read_text()) or {}
-    unknown = set(values) - set(FIELDS)
+    unknown = set(values) - RUN_FIELDS
     if unknown:
         raise ValueError(f"{path}: unknown parameter(s) {sorted(unknown)}")
     return values
 
 
-def resolve(profile="", **given) -> Params:
-    """Validated :class:`Params`: the ``given`` values, then the profile's for those given as None
+def resolve(profile="", **given) -> tuple[Run, Env]:
+    """Validated ``(run, env)``: the ``given`` values, then the profile's for those given as None
     or not at all, then the report's defaults. ``profile`` "" means ``$NBUTILS_PROFILE`` or "seed"."""
     unknown = set(given) - set(FIELDS)
     if unknown:
@@ -90,34 +59,34 @@ def resolve(profile="", **given) -> Params:
     profile = profile or os.environ.get("NBUTILS_PROFILE") or "seed"
     values = dict(DEFAULTS, **load_profile(profile), profile=profile)
     values.update({k: v for k, v in given.items() if v is not None})
-    params = Params(**{name: coerce(name, value) for name, value in values.items()})
-    check(params)
-    return params
+    run, env = from_dict({name: coerce(name, value) for name, value in values.items()})
+    check(run, env)
+    return run, env
 
 
-def from_namespace(namespace, log=print) -> Params:
+def from_namespace(namespace, log=print) -> tuple[Run, Env]:
     """:func:`resolve` from a notebook's globals (the parameters cell's names, whatever else is
     there), saying which values the profile filled in. A kernel still holding ``#@save`` code from
     before an edit stops here (:func:`~nbutils.saved.check_fresh`), before any work."""
     check_fresh()
     given = {k: namespace[k] for k in FIELDS if k in namespace and k != "profile"}
-    params = resolve(namespace.get("profile", ""), **given)
-    filled = {k: getattr(params, k) for k, v in given.items() if v is None}
-    log(f"profile {params.profile!r}" + (": " + ", ".join(f"{k}={v!r}" for k, v in filled.items())
-                                         + " from the profile" if filled else ""))
-    return params
+    run, env = resolve(namespace.get("profile", ""), **given)
+    filled = {k: getattr(run, k) for k, v in given.items() if v is None and k in RUN_FIELDS}
+    log(f"profile {run.profile!r}" + (": " + ", ".join(f"{k}={v!r}" for k, v in filled.items())
+                                      + " from the profile" if filled else ""))
+    return run, env
 
 
-def describe(params) -> str:
+def describe(run: Run) -> str:
     """One line on what a run trained: a smoke run is labelled as the pipeline check it is."""
-    images = f"{params.train_subset or N_TRAIN:,} training images"
-    tests = f"{params.test_subset or N_TEST:,} test images"
-    what = (f"{params.epochs} epoch{'s' * (params.epochs != 1)} on {images} ({tests}), "
-            f"{params.optimizer} lr {params.lr:g}, batch {params.batch_size}, seed {params.seed}")
-    if params.profile == "smoke":
+    images = f"{run.train_subset or N_TRAIN:,} training images"
+    tests = f"{run.test_subset or N_TEST:,} test images"
+    what = (f"{run.epochs} epoch{'s' * (run.epochs != 1)} on {images} ({tests}), "
+            f"{run.optimizer} lr {run.lr:g}, batch {run.batch_size}, seed {run.seed}")
+    if run.profile == "smoke":
         return (f"smoke profile, a pipeline check: {what}. Its numbers only show that the code "
                 f"runs; they mean nothing about the model.")
-    return f"profile {params.profile!r}: {what}"
+    return f"profile {run.profile!r}: {what}"
 
 
 def coerce(name, value):
@@ -154,31 +123,33 @@ def yaml_hint(value):
     return ""
 
 
-def check(p: Params):
+def check(run: Run, env: Env):
     def need(ok, message):
         if not ok:
             raise ValueError(message)
 
-    need(p.epochs >= 1, f"epochs must be >= 1, got {p.epochs}")
-    need(p.batch_size >= 1, f"batch_size must be >= 1, got {p.batch_size}")
-    need(math.isfinite(p.lr) and p.lr > 0, f"lr must be a finite number > 0, got {p.lr}")
-    need(math.isfinite(p.weight_decay) and p.weight_decay >= 0,
-         f"weight_decay must be a finite number >= 0, got {p.weight_decay}")
-    need(p.patience >= 0, f"patience must be >= 0, got {p.patience}")
-    need(p.seed >= 0, f"seed must be >= 0, got {p.seed}")
-    need(0 <= p.train_subset <= N_TRAIN, f"train_subset must be 0 (all) to {N_TRAIN}, got {p.train_subset}")
-    need(0 <= p.test_subset <= N_TEST, f"test_subset must be 0 (all) to {N_TEST}, got {p.test_subset}")
-    need(p.patch_size >= 1 and 28 % p.patch_size == 0,
-         f"patch_size must divide 28: one of [1, 2, 4, 7, 14, 28], got {p.patch_size}")
+    need(run.epochs >= 1, f"epochs must be >= 1, got {run.epochs}")
+    need(run.batch_size >= 1, f"batch_size must be >= 1, got {run.batch_size}")
+    need(math.isfinite(run.lr) and run.lr > 0, f"lr must be a finite number > 0, got {run.lr}")
+    need(math.isfinite(run.weight_decay) and run.weight_decay >= 0,
+         f"weight_decay must be a finite number >= 0, got {run.weight_decay}")
+    need(run.patience >= 0, f"patience must be >= 0, got {run.patience}")
+    need(run.seed >= 0, f"seed must be >= 0, got {run.seed}")
+    need(0 <= run.train_subset <= N_TRAIN,
+         f"train_subset must be 0 (all) to {N_TRAIN}, got {run.train_subset}")
+    need(0 <= run.test_subset <= N_TEST, f"test_subset must be 0 (all) to {N_TEST}, got {run.test_subset}")
+    need(run.patch_size >= 1 and 28 % run.patch_size == 0,
+         f"patch_size must divide 28: one of [1, 2, 4, 7, 14, 28], got {run.patch_size}")
     for name, allowed in CHOICES.items():
-        need(getattr(p, name) in allowed, f"{name} must be one of {list(allowed)}, got {getattr(p, name)!r}")
-    device = resolve_device(p.device)  # raises for "cuda" without CUDA
-    need(p.precision == "fp32" or use_fast_path(p.fast, device),
-         f"precision={p.precision!r} needs the fast path, which is off here (fast={p.fast!r} on "
+        value = getattr(run if name in RUN_FIELDS else env, name)
+        need(value in allowed, f"{name} must be one of {list(allowed)}, got {value!r}")
+    device = resolve_device(env.device)  # raises for "cuda" without CUDA
+    need(run.precision == "fp32" or use_fast_path(env.fast, device),
+         f"precision={run.precision!r} needs the fast path, which is off here (fast={env.fast!r} on "
          f"{device.type}); set fast='on' (mixed precision is never chosen silently on a CPU)")
     for name in ("run_dir", "checkpoint_dir"):
-        if getattr(p, name):
-            check_writable(name, Path(getattr(p, name)).expanduser())
+        if getattr(env, name):
+            check_writable(name, Path(getattr(env, name)).expanduser())
 
 
 def check_writable(name, folder: Path):

@@ -1,5 +1,7 @@
-"""Run folders: where a run's parameters, checkpoint, history, model and figures go, what they must
-match to be resumed, and the loaders of a run.
+"""A run: what it computes (:class:`Run`) and where it runs (:class:`Env`), its folder, where its
+parameters, checkpoint, history, model and figures go, what they must match to be resumed, and its
+loaders. Files (``params.json``, a sweep's specs) hold the two values as one flat dict
+(:func:`as_dict`, :func:`from_dict`); :mod:`nbutils.params` makes and checks them.
 
 A run folder holds ``params.json``, ``checkpoint.pt`` (every epoch), ``model.pt``,
 ``history.csv``/``history.json``, ``metrics.json`` (:mod:`nbutils.trained`), ``figures/*.png`` and,
@@ -9,6 +11,7 @@ the coursework's code, which uses it (notebook 04's ``train_run``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import platform
@@ -26,19 +29,69 @@ from .io import atomic_write_json, atomic_write_text
 from .paths import reports_root
 from .train import History
 
-__all__ = ["archive", "environment", "hardware", "headline", "make_loaders", "run_checkpoint",
-           "run_folder", "run_identity", "save_run", "write_history"]
+__all__ = ["Env", "Run", "archive", "as_dict", "environment", "from_dict", "hardware", "headline",
+           "make_loaders", "run_checkpoint", "run_folder", "run_identity", "save_run", "write_history"]
 
 RESULTS = ("model.pt", "history.csv", "history.json", "metrics.json", CHECKPOINT)
 
 
-def run_folder(params) -> Path:
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a run computes, so what its numbers mean. The defaults are the report's protocol (the
+    ``seed`` profile)."""
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.001
+    weight_decay: float = 0.0005
+    optimizer: str = "adam"
+    init: str = "kaiming_uniform"
+    patience: int = 15
+    seed: int = 0
+    patch_size: int = 4
+    train_subset: int = 0      # 0: all 60,000 training images
+    test_subset: int = 0       # 0: all 10,000 test images
+    precision: str = "fp32"    # "fp32", "tf32", "bf16" (autocast; the fast path only)
+    profile: str = "seed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Env:
+    """Where a run trains, where its files go, and what it shows. None of it changes the numbers but
+    the loop (``fast``), which a run's identity records as it ran (:func:`~nbutils.runs.run_identity`)."""
+    device: str = "auto"       # "auto", "cpu", "cuda", "cuda:N"
+    fast: str = "auto"         # "auto" (the fast path on CUDA), "on", "eager" (no graphs), "off" (my_utils)
+    data_root: str = ""        # "": $NBUTILS_DATA or data/ at the repository root
+    run_dir: str = ""          # "": reports/interactive-<profile>
+    checkpoint_dir: str = ""   # "": the run folder (in Colab, point it at a mounted Drive)
+    resume: bool = True        # continue from a checkpoint made with the same parameters
+    live_plot: bool = True     # draw the live plot (only where a notebook frontend shows it)
+
+
+FIELDS = {f.name: f for cls in (Run, Env) for f in dataclasses.fields(cls)}
+RUN_FIELDS = {f.name for f in dataclasses.fields(Run)}
+# What a run's checkpoint, model and sweep key must match: its values, the loop that ran them.
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "init", "patience", "seed",
+                 "patch_size", "train_subset", "test_subset", "fast", "precision")
+
+
+def as_dict(run: Run, env: Env) -> dict:
+    """Both values as one flat dict: what ``params.json`` and a sweep's spec hold."""
+    return dict(dataclasses.asdict(run), **dataclasses.asdict(env))
+
+
+def from_dict(values: dict) -> tuple[Run, Env]:
+    """``(run, env)`` from a flat dict such as ``params.json``; the names of neither are left out."""
+    return (Run(**{k: v for k, v in values.items() if k in RUN_FIELDS}),
+            Env(**{k: v for k, v in values.items() if k in FIELDS and k not in RUN_FIELDS}))
+
+
+def run_folder(run: Run, env: Env) -> Path:
     """The run folder (created): ``run_dir``, else ``<reports>/interactive-<profile>``. With
     ``resume=False`` a previous run's results there are moved to ``previous/<time>/``, never deleted."""
-    folder = Path(params.run_dir).expanduser() if params.run_dir else \
-        reports_root() / f"interactive-{params.profile}"
+    folder = Path(env.run_dir).expanduser() if env.run_dir else \
+        reports_root() / f"interactive-{run.profile}"
     (folder / "figures").mkdir(parents=True, exist_ok=True)
-    if not params.resume and any((folder / name).exists() for name in RESULTS):
+    if not env.resume and any((folder / name).exists() for name in RESULTS):
         print(f"resume=False: the previous results were moved to {archive(folder)}")
     return folder
 
@@ -56,22 +109,22 @@ def archive(folder, *extra) -> Path:
     return into
 
 
-def run_identity(params, net) -> dict:
+def run_identity(run: Run, env: Env, net) -> dict:
     """What a run's checkpoint and model must match: the parameters that change what training
     computes, and the model's code (:func:`~nbutils.checkpoint.model_identity`). ``fast`` is the loop
     that runs, not the word asked for: "auto" is the fast path on a GPU and my_utils' loop on a CPU,
     so a run the one began is never continued by the other."""
-    ran = use_fast_path(params.fast, resolve_device(params.device))
-    return dict(params.training_dict(), fast=ran, **model_identity(net))
+    values = dict(dataclasses.asdict(run), fast=use_fast_path(env.fast, resolve_device(env.device)))
+    return dict({k: values[k] for k in TRAINING_KEYS}, **model_identity(net))
 
 
-def run_checkpoint(folder, params, net, log=print) -> Checkpoint:
+def run_checkpoint(folder, run: Run, env: Env, net, log=print) -> Checkpoint:
     """The checkpoint of the run in ``folder`` (kept in ``checkpoint_dir`` if one is given), for
     ``train_ch3(checkpoint=...)``. A checkpoint or model there made by other code or parameters is
     never resumed: the folder's results move to ``previous/``, this run starts over, and it says so."""
     folder = Path(folder)
-    checkpoint = Checkpoint(Path(params.checkpoint_dir or folder) / CHECKPOINT,
-                            run_identity(params, net), params.resume, log)
+    checkpoint = Checkpoint(Path(env.checkpoint_dir or folder) / CHECKPOINT,
+                            run_identity(run, env, net), env.resume, log)
     why = checkpoint.mismatch() or trained_mismatch(folder, checkpoint.params)
     if why:
         moved = archive(folder, *[checkpoint.path] * (checkpoint.path.parent != folder))
@@ -88,25 +141,26 @@ def trained_mismatch(folder: Path, identity: dict) -> str:
     return mismatch(saved.get("identity", {}), identity)
 
 
-def make_loaders(params, device, fast=True):
-    """``(train_iter, test_iter)`` for ``params``: for the fast path, held in ``device``'s memory
-    (:class:`~nbutils.data.DeviceLoader`); for my_utils' loop, its DataLoaders."""
-    kw = dict(root=params.data_root, train_subset=params.train_subset,
-              test_subset=params.test_subset, seed=params.seed)
+def make_loaders(run: Run, data_root, device, fast=True):
+    """``(train_iter, test_iter)`` of ``run``, from ``data_root`` ("": the default folder): for the
+    fast path, held in ``device``'s memory (:class:`~nbutils.data.DeviceLoader`); for my_utils'
+    loop, its DataLoaders."""
+    kw = dict(root=data_root, train_subset=run.train_subset, test_subset=run.test_subset,
+              seed=run.seed)
     if fast:
         return load_data_fashion_mnist_device(
-            params.batch_size, device, eval_batch_size=max(params.batch_size, EVAL_BATCH_SIZE), **kw)
-    return load_data_fashion_mnist(params.batch_size, normalize=True, **kw)
+            run.batch_size, device, eval_batch_size=max(run.batch_size, EVAL_BATCH_SIZE), **kw)
+    return load_data_fashion_mnist(run.batch_size, normalize=True, **kw)
 
 
-def save_run(folder, net, history, params, animator=None):
+def save_run(folder, net, history, run: Run, env: Env, animator=None):
     """A trained run's ``model.pt``, ``history.json``/``.csv``, ``params.json`` and, with its
     animator, ``figures/training.png``: what notebook 05 reads back."""
     folder = Path(folder)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"model": net.state_dict(), "params": params.as_dict(),
-                       "identity": run_identity(params, net)}, folder / "model.pt")
-    atomic_write_json(folder / "params.json", params.as_dict())
+    atomic_torch_save({"model": net.state_dict(), "params": as_dict(run, env),
+                       "identity": run_identity(run, env, net)}, folder / "model.pt")
+    atomic_write_json(folder / "params.json", as_dict(run, env))
     write_history(folder, history)
     if animator:
         animator.save(folder / "figures" / "training.png")

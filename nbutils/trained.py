@@ -11,52 +11,52 @@ from .checkpoint import CheckpointMismatch, mismatch, model_identity
 from .coursework import NeuralNetwork, train_run
 from .devices import resolve_device
 from .io import atomic_write_json
-from .params import Params, describe, resolve
+from .params import describe, resolve
 from .plotting import training_animator
-from .runs import environment, headline, run_folder, save_run
+from .runs import Env, Run, environment, from_dict, headline, run_folder, save_run
 from .train import History
 
 __all__ = ["load_or_train", "load_trained", "write_metrics"]
 
 
 def load_trained(folder, device=None):
-    """``(net, history, params)`` of the model trained into ``folder``, or None if there is none."""
+    """``(net, history, run)`` of the model trained into ``folder``, or None if there is none."""
     folder = Path(folder)
     if not ((folder / "model.pt").exists() and (folder / "history.json").exists()):
         return None
     saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)
-    params = Params(**saved["params"])
-    net = NeuralNetwork(params.patch_size)
+    run, _ = from_dict(saved["params"])
+    net = NeuralNetwork(run.patch_size)
     why = mismatch(saved.get("identity", {}), model_identity(net))  # whatever loop trained it
     if why:
         raise CheckpointMismatch(f"{folder / 'model.pt'} was trained by other code ({why}); run "
                                  f"notebook 04 again to train the code as it is now")
     net.load_state_dict(saved["model"])
     history = History(json.loads((folder / "history.json").read_text()))
-    return net.to(resolve_device(device)), history, params
+    return net.to(resolve_device(device)), history, run
 
 
-def load_or_train(params: Params, folder, log=print):
+def load_or_train(run: Run, env: Env, folder, log=print):
     """Notebook 05's model: the one notebook 04 trained into ``folder``, with the parameters it was
     trained with. Without one it is trained now, so that the notebook opened alone still runs end to
     end: on a GPU the run itself (seconds on the fast path), on a CPU, where that takes hours, a smoke
-    model in ``folder/smoke-fallback``. Returns ``(net, history, trained parameters, the folder
-    its results belong in)``."""
-    trained = load_trained(folder, params.device)
+    model in ``folder/smoke-fallback``. Returns ``(net, history, the trained run, the folder its
+    results belong in)``."""
+    trained = load_trained(folder, env.device)
     if trained is not None:
         log(f"The model notebook 04 trained in {folder}, with its own parameters (params.json).")
         return (*trained, Path(folder))
-    if resolve_device(params.device).type == "cuda":
+    if resolve_device(env.device).type == "cuda":
         log(f"No trained model in {folder}: training it now, as notebook 04 would (seconds on a GPU).")
     else:
         log(f"No trained model in {folder}. Run notebook 04 first (or `python3 -m nbutils "
             f"reproduce`). So that this notebook still runs end to end, a smoke model is trained now.")
-        params = resolve("smoke", device=params.device, data_root=params.data_root,
-                         run_dir=str(Path(folder) / "smoke-fallback"), live_plot=False)
-        folder = run_folder(params)
-    net, history = train_run(params, folder, training_animator(params.epochs, live=False))
-    save_run(folder, net, history, params)
-    return net, History(history), params, Path(folder)
+        run, env = resolve("smoke", device=env.device, data_root=env.data_root,
+                           run_dir=str(Path(folder) / "smoke-fallback"), live_plot=False)
+        folder = run_folder(run, env)
+    net, history = train_run(run, env, folder, training_animator(run.epochs, live=False))
+    save_run(folder, net, history, run, env)
+    return net, History(history), run, Path(folder)
 
 
 def write_metrics(folder, history, extra=None):
@@ -67,7 +67,7 @@ def write_metrics(folder, history, extra=None):
     params = json.loads((folder / "params.json").read_text())
     identity = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)["identity"]
     metrics = dict(
-        headline(history), summary=describe(Params(**params)), params=params,
+        headline(history), summary=describe(from_dict(params)[0]), params=params,
         code={k: identity[k] for k in ("code", "model", "model_code")},
         environment=environment(params["device"]), **(extra or {}))
     atomic_write_json(folder / "metrics.json", metrics)

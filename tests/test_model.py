@@ -116,9 +116,9 @@ def test_make_optimizer_builds_the_named_optimizer_on_every_parameter():
 
 
 def test_build_is_the_reports_model_loss_optimizer_and_scheduler_seeded():
-    params = nb.resolve("seed", seed=3, patience=7, init="xavier_normal")
-    net, loss, opt, sched = nb.build(params)
-    again = nb.build(params)[0]
+    run, _ = nb.resolve("seed", seed=3, patience=7, init="xavier_normal")
+    net, loss, opt, sched = nb.build(run)
+    again = nb.build(run)[0]
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
                                                  again.state_dict().values()))
     assert isinstance(loss, nn.CrossEntropyLoss) and isinstance(opt, torch.optim.Adam)

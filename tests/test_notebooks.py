@@ -29,7 +29,7 @@ PARAMETERS = {
     "02_model.ipynb": {"profile", "patch_size"},
     "03_loss_optimizer_init.ipynb": {"profile", "lr", "weight_decay", "optimizer", "init", "seed",
                                      "patch_size", "test_subset", "data_root", "run_dir"},
-    "04_training.ipynb": set(nbutils.Params().as_dict()),
+    "04_training.ipynb": set(nbutils.as_dict(nbutils.Run(), nbutils.Env())),
     "05_evaluation.ipynb": {"profile", "device", "data_root", "run_dir"},
     "06_ablations.ipynb": {"run_sweep", "claims", "seeds", "profile", "jobs", "ablations_dir"},
     "07_recipe.ipynb": {"profile", "ingredient", "seed", "device", "precision", "train_subset",
@@ -109,11 +109,11 @@ def test_the_coursework_code_is_written_in_the_notebook_of_its_task():
     assert "ReduceLROnPlateau(" in four
     call = four[four.index("train_ch3(net,"):]
     call = call[:call.index(")\n") + 1]
-    for argument in ("train_iter, test_iter, loss, params.epochs, optimizer, scheduler, device",
+    for argument in ("train_iter, test_iter, loss, run.epochs, optimizer, scheduler, device",
                      "animator=animator", "trainer=trainer", "checkpoint=checkpoint"):
         assert argument in call
-    assert 'graphs=False if params.fast == "eager" else None' in four  # fast="eager": no CUDA graphs
-    assert "net, history = train_run(params, run, animator)" in four  # 04's program, run in 04
+    assert 'graphs=False if env.fast == "eager" else None' in four  # fast="eager": no CUDA graphs
+    assert "net, history = train_run(run, env, folder, animator)" in four  # 04's program, run in 04
     five = source("05_evaluation.ipynb")
     assert 'max(history, key=lambda record: record["test_acc"])' in five
     assert "history[-1]['test_acc']" in five

@@ -66,12 +66,19 @@ def test_unknown_profile():
 
 
 def test_profiles_and_overrides(monkeypatch):
-    assert P.resolve("seed") == P.Params()  # the seed profile is the report's protocol
-    smoke = P.resolve("smoke")
+    assert P.resolve("seed") == (P.Run(), P.Env())  # the seed profile is the report's protocol
+    smoke, _ = P.resolve("smoke")
     assert (smoke.epochs, smoke.train_subset, smoke.test_subset) == (1, 256, 1000)
-    assert P.resolve("smoke", epochs=2).epochs == 2  # a given value wins over the profile
+    assert P.resolve("smoke", epochs=2)[0].epochs == 2  # a given value wins over the profile
     monkeypatch.setenv("NBUTILS_PROFILE", "smoke")
-    assert P.resolve().profile == "smoke" and P.resolve("seed").epochs == 30
+    assert P.resolve()[0].profile == "smoke" and P.resolve("seed")[0].epochs == 30
+
+
+def test_a_run_is_what_it_computes_and_its_env_where_it_runs():
+    run, env = P.resolve("smoke", lr=0.01, device="cpu", run_dir="", live_plot=False)
+    assert (run.lr, env.device, env.live_plot) == (0.01, "cpu", False)
+    assert not hasattr(run, "device") and not hasattr(env, "lr")
+    assert P.from_dict(P.as_dict(run, env)) == (run, env)  # params.json round trip
 
 
 @pytest.mark.parametrize("given", [dict(epochs=30), dict(epochs=30, live_plot=True),
@@ -79,30 +86,30 @@ def test_profiles_and_overrides(monkeypatch):
 def test_a_given_value_holds_whatever_the_profile(given):
     """Even a value equal to the report's default: smoke used to swallow epochs=30 (1 epoch) and
     live_plot=True (no plot)."""
-    params = P.resolve("smoke", **given)
-    assert {k: getattr(params, k) for k in given} == given
+    values = P.as_dict(*P.resolve("smoke", **given))
+    assert {k: values[k] for k in given} == given
 
 
 def test_none_takes_the_profiles_value_and_the_notebook_says_which(capsys):
     namespace = dict(profile="smoke", epochs=None, train_subset=None, lr=0.01, run_sweep=True)
-    params = P.from_namespace(namespace)
-    assert (params.epochs, params.train_subset, params.test_subset, params.lr) == (1, 256, 1000, 0.01)
+    run, _ = P.from_namespace(namespace)
+    assert (run.epochs, run.train_subset, run.test_subset, run.lr) == (1, 256, 1000, 0.01)
     assert capsys.readouterr().out == "profile 'smoke': epochs=1, train_subset=256 from the profile\n"
     P.from_namespace(dict(profile="seed", epochs=5))
     assert capsys.readouterr().out == "profile 'seed'\n"
 
 
 def test_a_smoke_run_is_described_as_a_pipeline_check():
-    assert P.describe(P.resolve("smoke")).startswith("smoke profile, a pipeline check: 1 epoch on "
+    assert P.describe(P.resolve("smoke")[0]).startswith("smoke profile, a pipeline check: 1 epoch on "
                                                      "256 training images (1,000 test images)")
-    assert "mean nothing" in P.describe(P.resolve("smoke"))
-    assert P.describe(P.resolve("seed")) == ("profile 'seed': 30 epochs on 60,000 training images "
+    assert "mean nothing" in P.describe(P.resolve("smoke")[0])
+    assert P.describe(P.Run()) == ("profile 'seed': 30 epochs on 60,000 training images "
                                              "(10,000 test images), adam lr 0.001, batch 128, seed 0")
 
 
 def test_papermill_style_values_are_coerced():
-    p = P.resolve("seed", epochs=10.0, resume="false", lr=1)
-    assert (p.epochs, p.resume, p.lr) == (10, False, 1.0)
+    run_, env = P.resolve("seed", epochs=10.0, resume="false", lr=1)
+    assert (run_.epochs, env.resume, run_.lr) == (10, False, 1.0)
     assert run.parse_value("ten") == "ten" and run.parse_value("10") == 10
 
 
@@ -116,8 +123,8 @@ def test_runner_reads_p_values_as_papermill_does(text):
 
 def test_the_runner_takes_a_given_value_whatever_the_profile(tmp_path, real_root):
     """`reproduce --profile smoke -p epochs 30` simply runs 30 smoke epochs."""
-    params, _, injected = run.prepare("smoke", {"epochs": 30, "lr": 5e-4}, name="s", root=tmp_path)
-    assert (params.epochs, params.lr, params.train_subset, params.test_subset) == (30, 5e-4, 256, 1000)
+    run_, _, _, injected = run.prepare("smoke", {"epochs": 30, "lr": 5e-4}, name="s", root=tmp_path)
+    assert (run_.epochs, run_.lr, run_.train_subset, run_.test_subset) == (30, 5e-4, 256, 1000)
     assert injected["epochs"] == 30
 
 
@@ -137,9 +144,9 @@ def test_runner_refuses_an_unknown_parameter_name(tmp_path, monkeypatch, capsys)
 
 
 def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path, real_root):
-    params, folder, injected = run.prepare(overrides={"profile": "smoke", "epochs": 2}, name="p",
-                                           root=tmp_path)
-    assert (params.profile, params.epochs, params.train_subset) == ("smoke", 2, 256)
+    run_, _, folder, injected = run.prepare(overrides={"profile": "smoke", "epochs": 2}, name="p",
+                                            root=tmp_path)
+    assert (run_.profile, run_.epochs, run_.train_subset) == ("smoke", 2, 256)
     assert injected["profile"] == "smoke" and folder == tmp_path / "p"
     with pytest.raises(ValueError, match="profile is given twice: --profile seed and -p profile smoke"):
         run.prepare("seed", {"profile": "smoke"}, name="q", root=tmp_path)
@@ -148,41 +155,41 @@ def test_runner_takes_the_profile_from_p_as_papermill_would(tmp_path, real_root)
 
 def test_full_size_training_on_a_cpu_is_announced_in_hours(capsys):
     # 0.5 s a step: 469 training steps and a test pass of 10,000 / 128 / 3 step-equivalents an epoch
-    warn_if_slow(P.resolve("seed", device="cpu"), runs=2, step_seconds=0.5)
+    warn_if_slow(P.Run(), "cpu", runs=2, step_seconds=0.5)
     out = capsys.readouterr().out
     assert "2 full-size runs of 30 epochs: about 4.1 h on this CPU (a training step took 0.50 s" in out
     assert "`python3 -m nbutils reproduce --profile smoke`" in out
-    warn_if_slow(P.resolve("seed", device="cpu", batch_size=256), step_seconds=1.0)
+    warn_if_slow(P.Run(batch_size=256), "cpu", step_seconds=1.0)
     assert "1 full-size run of 30 epochs: about 2.1 h" in capsys.readouterr().out  # 248 steps
-    for quiet in (P.resolve("smoke", device="cpu"), P.resolve("seed", device="cpu", train_subset=500)):
-        warn_if_slow(quiet)
-    warn_if_slow(P.resolve("seed", device="cpu"), runs=0)
-    warn_if_slow(P.resolve("seed", device="cpu"), epochs=0)  # a resumed run with nothing left
+    for quiet in (P.resolve("smoke")[0], P.Run(train_subset=500)):
+        warn_if_slow(quiet, "cpu")
+    warn_if_slow(P.Run(), "cpu", runs=0)
+    warn_if_slow(P.Run(), "cpu", epochs=0)  # a resumed run with nothing left
     assert capsys.readouterr().out == ""
-    warn_if_slow(P.resolve("seed", device="cpu", fast="on"), epochs=12, step_seconds=0.5)  # 18 done
+    warn_if_slow(P.Run(), "cpu", epochs=12, step_seconds=0.5)  # 18 done
     assert "1 full-size run of 12 epochs: about 0.8 h" in capsys.readouterr().out
 
 
 def test_bf16_is_offered_with_its_own_measured_step_where_the_cpu_has_it_and_never_chosen(capsys,
                                                                                          monkeypatch):
-    params = P.resolve("seed", device="cpu")
-    warn_if_slow(params, step_seconds=0.5, bf16_seconds=0.2)  # 2.05 h in fp32
+    params = P.Run()
+    warn_if_slow(params, "cpu", step_seconds=0.5, bf16_seconds=0.2)  # 2.05 h in fp32
     out = capsys.readouterr().out
     assert ('This CPU has bf16 instructions: precision="bf16" (with fast="on") took 0.20 s a step, '
             "about 0.8 h;") in out and params.precision == "fp32"
     monkeypatch.setattr(estimate, "bf16_emulated", lambda: True)  # no bf16 instructions: no offer
-    warn_if_slow(params, step_seconds=0.5)
-    warn_if_slow(P.resolve("seed", device="cpu", fast="on", precision="bf16"), step_seconds=0.2)
+    warn_if_slow(params, "cpu", step_seconds=0.5)
+    warn_if_slow(P.Run(precision="bf16"), "cpu", step_seconds=0.2)
     assert "This CPU has bf16" not in capsys.readouterr().out
 
 
 def test_the_cpu_estimate_times_a_real_step_and_leaves_the_random_state_alone(capsys):
-    params = P.resolve("seed", device="cpu")
+    params = P.Run()
     state = torch.random.get_rng_state()
     seconds = time_training_step(params, repeats=1)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert 0 < seconds < 60
-    warn_if_slow(params)
+    warn_if_slow(params, "cpu")
     step = float(capsys.readouterr().out.split("a training step took ")[1].split(" s")[0])
     assert 0 < step < 60
 
@@ -201,7 +208,7 @@ def test_runner_resolves_relative_paths_from_the_repository_root(tmp_path, real_
     # The notebooks run inside the run folder, where a relative path would name another folder.
     monkeypatch.chdir(tmp_path)  # and the current directory must not matter either
     relative = os.path.relpath(real_root, REPO)
-    params, _, injected = run.prepare("smoke", {"data_root": relative, "checkpoint_dir": "ck"},
+    _, env, _, injected = run.prepare("smoke", {"data_root": relative, "checkpoint_dir": "ck"},
                                       name="r", root=tmp_path / "reports")
-    assert params.data_root == injected["data_root"] == str(real_root.resolve())
-    assert params.checkpoint_dir == str(REPO / "ck") and not (REPO / "ck").exists()
+    assert env.data_root == injected["data_root"] == str(real_root.resolve())
+    assert env.checkpoint_dir == str(REPO / "ck") and not (REPO / "ck").exists()

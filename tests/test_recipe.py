@@ -191,9 +191,9 @@ def test_notebook_07s_cells_build_what_make_recipe_builds(ingredient):
             return (images.float() / 255 - 0.286) / 0.353
 
     ns = dict(torch=torch, nn=nn, nbutils=nb, recipe=recipe_module, PatchMixer=PatchMixer,
-              the_recipe=settings, params=resolve("smoke", seed=3), device=torch.device("cpu"),
+              the_recipe=settings, run=resolve("smoke", seed=3)[0], device=torch.device("cpu"),
               train_iter=Loader())
-    for starts in ("torch.manual_seed(params.seed)", "steps = len(train_iter)", "background = float("):
+    for starts in ("torch.manual_seed(run.seed)", "steps = len(train_iter)", "background = float("):
         exec(notebook_cell(starts), ns)
     torch.manual_seed(3)
     net, eval_net, loss, optimizer, scheduler, hooks = make_recipe(settings, "cpu", 7, ns["background"])
@@ -230,9 +230,9 @@ def test_notebook_07_computes_what_the_sweeps_run_one_computes(tmp_path, real_ro
     pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "07.ipynb"),
                         parameters=dict(given, profile="smoke", run_dir=str(tmp_path / "nb")),
                         kernel_name="python3", progress_bar=False)
-    params = resolve("smoke", fast="on", run_dir=str(tmp_path / "one"),
-                     precision=recipe_module.default_precision("cpu"), **given)
-    sweep.run_one(sweep.recipe_spec(params, "full recipe"))
+    run, env = resolve("smoke", fast="on", run_dir=str(tmp_path / "one"),
+                       precision=recipe_module.default_precision("cpu"), **given)
+    sweep.run_one(sweep.recipe_spec(run, env, "full recipe"))
     ours, theirs = (tmp_path / "nb", tmp_path / "one")
     history = [json.loads((folder / "history.json").read_text()) for folder in (ours, theirs)]
     assert len(history[0]) == len(history[1]) == 1

@@ -31,9 +31,10 @@ def params_for(folder, **kw):
 
 def train(params):
     """Notebook 04's training and what it writes: a checkpoint every epoch, then the run's files."""
-    folder = runs.run_folder(params)
-    net, history = train_run(params, folder)
-    runs.save_run(folder, net, history, params)
+    run, env = params
+    folder = runs.run_folder(run, env)
+    net, history = train_run(run, env, folder)
+    runs.save_run(folder, net, history, run, env)
     return net, history, folder
 
 
@@ -122,7 +123,7 @@ def test_a_checkpoint_of_other_code_or_parameters_is_refused(uninterrupted):
 
 def test_a_checkpoint_records_the_loop_that_ran_and_the_other_loop_never_continues_it(uninterrupted):
     net = nb.NeuralNetwork()
-    ran = {fast: runs.run_identity(resolve("smoke", device="cpu", fast=fast), net)["fast"]
+    ran = {fast: runs.run_identity(*resolve("smoke", device="cpu", fast=fast), net)["fast"]
            for fast in ("auto", "on", "eager", "off")}
     assert ran == {"auto": False, "on": True, "eager": True, "off": False}  # "auto" on a CPU: my_utils'
     saved = torch.load(uninterrupted / "checkpoint.pt", weights_only=False)["params"]

@@ -14,7 +14,7 @@ import torch
 import nbutils as nb
 from nbutils import runs, trained
 from nbutils.coursework import train_run
-from nbutils.params import Params, resolve
+from nbutils.params import resolve
 from nbutils.tools import results, run, sweep
 from test_browser import CLUTTER
 
@@ -58,7 +58,7 @@ def test_smoke_profile_end_to_end(reports, capfd):
         kinds = [kind for o in browse.outputs for kind in o.get("data", {})]
         assert "image/png" in kinds and not [k for k in kinds if "widget" in k], (name, kinds)
     (training,) = [c for c in nbformat.read(folder / "04_training.ipynb", 4).cells
-                   if "train_run(params, run" in c.source]
+                   if "net, history = train_run(" in c.source]
     text = "".join(o.get("text", "") for o in training.outputs)
     assert text.startswith("epoch 1/1: train loss ") and text.count("\n") == 1, text
     # The terminal follows the run: each notebook's name, then what it prints, epochs included.
@@ -91,7 +91,7 @@ def test_notebook_04_trains_what_its_saved_train_run_trains_and_a_given_epochs_h
                         kernel_name="python3", progress_bar=False)
     history = json.loads((tmp_path / "nb" / "history.json").read_text())
     assert len(history) == 30
-    _, expected = train_run(resolve("smoke", **given), tmp_path / "module")
+    _, expected = train_run(*resolve("smoke", **given), tmp_path / "module")
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in history] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in expected]
 
@@ -100,18 +100,18 @@ def test_metrics_carry_the_parameters_of_the_model_they_measure(tmp_path, real_r
     """Notebook 05 with another profile than 04's used to write its own parameters beside 04's
     epochs_run: now the trained model's parameters go with it, and the notebook says so."""
     folder = tmp_path / "run"
-    given = resolve("smoke", epochs=3, train_subset=64, test_subset=100, run_dir=str(folder))
-    net, history = train_run(given, folder)
-    runs.save_run(folder, net, history, given)
+    given, env = resolve("smoke", epochs=3, train_subset=64, test_subset=100, run_dir=str(folder))
+    net, history = train_run(given, env, folder)
+    runs.save_run(folder, net, history, given, env)
     said = []
-    _, loaded, params, where = trained.load_or_train(resolve("smoke", run_dir=str(folder)), folder,
-                                                    log=said.append)
-    assert (params, where, len(loaded)) == (given, folder, 3)
+    _, loaded, used, where = trained.load_or_train(*resolve("smoke", run_dir=str(folder)), folder,
+                                                  log=said.append)
+    assert (used, where, len(loaded)) == (given, folder, 3)
     assert said == [f"The model notebook 04 trained in {folder}, with its own parameters (params.json)."]
     metrics = trained.write_metrics(folder, loaded)
     assert metrics["epochs_run"] == metrics["params"]["epochs"] == 3
     assert metrics["params"]["train_subset"] == 64
-    identity = runs.run_identity(given, net)
+    identity = runs.run_identity(given, env, net)
     assert metrics["code"] == {k: identity[k] for k in ("code", "model", "model_code")}
     # A model.pt of other code (notebook 02 edited since) is refused, never evaluated as this code's.
     saved = torch.load(folder / "model.pt", weights_only=False)
@@ -119,7 +119,7 @@ def test_metrics_carry_the_parameters_of_the_model_they_measure(tmp_path, real_r
     torch.save(saved, folder / "model.pt")
     with pytest.raises(nb.CheckpointMismatch, match=r"model.pt was trained by other code \(the "
                                                      r"model's listing .*run notebook 04 again"):
-        trained.load_or_train(resolve("smoke", run_dir=str(folder)), folder)
+        trained.load_or_train(*resolve("smoke", run_dir=str(folder)), folder)
 
 
 @pytest.mark.parametrize("name", ["../outside", "a/b", ".hidden", "..", "a\\b"])
@@ -191,7 +191,7 @@ def test_results_table_names_the_settings_without_a_column_that_differ_from_the_
     def finished_run(name, **changed):
         folder = reports / name
         folder.mkdir(parents=True)
-        params = dict(Params(**changed).as_dict(), run_dir=str(folder))
+        params = dict(nb.as_dict(nb.Run(), nb.Env()), **changed, run_dir=str(folder))
         metrics = dict(params=params, epochs_run=params["epochs"], final_test_acc=0.5,
                        max_test_acc=0.6, max_epoch=1, train_seconds=1.0,
                        environment={"device_name": "cpu"})
@@ -209,8 +209,8 @@ def test_results_table_names_the_settings_without_a_column_that_differ_from_the_
 
 def test_results_table_lists_a_recipe_run_with_its_own_settings(reports):
     """Notebook 07's run folder: the recipe's batch, lr and optimizer, and no max (one test)."""
-    params = resolve("smoke", device="cpu", fast="on", train_subset=120, test_subset=100)
-    sweep.run_one(sweep.recipe_spec(params, "no EMA"))
+    run_, env = resolve("smoke", device="cpu", fast="on", train_subset=120, test_subset=100)
+    sweep.run_one(sweep.recipe_spec(run_, env, "no EMA"))
     (row,) = results.collect(reports)
     assert row["run"] == "recipe-smoke" and row["status"] == "interactive"
     assert (row["batch"], row["optimizer"], row["init"]) == (256, "adamw", "recipe: no EMA")
@@ -230,8 +230,9 @@ def test_papermill_wrong_type_stops_at_the_validation_cell(tmp_path):
 
 def test_notebook_05_alone_on_a_cpu_explains_and_trains_a_smoke_model(tmp_path):
     said = []
-    params = resolve("smoke", device="cpu", run_dir=str(tmp_path / "fresh"))
-    net, history, used, folder = trained.load_or_train(params, tmp_path / "fresh", log=said.append)
+    net, history, used, folder = trained.load_or_train(
+        *resolve("smoke", device="cpu", run_dir=str(tmp_path / "fresh")), tmp_path / "fresh",
+        log=said.append)
     assert "No trained model in" in said[0] and "Run notebook 04 first" in said[0]
     assert folder == tmp_path / "fresh" / "smoke-fallback" and used.profile == "smoke"
     assert (folder / "model.pt").exists() and len(history) == 1
@@ -240,14 +241,15 @@ def test_notebook_05_alone_on_a_cpu_explains_and_trains_a_smoke_model(tmp_path):
 
 def test_notebook_05_alone_on_a_gpu_trains_the_run_itself(tmp_path, monkeypatch):
     """Where the real protocol costs seconds, the notebook evaluates the real model, not a smoke one."""
-    params = resolve("seed", run_dir=str(tmp_path / "run"))
+    params, env = resolve("seed", run_dir=str(tmp_path / "run"))
     monkeypatch.setattr(trained, "resolve_device", lambda device: torch.device("cuda"))
     ran, saved = [], []
     monkeypatch.setattr(trained, "train_run",
-                        lambda p, folder, animator: ran.append((p, folder)) or ("net", []))
-    monkeypatch.setattr(trained, "save_run", lambda folder, net, history, p: saved.append((folder, p)))
+                        lambda p, e, folder, animator: ran.append((p, folder)) or ("net", []))
+    monkeypatch.setattr(trained, "save_run",
+                        lambda folder, net, history, p, e: saved.append((folder, p)))
     said = []
-    assert (trained.load_or_train(params, tmp_path / "run", log=said.append)
+    assert (trained.load_or_train(params, env, tmp_path / "run", log=said.append)
             == ("net", [], params, tmp_path / "run"))
     assert ran == [(params, tmp_path / "run")] and saved == [(tmp_path / "run", params)]
     assert said == [f"No trained model in {tmp_path / 'run'}: training it now, as notebook 04 would "

@@ -15,7 +15,7 @@ from torch import nn
 
 import nbutils as nb
 from nbutils.fast import FastTrainer
-from nbutils.params import Params, resolve
+from nbutils.params import resolve
 from nbutils.tools import claims, recipe, stack, sweep
 from nbutils.tools.protocol import val_size_for
 from nbutils.tools.stack import (MemberSchedulers, StackLoader, StackTrainer, StackedModel,
@@ -46,7 +46,7 @@ def scheduler(setting, params):
 def run_params(i, setting):
     """Member i's parameters: seed i unless the setting names one."""
     given = {k: v for k, v in setting.items() if k not in ("scheduler", "cut")}
-    return resolve("smoke", **dict(dict(seed=i, epochs=3), **given))
+    return resolve("smoke", **dict(dict(seed=i, epochs=3), **given))[0]
 
 
 def members(tiny_root, settings, dropout=False):
@@ -240,7 +240,7 @@ def test_member_schedulers_cut_only_their_own_member():
 
 
 def test_stack_groups_share_what_a_stack_shares_and_keep_plan_order():
-    base = resolve("smoke", device="cpu", fast="on").as_dict()
+    base = nb.as_dict(*resolve("smoke", device="cpu", fast="on"))
     wanted = [claims.CLAIMS["scheduler"], claims.CLAIMS["lr_cut"], claims.CLAIMS["optimizer"]]
     specs = list(claims.plan(wanted, [0, 1], base, Path("/nonexistent")).values())
     groups = claims.stack_groups(specs, 4)
@@ -255,8 +255,8 @@ def test_stack_groups_share_what_a_stack_shares_and_keep_plan_order():
 
 
 def stack_specs(root, seeds=(0, 1), protocol="report"):
-    base = resolve("smoke", device="cpu", fast="on", epochs=2, train_subset=128, test_subset=100,
-                   batch_size=64).as_dict()
+    base = nb.as_dict(*resolve("smoke", device="cpu", fast="on", epochs=2, train_subset=128,
+                               test_subset=100, batch_size=64))
     return [dict(claims.run_spec(f"{protocol} protocol", {"protocol": protocol}, seed, base),
                  folder=str(root / "runs" / f"{protocol}-protocol-s{seed}")) for seed in seeds]
 
@@ -319,8 +319,8 @@ def test_an_honest_stack_stopped_before_its_results_keeps_the_epochs_it_chose(tm
 
 
 def recipe_specs(root, device, precision, train_subset, test_subset):
-    base = resolve("smoke", device=device, fast="on", precision=precision, train_subset=train_subset,
-                   test_subset=test_subset, epochs=2).as_dict()
+    base = nb.as_dict(*resolve("smoke", device=device, fast="on", precision=precision,
+                               train_subset=train_subset, test_subset=test_subset, epochs=2))
     return [dict(claims.run_spec("full recipe", {"recipe": "full recipe"}, seed, base),
                  folder=str(root / "runs" / f"full-recipe-s{seed}")) for seed in (0, 1)]
 
@@ -328,7 +328,7 @@ def recipe_specs(root, device, precision, train_subset, test_subset):
 def assert_recipe_members_finished(specs):
     """Each member of a 2-epoch recipe stack finished as a single recipe run does, its lr on the
     recipe's cosine from its lr to zero, step by step as a single run's WarmupCosine moves it."""
-    params = Params(**specs[0]["params"])
+    params, _ = nb.from_dict(specs[0]["params"])
     lr = recipe.recipe_for(params, "full recipe").lr
     steps = -(-(params.train_subset - val_size_for(params)) // 256)  # the recipe's batches an epoch
     single = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=torch.tensor(lr))
@@ -364,7 +364,7 @@ def test_cuda_stack_graphs_replay_what_eager_steps_compute(tiny_root, precision)
     for graphs in (False, True):
         group = []
         for i in range(3):
-            params = resolve("smoke", seed=i, device="cuda")
+            params, _ = resolve("smoke", seed=i, device="cuda")
             net, _, optimizer, _ = nb.build(params, "cuda")
             net.Block1_Dropout.p = net.Block2_Dropout.p = 0.0
             train_iter, _ = nb.load_data_fashion_mnist_device(50, "cuda", root=tiny_root, spec=TINY,

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import nbutils as nb
-from nbutils.params import Params
 from nbutils.tools import ablations, claims, protocol, recipe, sweep
 from nbutils.tools.protocol import stratified_split, val_size_for
 from nbutils.io import atomic_write_json
@@ -20,7 +19,7 @@ from nbutils.params import resolve
 
 
 def base(**kw):
-    return resolve("seed", device="cpu", **kw).as_dict()
+    return nb.as_dict(*resolve("seed", device="cpu", **kw))
 
 
 def test_stratified_split_holds_out_each_class_in_its_share():
@@ -266,11 +265,11 @@ def test_honest_run_touches_the_test_set_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sweep, "evaluate", counting)  # the final test
     monkeypatch.setattr(protocol, "evaluate", counting)  # every epoch's, in train_ch3 (my_utils' loop)
-    params = resolve("smoke", device="cpu", epochs=3, train_subset=120, test_subset=50).as_dict()
+    params = nb.as_dict(*resolve("smoke", device="cpu", epochs=3, train_subset=120, test_subset=50))
     spec = dict(claims.run_spec("honest protocol", {"protocol": "honest"}, 0, params),
                 folder=str(tmp_path / "runs" / "honest-protocol-s0"))
     metrics = sweep.run_one(spec)
-    n_val = val_size_for(Params(**spec["params"]))
+    n_val = val_size_for(nb.from_dict(spec["params"])[0])
     assert seen == [n_val] * 3 + [50]
     history = json.loads((tmp_path / "runs" / "honest-protocol-s0" / "history.json").read_text())
     assert all(r["test_acc"] is None and r["val_acc"] is not None for r in history)
@@ -345,7 +344,7 @@ def test_sweep_refuses_bad_arguments(capsys, tmp_path):
 
 
 def test_recipe_run_is_honest_and_records_its_recipe(tmp_path):
-    params = resolve("smoke", device="cpu", train_subset=120, test_subset=100).as_dict()
+    params = nb.as_dict(*resolve("smoke", device="cpu", train_subset=120, test_subset=100))
     spec = dict(claims.run_spec("no EMA", {"recipe": "no EMA"}, 0, params),
                 folder=str(tmp_path / "runs" / "no-ema-s0"))
     metrics = sweep.run_one(spec)
@@ -353,23 +352,23 @@ def test_recipe_run_is_honest_and_records_its_recipe(tmp_path):
     assert metrics["recipe"]["ema_decay"] == 0.0 and metrics["recipe"]["epochs"] == 1
     assert (tmp_path / "runs" / "no-ema-s0" / "metrics.json").exists()
     with pytest.raises(ValueError, match="recipe must be one of"):
-        recipe.recipe_for(Params(), "more layers")
+        recipe.recipe_for(nb.Run(), "more layers")
 
 
 def test_recipe_spec_is_one_row_of_the_recipe_table_in_its_own_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("NBUTILS_REPORTS", str(tmp_path))
-    params = resolve("smoke", device="cpu", fast="on", seed=2)
-    spec = sweep.recipe_spec(params, "no EMA")
+    run, env = resolve("smoke", device="cpu", fast="on", seed=2)
+    spec = sweep.recipe_spec(run, env, "no EMA")
     assert spec["folder"] == str(tmp_path / "recipe-smoke") and spec["protocol"] == "honest"
     assert spec["recipe"] == "no EMA" and spec["params"]["seed"] == 2
     assert spec["params"]["precision"] == "fp32" == recipe.default_precision("cpu")
     # the same computation as the sweep's row, so its key is the row's key
-    row = claims.run_spec("no EMA", {"recipe": "no EMA"}, 2, params.as_dict())
+    row = claims.run_spec("no EMA", {"recipe": "no EMA"}, 2, nb.as_dict(run, env))
     assert claims.spec_key(spec) == claims.spec_key(row)
-    assert sweep.recipe_spec(resolve("smoke", device="cpu", run_dir=str(tmp_path / "r")))["folder"] == \
+    assert sweep.recipe_spec(*resolve("smoke", device="cpu", run_dir=str(tmp_path / "r")))["folder"] == \
         str(tmp_path / "r")
     with pytest.raises(ValueError, match=r"ingredient must be one of \['full recipe', 'no residual'"):
-        sweep.recipe_spec(params, "more layers")
+        sweep.recipe_spec(run, env, "more layers")
 
 
 COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "ablations"

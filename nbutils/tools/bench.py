@@ -106,7 +106,8 @@ def _my_utils_evaluate(net, test_iter, loss, device):
 def setup(device, seed):
     """The report's model, optimizer and scheduler, seeded, as notebook 04 builds them. The fast path
     prepares the optimizer for CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
-    net, _, opt, sched = build(resolve("seed", seed=seed, device=str(device)), device)
+    run, _ = resolve("seed", seed=seed, device=str(device))
+    net, _, opt, sched = build(run, device)
     return net, opt, sched
 
 

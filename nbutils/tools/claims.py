@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from ..params import TRAINING_KEYS, Params
+from ..runs import TRAINING_KEYS, from_dict
 from .recipe import INGREDIENTS, recipe_for
 
 __all__ = ["BASE", "CLAIMS", "Claim", "MEMBER_KEYS", "SEEDS", "finished_runs", "plan", "run_key",
@@ -61,7 +61,7 @@ CLAIMS = {c.key: c for c in (
           # bf16 autocast: the recipe's target is a time (60 s), and it is what the recipe is for
           tuple((name, {"recipe": name, "precision": "bf16"}) for name in INGREDIENTS)),
 )}
-SWEEP_KEYS = ("protocol", "scheduler", "recipe")  # run options beyond Params
+SWEEP_KEYS = ("protocol", "scheduler", "recipe")  # run options beyond a Run and its Env
 
 
 # ----------------------------------------------------------------------------- planning
@@ -89,7 +89,7 @@ def recipe_settings(spec):
     """The settings a recipe run trains with (what its metrics record as ``recipe``), or None."""
     if not spec["recipe"]:
         return None
-    return dataclasses.asdict(recipe_for(Params(**spec["params"]), spec["recipe"]))
+    return dataclasses.asdict(recipe_for(from_dict(spec["params"])[0], spec["recipe"]))
 
 
 def finished_runs(root: Path):

@@ -42,29 +42,28 @@ def stratified_split(labels: torch.Tensor, n_val: int, seed: int = VAL_SEED):
     return keep.nonzero().flatten(), (~keep).nonzero().flatten()
 
 
-def val_size_for(params):
+def val_size_for(run):
     """5,000 held-out images of 60,000; a training subset (the smoke profile) holds out its share."""
-    if not params.train_subset:
+    if not run.train_subset:
         return VAL_SIZE
-    return max(10, round(VAL_SIZE * params.train_subset / N_TRAIN))
+    return max(10, round(VAL_SIZE * run.train_subset / N_TRAIN))
 
 
-def honest_loaders(params, device, batch_size=None):
-    """``(train_iter, val_iter, test_iter)`` on ``device`` (:class:`~nbutils.data.DeviceLoader`):
-    the held-out images taken out of the training subset, normalised with the mean and std of the
-    images that remain for training. ``batch_size``: the training batch (default the parameters')."""
-    (train, test), _ = load_subsets(params.data_root, params.train_subset,
-                                    params.test_subset, params.seed)
-    kept, held = stratified_split(train[1], val_size_for(params))
+def honest_loaders(run, data_root, device, batch_size=None):
+    """``(train_iter, val_iter, test_iter)`` of ``run`` on ``device`` (:class:`~nbutils.data.DeviceLoader`),
+    from ``data_root``: the held-out images taken out of the training subset, normalised with the mean
+    and std of the images that remain for training. ``batch_size``: the training batch (default the
+    run's)."""
+    (train, test), _ = load_subsets(data_root, run.train_subset, run.test_subset, run.seed)
+    kept, held = stratified_split(train[1], val_size_for(run))
     mean, std = pixel_stats(train[0][kept])
-    batch_size = batch_size or params.batch_size
+    batch_size = batch_size or run.batch_size
     eval_batch = max(batch_size, EVAL_BATCH_SIZE)
     val_iter = DeviceLoader(train[0][held], train[1][held], eval_batch, False, mean, std, device,
-                            params.seed)
+                            run.seed)
     val_iter.split = "validation"  # what train_ch3's progress line and errors call it
-    return (DeviceLoader(train[0][kept], train[1][kept], batch_size, True, mean, std, device,
-                         params.seed),
-            val_iter, DeviceLoader(*test, eval_batch, False, mean, std, device, params.seed))
+    return (DeviceLoader(train[0][kept], train[1][kept], batch_size, True, mean, std, device, run.seed),
+            val_iter, DeviceLoader(*test, eval_batch, False, mean, std, device, run.seed))
 
 
 def as_validation(record):

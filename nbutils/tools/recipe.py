@@ -245,11 +245,11 @@ def make_recipe(recipe: Recipe, device, steps_per_epoch, background=0.0):
     return net, eval_net, loss, optimizer, scheduler, hooks
 
 
-def recipe_for(params, ingredient, name="recipe"):
+def recipe_for(run, ingredient, name="recipe"):
     """The :class:`Recipe` of one row of the recipe's ablation. A training subset (the smoke profile)
     trains for the profile's epochs instead, without warm-up. An unknown row is refused with
     ``name``, the caller's word for it."""
     if ingredient not in INGREDIENTS:
         raise ValueError(f"{name} must be one of {list(INGREDIENTS)}, got {ingredient!r}")
-    short = dict(epochs=params.epochs, warmup_epochs=0) if params.train_subset else {}
-    return Recipe(**INGREDIENTS[ingredient], precision=params.precision, **short)
+    short = dict(epochs=run.epochs, warmup_epochs=0) if run.train_subset else {}
+    return Recipe(**INGREDIENTS[ingredient], precision=run.precision, **short)

@@ -33,6 +33,7 @@ from ..fast import tune_cpu_allocator
 from ..io import atomic_write_json
 from ..params import resolve
 from ..paths import checkout, notebooks_dir, reports_root
+from ..runs import as_dict
 from .results import read_status, write_results_table, write_status
 
 
@@ -91,8 +92,8 @@ def prepare(profile=None, overrides=None, name=None, root=None):
             overrides[key] = str((base / Path(overrides[key]).expanduser()).resolve())
     # resolve, not from_namespace: a notebook's globals hold other names, but here a name that is not
     # a parameter is a typo (`-p epoch 5`) that would otherwise run the report's 30 epochs.
-    params = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
-    verify_fashion_mnist(params.data_root)  # a missing or corrupt file stops here, not in 01
+    _, env = resolve(profile, **dict(overrides, run_dir=""))  # every check before any folder is made
+    verify_fashion_mnist(env.data_root)  # a missing or corrupt file stops here, not in 01
     name = name or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = (Path(root) if root else reports_root()) / name
     if (read_status(folder) or {}).get("state") == "finished":
@@ -100,7 +101,7 @@ def prepare(profile=None, overrides=None, name=None, root=None):
                          f"overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
     injected = dict(overrides, profile=profile, run_dir=str(folder))
-    return resolve(**injected), folder, injected
+    return (*resolve(**injected), folder, injected)
 
 
 # ipykernel 7 warns on every start that its local TCP sockets are unencrypted, five times a run, on
@@ -134,10 +135,10 @@ class Indented:
         self.stream.flush()
 
 
-def execute(params, folder: Path, injected, log=print):
+def execute(run, env, folder: Path, injected, log=print):
     """Run the five notebooks in order, each with the parameters its cell declares; True when all
     finished."""
-    atomic_write_json(folder / "params.json", params.as_dict())
+    atomic_write_json(folder / "params.json", as_dict(run, env))
     write_status(folder, "running", started=time.strftime("%Y-%m-%d %H:%M:%S"), notebook=None)
     start = time.perf_counter()
     for nb in notebooks():
@@ -180,15 +181,15 @@ def main(argv=None):
         for path in args.parameters_file:
             overrides.update(read_parameters_file(path))
         overrides.update({k: parse_value(v) for k, v in args.parameter})
-        params, folder, injected = prepare(args.profile, overrides, args.name)
+        run, env, folder, injected = prepare(args.profile, overrides, args.name)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tune_cpu_allocator(params.device)  # 04's kernel trains tuned: time the estimate's step so too
-    warn_if_slow(params)
+    tune_cpu_allocator(env.device)  # 04's kernel trains tuned: time the estimate's step so too
+    warn_if_slow(run, env.device)
     signal.signal(signal.SIGTERM, interrupt)  # a `kill` marks the run failed, like Ctrl-C
     try:
-        return 0 if execute(params, folder, injected) else 1
+        return 0 if execute(run, env, folder, injected) else 1
     except KeyboardInterrupt:
         return 130  # execute() has marked the run folder failed
 

@@ -48,9 +48,9 @@ from ..devices import resolve_device, use_fast_path
 from ..estimate import warn_if_slow
 from ..fast import tune_cpu_allocator
 from ..io import atomic_write_json, atomic_write_text
-from ..params import Params, resolve
+from ..params import resolve
 from ..paths import reports_root
-from ..runs import environment, headline, make_loaders, write_history
+from ..runs import as_dict, environment, from_dict, headline, make_loaders, write_history
 from ..train import History, evaluate, train_ch3
 from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
@@ -71,49 +71,49 @@ DEFAULT_STACK = {"cuda": 8, "cpu": 1}
 def run_one(spec, animator=None):
     """Train one run folder (in this process) and write its params, history and metrics: the run
     built by :func:`member_of`, trained by ``train_ch3`` on the loop its ``fast`` asks for (the
-    recipe's hooks in the fast path's step), under its protocol. ``animator`` (:func:`~nbutils.plotting.training_animator`) plots it
-    live, as in notebook 07."""
+    recipe's hooks in the fast path's step), under its protocol. ``animator``
+    (:func:`~nbutils.plotting.training_animator`) plots it live, as in notebook 07."""
     device = resolve_device(spec["params"]["device"])
     tune_cpu_allocator(device)  # process-wide, before a run trains here
-    run = member_of(spec, device)
-    params, recipe = run["params"], run["recipe"]
-    trainer = RecipeTrainer(run["net"], run["test_loss"], run["optimizer"], device,
-                            recipe.precision if recipe else params.precision,
-                            graphs=False if params.fast == "eager" else None,
-                            eval_net=run["eval_net"], **run["hooks"]) if run["fast"] else None
-    if run["validating"]:
-        trainer = KeepBest(trainer, run["eval_net"])
-    history = train_ch3(run["net"], run["train"], run["eval"], run["test_loss"],
-                        recipe.epochs if recipe else params.epochs, run["optimizer"],
-                        run["scheduler"](run["optimizer"]) if run["scheduler"] else None, device,
-                        animator, trainer)
+    m = member_of(spec, device)
+    run, env, recipe, net, eval_net, loss = m["run"], m["env"], m["recipe"], m["net"], \
+        m["eval_net"], m["test_loss"]
+    plan = recipe or run  # what sets the epochs and the precision
+    trainer = RecipeTrainer(net, loss, m["optimizer"], device, plan.precision,
+                            graphs=False if env.fast == "eager" else None, eval_net=eval_net,
+                            **m["hooks"]) if m["fast"] else None
+    if m["validating"]:
+        trainer = KeepBest(trainer, eval_net)
+    scheduler = m["scheduler"](m["optimizer"]) if m["scheduler"] else None
+    history = train_ch3(net, m["train"], m["eval"], loss, plan.epochs, m["optimizer"], scheduler,
+                        device, animator, trainer)
     tested = None
-    if run["validating"]:  # the test set, seen once, on the epoch chosen on validation
+    if m["validating"]:  # the test set, seen once, on the epoch chosen on validation
         history = History(as_validation(r) for r in history)
-        run["eval_net"].load_state_dict(trainer.best["state"])
-        tested = (trainer.best, evaluate(run["eval_net"], run["test"], run["test_loss"]))
+        eval_net.load_state_dict(trainer.best["state"])
+        tested = (trainer.best, evaluate(eval_net, m["test"], loss))
     Path(spec["folder"]).mkdir(parents=True, exist_ok=True)
-    return finish_run(spec, params, history, dataclasses.asdict(recipe) if recipe else None, tested)
+    return finish_run(spec, run, env, history, dataclasses.asdict(recipe) if recipe else None, tested)
 
 
-def finish_run(spec, params, history, recipe=None, tested=None, stack=1):
+def finish_run(spec, run, env, history, recipe=None, tested=None, stack=1):
     """A trained run's metrics (``tested``: the honest protocol's ``(best, (test loss, test acc))``),
     written into its folder with its params and history; returns the metrics."""
-    metrics = dict(headline(history), label=spec["label"], seed=params.seed, protocol=spec["protocol"],
+    metrics = dict(headline(history), label=spec["label"], seed=run.seed, protocol=spec["protocol"],
                    scheduler=spec["scheduler"], ingredient=spec["recipe"], jobs=spec.get("jobs", 1),
-                   stack=stack, environment=environment(params.device), params=params.as_dict(),
+                   stack=stack, environment=environment(env.device), params=as_dict(run, env),
                    recipe=recipe)
     if tested:  # the test set, seen once, at the epoch chosen on validation
         best, (test_loss, test_acc) = tested
         metrics.update(selected_epoch=best["epoch"], val_acc=best["val_acc"], test_loss=test_loss,
                        final_test_acc=test_acc, max_test_acc=None, max_epoch=None)
-    write_run(Path(spec["folder"]), params, spec, history, metrics, recipe)
+    write_run(Path(spec["folder"]), as_dict(run, env), spec, history, metrics, recipe)
     return metrics
 
 
 def write_run(folder, params, spec, history, metrics, recipe=None):
     """A sweep run's params, history and metrics; metrics.json last: its presence means "finished"."""
-    atomic_write_json(folder / "params.json", dict(params.as_dict(), protocol=spec["protocol"],
+    atomic_write_json(folder / "params.json", dict(params, protocol=spec["protocol"],
                                                    scheduler=spec["scheduler"], recipe=recipe))
     write_history(folder, history)
     atomic_write_json(folder / "metrics.json", metrics)
@@ -134,33 +134,33 @@ def make_cut_scheduler(optimizer, epoch=18, factor=0.1):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[epoch], gamma=factor)
 
 
-def recipe_spec(params, ingredient="full recipe"):
+def recipe_spec(run, env, ingredient="full recipe"):
     """One row of the recipe's table as a run of its own (notebook 07): the sweep's spec for
-    ``params`` (:class:`~nbutils.params.Params`, its precision kept), trained into ``run_dir``, else
+    ``run`` and ``env`` (its precision kept), trained into ``env.run_dir``, else
     ``<reports>/recipe-<profile>/``. An unknown ingredient is refused here, before any work."""
-    recipe_for(params, ingredient, name="ingredient")
-    folder = Path(params.run_dir).expanduser() if params.run_dir else \
-        reports_root() / f"recipe-{params.profile}"
-    return dict(run_spec(ingredient, {"recipe": ingredient}, params.seed, params.as_dict()),
+    recipe_for(run, ingredient, name="ingredient")
+    folder = Path(env.run_dir).expanduser() if env.run_dir else reports_root() / f"recipe-{run.profile}"
+    return dict(run_spec(ingredient, {"recipe": ingredient}, run.seed, as_dict(run, env)),
                 folder=str(folder))
 
 
 # ----------------------------------------------------------------------------- stacked runs
 def member_of(spec, device):
-    """One run, built as its spec says, for :func:`run_one` or as one run of a stack: its params, the
-    loop its ``fast`` asks for (``fast``), loaders (``train``, ``eval``: the validation split under the honest protocol, which
-    ``validating`` says, else the test set; ``test``), initialised ``net`` and ``eval_net`` (the
-    recipe's EMA copy), loss (``test_loss``; ``loss`` per example, for a stack), optimizer, a maker
-    of its scheduler from an optimizer, and the recipe's step ``hooks``."""
-    params = Params(**dict(spec["params"], run_dir=spec["folder"]))
+    """One run, built as its spec says, for :func:`run_one` or as one run of a stack: its ``run`` and
+    ``env``, the loop its ``fast`` asks for (``fast``), loaders (``train``, ``eval``: the validation
+    split under the honest protocol, which ``validating`` says, else the test set; ``test``),
+    initialised ``net`` and ``eval_net`` (the recipe's EMA copy), loss (``test_loss``; ``loss`` per
+    example, for a stack), optimizer, a maker of its scheduler from an optimizer, and the recipe's
+    step ``hooks``."""
+    run, env = from_dict(dict(spec["params"], run_dir=spec["folder"]))
     honest = spec["protocol"] == "honest"
-    member = dict(spec=spec, params=params, key=spec_key(spec), validating=honest, hooks={},
-                  fast=use_fast_path(params.fast, device))
+    member = dict(spec=spec, run=run, env=env, key=spec_key(spec), validating=honest, hooks={},
+                  fast=use_fast_path(env.fast, device))
     if spec.get("recipe"):
-        recipe = recipe_for(params, spec["recipe"])
-        member["train"], member["eval"], member["test"] = honest_loaders(params, device,
+        recipe = recipe_for(run, spec["recipe"])
+        member["train"], member["eval"], member["test"] = honest_loaders(run, env.data_root, device,
                                                                          recipe.batch_size)
-        torch.manual_seed(params.seed)
+        torch.manual_seed(run.seed)
         background = float(member["train"].normalize(torch.zeros(())))
         net, eval_net, loss, optimizer, plateau, hooks = make_recipe(recipe, device,
                                                                      len(member["train"]), background)
@@ -168,12 +168,12 @@ def member_of(spec, device):
                       scheduler=(lambda opt: make_scheduler(opt)) if plateau else None,
                       eval_net=eval_net, hooks=hooks)
     else:
-        loaders = honest_loaders(params, device) if honest else \
-            make_loaders(params, device, member["fast"])
+        loaders = honest_loaders(run, env.data_root, device) if honest else \
+            make_loaders(run, env.data_root, device, member["fast"])
         member["train"], member["eval"], member["test"] = loaders[0], loaders[1], loaders[-1]
-        net, loss, optimizer, _ = build(params, device)
-        member.update(recipe=None, architecture=lambda: NeuralNetwork(params.patch_size),
-                      scheduler=scheduler_maker(spec["scheduler"], params.patience), eval_net=net)
+        net, loss, optimizer, _ = build(run, device)
+        member.update(recipe=None, architecture=lambda: NeuralNetwork(run.patch_size),
+                      scheduler=scheduler_maker(spec["scheduler"], run.patience), eval_net=net)
     member.update(net=net, optimizer=optimizer, test_loss=loss,
                   loss=nn.CrossEntropyLoss(reduction="none",
                                            label_smoothing=getattr(loss, "label_smoothing", 0.0)))
@@ -216,11 +216,11 @@ def run_stack(specs, root, log=print):
             if member["validating"]:
                 keep_if_best(best[k], history[-1], lambda: eval_net.member_state(k))
 
-    epochs = first["recipe"].epochs if first["recipe"] else first["params"].epochs
+    epochs = first["recipe"].epochs if first["recipe"] else first["run"].epochs
     checkpoint = Path(root) / "stacks" / f"{stack_id([m['key'] for m in members])}.pt"
     histories, diverged, _, _ = train_stack(
         members, epochs, device, first["recipe"].precision if first["recipe"] else
-        first["params"].precision, graphs=False if first["params"].fast == "eager" else None,
+        first["run"].precision, graphs=False if first["env"].fast == "eager" else None,
         checkpoint=checkpoint, hooks=recipe_hooks(members, device) if first["recipe"] else None,
         on_epoch_end=keep_best, kept=best, log=log)
     failed = 0
@@ -239,7 +239,8 @@ def run_stack(specs, root, log=print):
             tested = (best[k], evaluate(net, member["test"], member["test_loss"]))
         recipe = dataclasses.asdict(member["recipe"]) if member["recipe"] else None
         Path(member["spec"]["folder"]).mkdir(parents=True, exist_ok=True)
-        finish_run(member["spec"], member["params"], history, recipe, tested, stack=len(members))
+        finish_run(member["spec"], member["run"], member["env"], history, recipe, tested,
+                   stack=len(members))
     checkpoint.unlink(missing_ok=True)
     return failed
 
@@ -381,18 +382,19 @@ def main(argv=None):
         parser.error(f"--out must be a folder, and {root} is a file")
     try:
         # The base runs the fast path explicitly, so that "graphs fp32" and the base are one run.
-        base_params = resolve(args.profile, device=args.device, precision=precision, fast="on")
-        base = base_params.as_dict()
+        base_run, base_env = resolve(args.profile, device=args.device, precision=precision, fast="on")
+        base = as_dict(base_run, base_env)
         specs = plan(claims, seeds, base, root)
         for spec in specs.values():  # every run's parameters are checked before the first one trains
             resolve(args.profile, **{k: v for k, v in spec["params"].items() if k != "profile"})
     except ValueError as e:  # a bad --profile, --device or --precision
         parser.error(str(e))
     if not args.tables_only:
-        tune_cpu_allocator(base_params.device)  # before the estimate, as the runs will train
+        tune_cpu_allocator(base_env.device)  # before the estimate, as the runs will train
         todo = len(unfinished(list(specs.values())))
-        warn_if_slow(base_params, runs=todo if args.max_runs is None else min(todo, args.max_runs))
-    stack = args.stack or DEFAULT_STACK.get(resolve_device(base_params.device).type, 1)
+        warn_if_slow(base_run, base_env.device,
+                     runs=todo if args.max_runs is None else min(todo, args.max_runs))
+    stack = args.stack or DEFAULT_STACK.get(resolve_device(base_env.device).type, 1)
     failed = 0 if args.tables_only else execute(list(specs.values()), args.jobs, args.max_runs,
                                                 stack)
     context = dict(command=" ".join(["python3 -m nbutils sweep", *(argv or sys.argv[1:])]),
