@@ -242,7 +242,7 @@ def digest(src):
 
 # ----------------------------------------------------------------------------- the tests
 # One test per notebook, in order, in one JupyterLab: 05 evaluates the model that 04 trained.
-TRAINING_CELL = r"train_ch3\(|= train\(params"
+TRAINING_CELL = r"net, history = train_run\("  # the cell that calls 04's program, not its definition
 
 
 def run_notebook(page, name, **parameters):
