@@ -121,7 +121,7 @@ def split_imports(source: str, where: str, part="core"):
 
 def sections(notebooks_dir=None, part="core"):
     """``(imports, {notebook name: its saved code})`` over the notebooks of ``part``, in order."""
-    imports, parts = [], {}
+    imports, parts, defined = [], {}, {}
     for path in sorted((notebooks_dir or notebooks_home()).glob("*.ipynb")):
         if part_of(path.name) != part:
             continue
@@ -129,11 +129,24 @@ def sections(notebooks_dir=None, part="core"):
         for source in saved_cells(path):
             cell_imports, rest = split_imports(source, f"notebooks/{path.name}", part)
             imports += [line for line in cell_imports if line not in imports]
+            check_new_names(rest, f"notebooks/{path.name}", defined)
             if rest:
                 bodies.append(rest)
         if bodies:
             parts[path.name] = "\n\n\n".join(bodies)
     return imports, parts
+
+
+def check_new_names(source: str, where: str, defined: dict):
+    """Refuse a ``#@save`` class or function that an earlier notebook saves already (a copy pasted with
+    its mark): the later one would silently replace it for every notebook. ``defined``: name: where."""
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name in defined and defined[node.name] != where:
+                raise ExportError(f"{where}: a #@save cell defines {node.name}, which "
+                                  f"{defined[node.name]} saves already; edit it there, or remove "
+                                  f"the #@save line from this copy")
+            defined[node.name] = where
 
 
 def render(notebooks_dir=None, part="core"):
@@ -183,6 +196,7 @@ def digest(text: str) -> str:
 # imported (after sync). Checkpoints record it, so that a run never resumes other code.
 LOADED = digest(MODULE.read_text()) if MODULE.exists() else ""
 TOOLS_LOADED = digest(TOOLS_MODULE.read_text()) if TOOLS_MODULE.exists() else ""  # the same, of mixer.py
+EDITED = {}  # part: the notebooks whose edit made this process stale (check_fresh)
 
 
 def code_digest() -> str:
@@ -203,9 +217,11 @@ def write_module(text: str, part="core"):
     Path(importlib.util.cache_from_source(str(module))).unlink(missing_ok=True)
 
 
-def sync(log=print):
+def sync(log=print, imported=True):
     """Rewrite ``coursework.py`` and ``tools/mixer.py`` from the notebooks where they disagree (in a
-    checkout only); returns the names of the notebooks whose cells changed them."""
+    checkout only); returns the names of the notebooks whose cells changed them. ``imported``: this
+    process imports what is written (``import nbutils`` in a kernel); a stale kernel writes it for the
+    next one only, and stays stale (:func:`check_fresh`)."""
     global LOADED, TOOLS_LOADED
     if notebooks_home() is None:
         return []
@@ -218,9 +234,9 @@ def sync(log=print):
             text = render(part=part)
             write_module(text, part)
             log(f"{shown_name(part)} brought up to date with {', '.join(changed)} (#@save cells)")
-        if part == "core":
+        if imported and part == "core":
             LOADED = digest(text)
-        else:
+        elif imported:
             TOOLS_LOADED = digest(text)
         found += changed
     return found
@@ -237,10 +253,13 @@ def check_fresh():
                                ("tools", "nbutils.tools.mixer", TOOLS_LOADED)):
         if name in sys.modules and digest(render(part=part)) != loaded:
             module = module_of(part)
-            changed += differences(module.read_text() if module.exists() else "", part=part) or \
-                ["a notebook"]
+            # Once this check has written the module, the notebooks it named are remembered here.
+            EDITED[part] = differences(module.read_text() if module.exists() else "", part=part) or \
+                EDITED.get(part) or ["a notebook"]
+            changed += EDITED[part]
     if changed:
-        sync(log=lambda line: None)
+        sync(log=lambda line: None, imported=False)  # for the next kernel; this one keeps its code
         raise StaleCode(f"{', '.join(changed)}: #@save cells edited after this kernel imported "
-                        f"nbutils, which still holds the old code; restart the kernel (Kernel > "
-                        f"Restart Kernel) and run this notebook again")
+                        f"nbutils, which still holds the old code (the module on disk is up to date "
+                        f"now); restart the kernel (Kernel > Restart Kernel) and run this notebook "
+                        f"again")

@@ -214,6 +214,7 @@ class Progress:
             min_interval
         self.split = split(test_iter)  # "test", or "validation" for the honest protocol
         self.epoch, self.last, self.counts = done + 1, "", [0, 0]  # [eval, train] forward calls
+        self.first = self.epoch
         self.started = self.epoch_started = self.shown = time.monotonic()
         self.handle = display({"text/plain": self.line()}, raw=True, display_id=True) \
             if has_frontend() else None
@@ -228,8 +229,10 @@ class Progress:
     def line(self):
         now = time.monotonic()
         (evals, trains), (n_eval, n_train) = self.counts, self.batches
-        if self.epoch > self.num_epochs:
-            where = f"{self.num_epochs} epochs done in {clock(now - self.started)}"
+        if self.epoch > self.num_epochs and self.epoch == self.first:
+            where = f"{plural(self.num_epochs, 'epoch')} already done: resumed from the checkpoint"
+        elif self.epoch > self.num_epochs:
+            where = f"{plural(self.num_epochs, 'epoch')} done in {clock(now - self.started)}"
         else:
             step = f"{self.split} batch {min(evals, n_eval)}/{n_eval}" if evals else \
                 f"batch {min(trains, n_train)}/{n_train}"
@@ -256,6 +259,10 @@ class Progress:
     def close(self):
         if self.hook is not None:
             self.hook.remove()
+
+
+def plural(n, word):
+    return f"{n} {word}{'s' * (n != 1)}"
 
 
 def clock(seconds):
@@ -289,10 +296,10 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     train_epoch, evaluate_fn = (trainer.train_epoch, trainer.evaluate) if trainer else \
         (train_epoch_ch3, evaluate)
     history = History(checkpoint.restore(net, updater, scheduler, train_iter) if checkpoint else [])
+    bar = Progress(net, num_epochs, train_iter, test_iter, len(history))  # above the plot
     animator = animator or training_animator(num_epochs)
     for record in history:  # a resumed run's plot starts with the epochs already done
         plot_epoch(animator, record)
-    bar = Progress(net, num_epochs, train_iter, test_iter, len(history))
     try:
         for epoch in range(len(history) + 1, num_epochs + 1):
             history.append(train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter,

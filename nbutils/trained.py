@@ -19,30 +19,33 @@ from .train import History
 __all__ = ["load_or_train", "load_trained", "write_metrics"]
 
 
-def load_trained(folder, device=None):
-    """``(net, history, run)`` of the model trained into ``folder``, or None if there is none."""
+def load_trained(folder, device=None, model=NeuralNetwork):
+    """``(net, history, run)`` of the model trained into ``folder``, or None if there is none.
+    ``model``: the class it was trained as (notebook 02's, or an edited one pasted into a notebook);
+    a model.pt of another class or code is refused."""
     folder = Path(folder)
     if not ((folder / "model.pt").exists() and (folder / "history.json").exists()):
         return None
     saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)
     run, _ = from_dict(saved["params"])
-    net = NeuralNetwork(run.patch_size)
+    net = model(run.patch_size)
     why = mismatch(saved.get("identity", {}), model_identity(net))  # whatever loop trained it
     if why:
         raise CheckpointMismatch(f"{folder / 'model.pt'} was trained by other code ({why}); run "
-                                 f"notebook 04 again to train the code as it is now")
+                                 f"notebook 04 again to train the code as it is now (in Colab, "
+                                 f"paste the class that 04 trained into this notebook too)")
     net.load_state_dict(saved["model"])
     history = History(json.loads((folder / "history.json").read_text()))
     return net.to(resolve_device(device)), history, run
 
 
-def load_or_train(run: Run, env: Env, folder, log=print):
+def load_or_train(run: Run, env: Env, folder, model=NeuralNetwork, log=print):
     """Notebook 05's model: the one notebook 04 trained into ``folder``, with the parameters it was
     trained with. Without one it is trained now, so that the notebook opened alone still runs end to
     end: on a GPU the run itself (seconds on the fast path), on a CPU, where that takes hours, a smoke
-    model in ``folder/smoke-fallback``. Returns ``(net, history, the trained run, the folder its
-    results belong in)``."""
-    trained = load_trained(folder, env.device)
+    model in ``folder/smoke-fallback``. ``model``: the class notebook 04 trained (:func:`load_trained`).
+    Returns ``(net, history, the trained run, the folder its results belong in)``."""
+    trained = load_trained(folder, env.device, model)
     if trained is not None:
         log(f"The model notebook 04 trained in {folder}, with its own parameters (params.json).")
         return (*trained, Path(folder))

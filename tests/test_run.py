@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import nbutils as nb
-from nbutils import runs, trained
+from nbutils import coursework, runs, trained
 from nbutils.coursework import train_run
 from nbutils.params import resolve
 from nbutils.tools import results, run, sweep
@@ -120,6 +120,27 @@ def test_metrics_carry_the_parameters_of_the_model_they_measure(tmp_path, real_r
     with pytest.raises(nb.CheckpointMismatch, match=r"model.pt was trained by other code \(the "
                                                      r"model's listing .*run notebook 04 again"):
         trained.load_or_train(*resolve("smoke", run_dir=str(folder)), folder)
+
+
+def test_05_loads_the_class_04_trained_even_one_pasted_into_both(tmp_path, monkeypatch):
+    """In Colab an edited class is pasted into 04 and 05: 05 loads 04's model.pt with its own copy,
+    and refuses it with notebook 02's class."""
+    class NeuralNetwork(nb.NeuralNetwork):  # a pasted copy: another class, the same layers
+        pass
+
+    folder = tmp_path / "run"
+    given, env = resolve("smoke", epochs=1, train_subset=64, test_subset=100, run_dir=str(folder))
+    monkeypatch.setattr(coursework, "NeuralNetwork", NeuralNetwork)  # 04's kernel: the pasted class
+    net, history = train_run(given, env, folder)
+    runs.save_run(folder, net, history, given, env)
+    monkeypatch.undo()
+    loaded, _, used = trained.load_trained(folder, "cpu", NeuralNetwork)
+    assert type(loaded) is NeuralNetwork and used == given
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 net.state_dict().values()))
+    with pytest.raises(nb.CheckpointMismatch, match=r"paste the class that 04 trained into this "
+                                                     r"notebook too"):
+        trained.load_trained(folder, "cpu")  # notebook 02's class
 
 
 @pytest.mark.parametrize("name", ["../outside", "a/b", ".hidden", "..", "a\\b"])
