@@ -1,8 +1,6 @@
 """What the training loops count: correct predictions, per-example losses, and a loss gone bad."""
 from __future__ import annotations
 
-import torch
-
 __all__ = ["TrainingDiverged", "accuracy", "as_per_example", "check_finite", "correct",
            "per_example"]
 
