@@ -210,8 +210,8 @@ class Progress:
     on that path the line moves once per epoch (about a second)."""
 
     def __init__(self, net, num_epochs, train_iter, test_iter, done=0, min_interval=0.5):
-        self.num_epochs, self.batches, self.min_interval = num_epochs, (len(test_iter), len(train_iter)), \
-            min_interval
+        self.num_epochs, self.min_interval = num_epochs, min_interval
+        self.batches = (len(test_iter), len(train_iter))
         self.split = split(test_iter)  # "test", or "validation" for the honest protocol
         self.epoch, self.last, self.counts = done + 1, "", [0, 0]  # [eval, train] forward calls
         self.first = self.epoch
