@@ -192,16 +192,16 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# The digest of the coursework code this process runs: coursework.py as it was when nbutils was
-# imported (after sync). Checkpoints record it, so that a run never resumes other code.
-LOADED = digest(MODULE.read_text()) if MODULE.exists() else ""
-TOOLS_LOADED = digest(TOOLS_MODULE.read_text()) if TOOLS_MODULE.exists() else ""  # the same, of mixer.py
+# The digest of the saved code this process runs, by part: each module as it was when nbutils was
+# imported (after sync). Checkpoints record the core's, so that a run never resumes other code.
+LOADED = {part: digest(module_of(part).read_text()) if module_of(part).exists() else ""
+          for part in PARTS}
 EDITED = {}  # part: the notebooks whose edit made this process stale (check_fresh)
 
 
 def code_digest() -> str:
     """The digest of the ``#@save`` code this process trains with."""
-    return LOADED
+    return LOADED["core"]
 
 
 def in_kernel() -> bool:
@@ -222,7 +222,6 @@ def sync(log=print, imported=True):
     checkout only); returns the names of the notebooks whose cells changed them. ``imported``: this
     process imports what is written (``import nbutils`` in a kernel); a stale kernel writes it for the
     next one only, and stays stale (:func:`check_fresh`)."""
-    global LOADED, TOOLS_LOADED
     if notebooks_home() is None:
         return []
     found = []
@@ -234,10 +233,8 @@ def sync(log=print, imported=True):
             text = render(part=part)
             write_module(text, part)
             log(f"{shown_name(part)} brought up to date with {', '.join(changed)} (#@save cells)")
-        if imported and part == "core":
-            LOADED = digest(text)
-        elif imported:
-            TOOLS_LOADED = digest(text)
+        if imported:
+            LOADED[part] = digest(text)
         found += changed
     return found
 
@@ -249,9 +246,8 @@ def check_fresh():
     if notebooks_home() is None:
         return
     changed = []
-    for part, name, loaded in (("core", "nbutils.coursework", LOADED),
-                               ("tools", "nbutils.tools.mixer", TOOLS_LOADED)):
-        if name in sys.modules and digest(render(part=part)) != loaded:
+    for part, name in (("core", "nbutils.coursework"), ("tools", "nbutils.tools.mixer")):
+        if name in sys.modules and digest(render(part=part)) != LOADED[part]:
             module = module_of(part)
             # Once this check has written the module, the notebooks it named are remembered here.
             EDITED[part] = differences(module.read_text() if module.exists() else "", part=part) or \

@@ -116,7 +116,7 @@ def test_a_kernel_syncs_the_module_and_one_that_imported_it_before_the_edit_stop
     out = tmp_path / "coursework.py"
     out.write_text(saved.MODULE.read_text())
     monkeypatch.setattr(saved, "MODULE", out)
-    monkeypatch.setattr(saved, "LOADED", saved.digest(out.read_text()))  # imported before the edit
+    monkeypatch.setitem(saved.LOADED, "core", saved.digest(out.read_text()))  # imported before the edit
     with pytest.raises(saved.StaleCode, match=r"^notebooks/02_model.ipynb: #@save cells edited after "
                                               r"this kernel imported nbutils.*restart the kernel"):
         saved.check_fresh()
@@ -207,7 +207,7 @@ def test_an_edit_of_notebook_07_reaches_the_tools_module_and_names_07(tmp_path, 
     assert saved.differences(saved.MODULE.read_text()) == []  # the core's module is not concerned
     assert export.main(["--check"]) == 1
     assert "mixer.py disagrees with the notebooks in: notebooks/07_recipe.ipynb" in capsys.readouterr().err
-    monkeypatch.setattr(saved, "TOOLS_LOADED", saved.digest(out.read_text()))  # imported before
+    monkeypatch.setitem(saved.LOADED, "tools", saved.digest(out.read_text()))  # imported before
     monkeypatch.setitem(sys.modules, "nbutils.tools.mixer", sys.modules.get("nbutils.tools.mixer"))
     for _ in range(2):  # a stale kernel stays stale until it restarts
         with pytest.raises(saved.StaleCode, match=r"^notebooks/07_recipe.ipynb: #@save cells edited"):
