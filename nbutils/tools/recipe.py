@@ -32,7 +32,8 @@ from ..fast import FastTrainer
 from .mixer import MixerBlock, PatchMixer  # notebook 07's #@save cells
 
 __all__ = ["EMA", "INGREDIENTS", "Augment", "MixerBlock", "PatchMixer", "Recipe", "RecipeTrainer",
-           "WarmupCosine", "default_precision", "hook_tensors", "make_recipe", "recipe_for"]
+           "WarmupCosine", "default_precision", "hook_tensors", "make_recipe", "recipe_for",
+           "recipe_hooks"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,34 +216,37 @@ def default_precision(device="auto"):
 def make_recipe(recipe: Recipe, device, steps_per_epoch, background=0.0):
     """``(net, eval_net, loss, optimizer, scheduler, hooks)`` for :class:`RecipeTrainer`.
 
-    ``hooks`` is a dict of ``augment``, ``before_update`` and ``after_update``; ``scheduler`` is the
-    coursework's ReduceLROnPlateau for the "adam" ingredient and None otherwise (the per-step schedule
-    is a hook).
+    ``hooks``: :func:`recipe_hooks`; ``scheduler`` is the coursework's ReduceLROnPlateau for the
+    "adam" ingredient and None otherwise (the per-step schedule is a hook).
     """
     net = PatchMixer(recipe).to(device)
     cuda = torch.device(device).type == "cuda"
     fused = dict(capturable=True, fused=True) if cuda else {}
-    hooks = dict(augment=Augment(2, True, background) if recipe.augment else None,
-                 before_update=None, after_update=None)
+    scheduler = None
     if recipe.optimizer == "adamw":
         lr = torch.tensor(recipe.lr, device=device)
         optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=recipe.weight_decay,
                                       **fused)
-        hooks["before_update"] = WarmupCosine(optimizer, recipe.lr,
-                                              recipe.warmup_epochs * steps_per_epoch,
-                                              recipe.epochs * steps_per_epoch)
-        scheduler = None
     else:  # the coursework's Adam and plateau scheduler (its ingredient sets lr 1e-3, decay 5e-4)
         lr = torch.tensor(recipe.lr, device=device) if cuda else recipe.lr
         optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=recipe.weight_decay,
                                      **fused)
         scheduler = make_scheduler(optimizer)
-    eval_net = net
-    if recipe.ema_decay:
-        hooks["after_update"] = EMA(net, recipe.ema_decay)
-        eval_net = hooks["after_update"].ema_net
+    hooks = recipe_hooks(recipe, net, optimizer, steps_per_epoch, background)
+    eval_net = hooks["after_update"].ema_net if hooks["after_update"] else net
     loss = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     return net, eval_net, loss, optimizer, scheduler, hooks
+
+
+def recipe_hooks(recipe: Recipe, net, optimizer, steps_per_epoch, background=0.0):
+    """The recipe's step hooks for :class:`RecipeTrainer`, None where it leaves one out: ``augment``,
+    ``before_update`` (AdamW's warm-up and cosine) and ``after_update`` (the EMA of ``net``).
+    ``background``: a black pixel, normalised (for a stack, a tensor of one per run)."""
+    steps = recipe.epochs * steps_per_epoch
+    return dict(augment=Augment(2, True, background) if recipe.augment else None,
+                before_update=WarmupCosine(optimizer, recipe.lr, recipe.warmup_epochs * steps_per_epoch,
+                                           steps) if recipe.optimizer == "adamw" else None,
+                after_update=EMA(net, recipe.ema_decay) if recipe.ema_decay else None)
 
 
 def recipe_for(run, ingredient, name="recipe"):

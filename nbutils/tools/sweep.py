@@ -55,7 +55,7 @@ from ..train import History, evaluate, train_ch3
 from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
 from .protocol import KeepBest, as_validation, honest_loaders, keep_if_best
-from .recipe import EMA, Augment, PatchMixer, RecipeTrainer, WarmupCosine, make_recipe, recipe_for
+from .recipe import PatchMixer, RecipeTrainer, make_recipe, recipe_for, recipe_hooks
 from .stack import stack_id, train_stack
 
 __all__ = ["DEFAULT_STACK", "execute", "main", "make_cut_scheduler", "recipe_spec", "run_one",
@@ -187,18 +187,12 @@ def scheduler_maker(name, patience):
             "cut18": lambda opt: make_cut_scheduler(opt, epoch=18)}[name]
 
 
-def recipe_hooks(members, device):
-    """The recipe's augment and update hooks for a stack of its runs (as make_recipe builds them)."""
-    recipe = members[0]["recipe"]
+def stack_hooks(members, device):
+    """The recipe's hooks for a stack of its runs (:func:`~nbutils.tools.recipe.recipe_hooks`), each
+    run's augmentation filling with its own black pixel."""
     background = torch.tensor([m["background"] for m in members], device=device)
-
-    def hooks(model, optimizer, steps):
-        return dict(augment=Augment(2, True, background) if recipe.augment else None,
-                    before_update=WarmupCosine(optimizer, recipe.lr, recipe.warmup_epochs * steps,
-                                               recipe.epochs * steps)
-                    if recipe.optimizer == "adamw" else None,
-                    after_update=EMA(model, recipe.ema_decay) if recipe.ema_decay else None)
-    return hooks
+    return lambda model, optimizer, steps: recipe_hooks(members[0]["recipe"], model, optimizer,
+                                                        steps, background)
 
 
 def run_stack(specs, root, log=print):
@@ -221,7 +215,7 @@ def run_stack(specs, root, log=print):
     histories, diverged, _, _ = train_stack(
         members, epochs, device, first["recipe"].precision if first["recipe"] else
         first["run"].precision, graphs=False if first["env"].fast == "eager" else None,
-        checkpoint=checkpoint, hooks=recipe_hooks(members, device) if first["recipe"] else None,
+        checkpoint=checkpoint, hooks=stack_hooks(members, device) if first["recipe"] else None,
         on_epoch_end=keep_best, kept=best, log=log)
     failed = 0
     for k, (member, history) in enumerate(zip(members, histories)):
