@@ -145,7 +145,7 @@ class Checkpoint:
                                      f"resume=False to start over (the old results are kept)")
         return state
 
-    def restore(self, net, optimizer, scheduler, loader):
+    def restore(self, net, optimizer, scheduler, loader, trainer=None):
         """Put the saved state into the live objects; returns the history so far ([] for a new run)."""
         state = self.load()
         if state is None:
@@ -157,11 +157,14 @@ class Checkpoint:
         set_random_states(state["rng"])
         if state["loader_rng"] is not None:
             loader.generator.set_state(state["loader_rng"])
+        if state.get("trainer") is not None:
+            trainer.load_state_dict(state["trainer"])
         self.log(f"resuming from {self.path} after epoch {len(state['history'])}")
         return state["history"]
 
-    def save(self, net, optimizer, scheduler, history, loader):
-        """Write the run's whole state (temporary file, then rename)."""
+    def save(self, net, optimizer, scheduler, history, loader, trainer=None):
+        """Write the run's whole state (temporary file, then rename). A trainer that keeps state
+        of its own (a ``state_dict``: the tools' stack of runs) has it saved with the rest."""
         generator = getattr(loader, "generator", None)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({
@@ -169,6 +172,7 @@ class Checkpoint:
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "history": list(history), "params": self.params, "rng": random_states(),
             "loader_rng": generator.get_state() if generator is not None else None,
+            "trainer": trainer.state_dict() if hasattr(trainer, "state_dict") else None,
         }, self.path)
 
 

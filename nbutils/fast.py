@@ -179,13 +179,12 @@ class FastTrainer:
         self._stepped = False  # whether a training step has run (and made the optimizer's state)
         self._lr_tensors = [g["lr"] for g in optimizer.param_groups]
 
-    def make_counters(self, shape=()):
-        """The epoch's loss sum, hit count and first bad batch, on the device: one of each, or
-        ``shape`` of them (a stack of runs keeps one per run)."""
+    def make_counters(self):
+        """The epoch's loss sum, hit count and first bad batch, on the device."""
         on = dict(device=self.device)
-        self.loss_sum = torch.zeros(shape, **on)
-        self.correct = torch.zeros(shape, dtype=torch.long, **on)
-        self.first_bad = torch.full(shape, -1, dtype=torch.long, **on)
+        self.loss_sum = torch.zeros((), **on)
+        self.correct = torch.zeros((), dtype=torch.long, **on)
+        self.first_bad = torch.full((), -1, dtype=torch.long, **on)
         self.batch_no = torch.zeros((), dtype=torch.long, **on)
 
     # -- the step, written once: eager on the CPU and for partial batches, captured on CUDA. The

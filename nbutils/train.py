@@ -295,7 +295,8 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
         net.to(device)
     train_epoch, evaluate_fn = (trainer.train_epoch, trainer.evaluate) if trainer else \
         (train_epoch_ch3, evaluate)
-    history = History(checkpoint.restore(net, updater, scheduler, train_iter) if checkpoint else [])
+    history = History(checkpoint.restore(net, updater, scheduler, train_iter, trainer)
+                      if checkpoint else [])
     bar = Progress(net, num_epochs, train_iter, test_iter, len(history))  # above the plot
     animator = animator or training_animator(num_epochs)
     for record in history:  # a resumed run's plot starts with the epochs already done
@@ -305,7 +306,7 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
             history.append(train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter,
                                            test_iter, loss, updater, scheduler, device))
             if checkpoint:
-                checkpoint.save(net, updater, scheduler, history, train_iter)
+                checkpoint.save(net, updater, scheduler, history, train_iter, trainer)
             plot_epoch(animator, history[-1])
             bar.update(history[-1])
     finally:
@@ -336,9 +337,17 @@ def train_one_epoch(net, epoch, train_epoch, evaluate_fn, train_iter, test_iter,
                                f"weights are no longer finite (the learning rate is the likely cause)")
     if scheduler is not None:
         step_scheduler(scheduler, test_loss)
-    lr = float(updater.param_groups[0]["lr"]) if isinstance(updater, torch.optim.Optimizer) else None
-    return epoch_record(epoch, train_loss, train_acc, test_loss, test_acc, lr,
-                        time.perf_counter() - start)
+    return epoch_record(epoch, train_loss, train_acc, test_loss, test_acc,
+                        learning_rate(updater), time.perf_counter() - start)
+
+
+def learning_rate(updater):
+    """The first parameter group's learning rate; None for my_utils' updater function, and for an
+    optimizer that keeps one rate per slice of its parameters (a stack's trainer records each)."""
+    if not isinstance(updater, torch.optim.Optimizer):
+        return None
+    lr = updater.param_groups[0]["lr"]
+    return float(lr) if not torch.is_tensor(lr) or lr.numel() == 1 else None
 
 
 def epoch_record(epoch, train_loss, train_acc, test_loss, test_acc, lr, seconds):

@@ -68,7 +68,9 @@ def final_state(folder):
 
 def test_checkpoint_holds_everything(uninterrupted):
     state = torch.load(uninterrupted / "checkpoint.pt", weights_only=False)
-    assert set(state) == {"model", "optimizer", "scheduler", "history", "params", "rng", "loader_rng"}
+    assert set(state) == {"model", "optimizer", "scheduler", "history", "params", "rng", "loader_rng",
+                          "trainer"}
+    assert state["trainer"] is None  # a single run's trainer keeps no state of its own
     assert len(state["history"]) == 3 and state["params"]["epochs"] == 3
     assert "torch" in state["rng"] and state["loader_rng"] is not None
     assert not [p for p in uninterrupted.iterdir() if p.name.endswith(".tmp")]

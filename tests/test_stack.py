@@ -150,8 +150,9 @@ def test_a_short_stacked_run_follows_each_of_its_runs(tiny_root):
                 dict(weight_decay=0.01, init="kaiming_normal", cut=True)]
     expected = single_runs(tiny_root, settings)
     group = members(tiny_root, settings)
-    histories, diverged, _, _ = train_stack(group, 3, "cpu")
-    assert diverged == [None, None, None]
+    trainer = train_stack(group, 3, "cpu")
+    histories = trainer.histories
+    assert trainer.diverged == [None, None, None]
     worst = {"loss": 0.0, "acc": 0.0}
     for got, want in zip(histories, expected):
         assert [r["epoch"] for r in got] == [1, 2, 3] and set(got[0]) == set(want[0])
@@ -197,12 +198,12 @@ def test_one_members_divergence_is_its_own_and_the_others_finish(tiny_root):
     group = members(tiny_root, [dict(), dict(), dict()])
     with torch.no_grad():
         group[1]["net"].stemLinear.weight.fill_(float("inf"))
-    histories, diverged, _, _ = train_stack(group, 2, "cpu")
-    assert diverged[0] is None and diverged[2] is None and diverged[1] == (1, 0)
+    trainer = train_stack(group, 2, "cpu")
+    assert trainer.diverged[0] is None and trainer.diverged[2] is None and trainer.diverged[1] == (1, 0)
     # the others train as a stack without the diverged member does
-    alone, _, _, _ = train_stack(members(tiny_root, [dict(seed=0), dict(seed=2)]), 2, "cpu")
+    alone = train_stack(members(tiny_root, [dict(seed=0), dict(seed=2)]), 2, "cpu").histories
     for k, history in zip((0, 2), alone):
-        for mine, theirs in zip(histories[k], history):
+        for mine, theirs in zip(trainer.histories[k], history):
             assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=LOSS_TOLERANCE)
             assert mine["test_acc"] == pytest.approx(theirs["test_acc"], abs=ACC_TOLERANCE)
 

@@ -16,7 +16,8 @@ the single run of its seed (the tests that compare the two turn dropout off). Th
 architecture, the batch size, the number of epochs and the optimizer's type; each member's history
 records the stack's epoch time as its ``seconds``.
 :class:`StackTrainer` is the fast path's trainer for a stack, CUDA graphs and bf16 included, and
-:func:`train_stack` trains runs of the sweep this way and returns what each would have returned alone.
+:func:`train_stack` trains runs of the sweep this way, through ``train_ch3``, keeping what each
+would have recorded alone.
 """
 from __future__ import annotations
 
@@ -25,16 +26,15 @@ import hashlib
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ..checkpoint import atomic_torch_save, random_states, set_random_states
+from ..checkpoint import Checkpoint
 from ..fast import keep_tensor, precision_context
-from ..train import epoch_record, step_scheduler
-from .protocol import as_validation
+from ..train import epoch_record, split, step_scheduler, train_ch3
+from .protocol import as_validation, keep_if_best
 from .recipe import RecipeTrainer, hook_tensors
 
 __all__ = ["MemberSchedulers", "StackLoader", "StackTrainer", "StackedModel", "StackedOptimizer",
@@ -168,6 +168,17 @@ class MemberSchedulers:
                 scheduler.load_state_dict(state["scheduler"])
 
 
+class Generators(list):
+    """The members' shuffling generators, saved and put back as one (a checkpoint's loader state)."""
+
+    def get_state(self):
+        return [g.get_state() for g in self]
+
+    def set_state(self, states):
+        for generator, state in zip(self, states):
+            generator.set_state(state)
+
+
 class StackLoader:
     """K members' DeviceLoaders of one split as one: batch ``(K, B, 1, 28, 28)``, member k's images
     in the order its own loader would serve them (its own subset, normalisation and seeded
@@ -179,9 +190,10 @@ class StackLoader:
             raise ValueError("stacked runs need the same number of images and the same batches")
         self.device, self.batch_size = first.device, first.batch_size
         self.shuffle, self.drop_last, self.size = first.shuffle, first.drop_last, len(first.labels)
+        self.split = split(first)  # "validation" under the honest protocol
         self.images = torch.stack([d.images for d in loaders])  # (K, N, 1, 28, 28) uint8
         self.labels = torch.stack([d.labels for d in loaders])
-        self.generators = [d.generator for d in loaders]
+        self.generator = Generators(d.generator for d in loaders)
         shape = (len(loaders), 1, 1, 1, 1)
         self.mean = torch.tensor([d.mean for d in loaders], device=self.device).view(shape)
         self.std = torch.tensor([d.std for d in loaders], device=self.device).view(shape)
@@ -193,7 +205,7 @@ class StackLoader:
     def batch_indices(self):
         orders = torch.stack([torch.randperm(self.size, generator=g).to(self.device) if self.shuffle
                               else torch.arange(self.size, device=self.device)
-                              for g in self.generators])
+                              for g in self.generator])
         for b in range(len(self)):
             yield orders[:, b * self.batch_size:(b + 1) * self.batch_size]
 
@@ -202,25 +214,43 @@ class StackLoader:
         return (images.float() / 255 - self.mean) / self.std, self.labels[self.members, idx]
 
     def index_buffer(self):
-        return torch.zeros(len(self.generators), self.batch_size, dtype=torch.long,
+        return torch.zeros(len(self.generator), self.batch_size, dtype=torch.long,
                            device=self.device)
 
 
 class StackTrainer(RecipeTrainer):
     """The fast path's trainer for a :class:`StackedModel` on :class:`StackLoader` data: the same
     step (with the recipe's hooks, if any), captured the same way, with one loss sum, hit count and
-    first bad batch per member. ``loss`` must keep each example's loss (``reduction="none"``)."""
+    first bad batch per member. ``loss`` must keep each example's loss (``reduction="none"``).
 
-    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, **hooks):
+    As ``train_ch3``'s trainer it keeps each member's own run, which one scheduler and one record an
+    epoch cannot hold:
+
+    * ``histories``: each member's records, what ``train_ch3`` records for its single run;
+    * ``schedulers``: each member's scheduler (:class:`MemberSchedulers`), stepped on its own
+      evaluation loss;
+    * ``diverged``: where a member's loss became NaN or infinite (its epoch and first bad batch, or
+      -1 where only the evaluation showed it); the others train on, as members share no parameter;
+    * ``best``: for each member whose evaluation is the validation split (``validating``), its
+      chosen epoch and weights (:func:`~nbutils.tools.protocol.keep_if_best`).
+
+    What it gives ``train_ch3``, for the progress line and the plot, is the mean over the members
+    still training; a checkpoint saves all of the above (:meth:`state_dict`).
+    """
+
+    def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, schedulers=None,
+                 validating=None, **hooks):
         super().__init__(net, loss, optimizer, device, precision, graphs, **hooks)
-        self.make_counters((net.size,))
+        self.schedulers = schedulers
+        self.validating = validating or [False] * net.size
+        self.histories = [[] for _ in range(net.size)]
+        self.diverged = [None] * net.size
+        self.best = [{} for _ in range(net.size)]
 
-    def forward(self, loader, idx, net, train):
-        X, y = self.inputs(loader, idx, train)  # augment: one draw per image, whatever its member
-        with precision_context(self.precision, self.device):
-            y_hat = net(X)
-            l_sum = self.loss(y_hat.flatten(0, 1), y.flatten()).view(y.shape).float().sum(-1)
-        return y_hat, y, l_sum
+    def make_counters(self):  # one of each per member
+        super().make_counters()
+        for name in ("loss_sum", "correct", "first_bad"):
+            setattr(self, name, getattr(self, name).repeat(self.net.size))
 
     def train_members(self, loader):
         """One epoch: ``(mean loss, accuracy, first bad batch or -1)`` per member."""
@@ -240,6 +270,69 @@ class StackTrainer(RecipeTrainer):
         self.eval_net.train(was_training)
         return (self.loss_sum / loader.size).tolist(), (self.correct / loader.size).tolist()
 
+    def forward(self, loader, idx, net, train):
+        X, y = self.inputs(loader, idx, train)  # augment: one draw per image, whatever its member
+        with precision_context(self.precision, self.device):
+            y_hat = net(X)
+            l_sum = self.loss(y_hat.flatten(0, 1), y.flatten()).view(y.shape).float().sum(-1)
+        return y_hat, y, l_sum
+
+    # -- the epoch functions that train_ch3 calls
+    def train_epoch(self, net, loader, loss, updater, device):
+        self.started = time.perf_counter()
+        self.trained = self.train_members(loader)
+        self.note_divergence([b >= 0 for b in self.trained[2]], self.trained[2])
+        return self.live_mean(self.trained[0]), self.live_mean(self.trained[1])
+
+    def evaluate(self, net, loader, loss, device):
+        losses, accs = self.evaluate_members(loader)
+        self.note_divergence([not math.isfinite(v) for v in losses], self.trained[2])
+        if self.schedulers is not None:
+            self.schedulers.step(losses)
+        self.record_epoch(losses, accs)
+        return self.live_mean(losses), self.live_mean(accs)
+
+    def note_divergence(self, bad, first_bad):
+        epoch = len(self.histories[0]) + 1
+        for k, is_bad in enumerate(bad):
+            if is_bad and self.diverged[k] is None:
+                self.diverged[k] = (epoch, first_bad[k])
+
+    def live_mean(self, values):
+        live = [v for v, d in zip(values, self.diverged) if d is None]
+        return sum(live) / len(live) if live else math.nan
+
+    def record_epoch(self, losses, accs):
+        """Each member's record of the epoch, as its single run would make it."""
+        train_losses, train_accs, _ = self.trained
+        lrs, seconds = self.optimizer.param_groups[0]["lr"].tolist(), time.perf_counter() - self.started
+        for k, history in enumerate(self.histories):
+            record = epoch_record(len(history) + 1, train_losses[k], train_accs[k], losses[k], accs[k],
+                                  lrs[k], seconds)
+            if self.validating[k]:
+                record = as_validation(record)
+                keep_if_best(self.best[k], record, lambda: self.eval_net.member_state(k))
+            history.append(record)
+
+    def hooks(self):
+        return hook_tensors((self.augment, self.before_update, self.after_update))
+
+    def state_dict(self):
+        """What a stack's checkpoint holds beside its model, optimizer and loaders."""
+        return dict(eval_net=self.eval_net.state_dict() if self.eval_net is not self.net else None,
+                    hooks=[t.clone() for t in self.hooks()], histories=self.histories,
+                    schedulers=self.schedulers.state_dict() if self.schedulers else None,
+                    diverged=self.diverged, best=self.best)
+
+    def load_state_dict(self, state):
+        if state["eval_net"] is not None:
+            self.eval_net.load_state_dict(state["eval_net"])
+        for tensor, saved in zip(self.hooks(), state["hooks"]):
+            tensor.copy_(saved)
+        if self.schedulers is not None:
+            self.schedulers.load_state_dict(state["schedulers"])
+        self.histories, self.diverged, self.best = state["histories"], state["diverged"], state["best"]
+
 
 def stack_id(keys):
     return hashlib.sha1(json.dumps(sorted(keys)).encode()).hexdigest()[:16]
@@ -249,114 +342,57 @@ def stack_id(keys):
 PLAIN = dict(amsgrad=False, maximize=False, momentum=0, dampening=0, nesterov=False)
 
 
+def stacked_optimizer(model, optimizers, device):
+    """The :class:`StackedOptimizer` of ``model`` that does what each member's ``optimizers`` do;
+    refused unless they are one of the plain Adam, AdamW or SGD, all of one type."""
+    kind = StackedOptimizer.KINDS.get(type(optimizers[0]))
+    if kind is None or {type(o) for o in optimizers} != {type(optimizers[0])}:
+        raise ValueError(f"a stack's members share one optimizer type among "
+                         f"{sorted(StackedOptimizer.KINDS.values())}; got "
+                         f"{sorted({type(o).__name__ for o in optimizers})}")
+    groups = [o.param_groups[0] for o in optimizers]
+    other = {f"{k}={g[k]!r}" for g in groups for k, default in PLAIN.items()
+             if g.get(k, default) != default}
+    if other:
+        raise ValueError(f"a stack's optimizers take their defaults for {sorted(PLAIN)}; got "
+                         f"{', '.join(sorted(other))}")
+    return StackedOptimizer(model.parameters(), kind, [float(g["lr"]) for g in groups],
+                            [g["weight_decay"] for g in groups], groups[0].get("betas", (0.9, 0.999)),
+                            groups[0].get("eps", 1e-8), device)
+
+
 def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoint=None, hooks=None,
-                on_epoch_end=None, kept=None, log=print):
-    """Train ``members`` as one stack for ``epochs`` epochs; returns ``(histories, diverged,
-    model, eval_net)``: each member's history (its records are what
-    :func:`~nbutils.train.train_ch3` records), where each diverged, and the trained stack.
+                log=print):
+    """Train ``members`` as one stack, by ``train_ch3``, for ``epochs`` epochs; returns its
+    :class:`StackTrainer`, whose ``histories``, ``diverged`` and ``best`` are each member's, and
+    whose ``net`` and ``eval_net`` are the trained stack.
 
     Each member is a dict, built as the member's single run builds it: ``net`` (initialised),
     ``optimizer`` (its type, lr and weight decay are read), ``scheduler`` (a maker of the member's
     scheduler from an optimizer, or None), ``loss`` (per example), ``train`` and ``eval`` (its
     DeviceLoaders; ``eval`` is the validation split under the honest protocol, and ``validating``
-    says so) and ``key`` (what the run computes: the stack's checkpoint is resumed only by the same
-    runs). ``hooks(model, optimizer, steps per epoch)`` gives the recipe's augment and update hooks
-    (:class:`~nbutils.tools.recipe.EMA` as ``after_update``: its ``ema_net`` is what evaluation
-    runs, as in a single recipe run). A member whose
-    loss becomes NaN or infinite is recorded in ``diverged`` (its epoch and first bad batch) and
-    the others train on: members share no parameter. ``on_epoch_end(eval_net, histories)`` is called
-    after each epoch; ``kept``, a list of dicts it fills (the honest protocol's chosen epoch and
-    weights, one per member), is saved with the checkpoint and put back on resume.
+    says so) and ``key`` (what the run computes). ``hooks(model, optimizer, steps per epoch)`` gives
+    the recipe's augment and update hooks (:class:`~nbutils.tools.recipe.EMA` as ``after_update``:
+    its ``ema_net`` is what evaluation runs, as in a single recipe run).
 
-    ``checkpoint``: a path; the stack's whole state is written there after every epoch (atomically),
-    and a stack killed outright resumes from it to the results an uninterrupted one gives.
+    ``checkpoint``: a path; the stack's whole state is written there after every epoch, and a
+    stack killed outright resumes from it to the results an uninterrupted one gives. One made by
+    other runs is not resumed, and the log says so.
     """
-    first = members[0]
     model = StackedModel([m["net"] for m in members]).to(device)
-    opts = [m["optimizer"] for m in members]
-    kind = StackedOptimizer.KINDS.get(type(opts[0]))
-    if kind is None or {type(o) for o in opts} != {type(opts[0])}:
-        raise ValueError(f"a stack's members share one optimizer type among "
-                         f"{sorted(StackedOptimizer.KINDS.values())}; got "
-                         f"{sorted({type(o).__name__ for o in opts})}")
-    group = opts[0].param_groups[0]
-    other = {f"{k}={o.param_groups[0][k]!r}" for o in opts for k, default in PLAIN.items()
-             if o.param_groups[0].get(k, default) != default}
-    if other:  # the stacked update implements the plain Adam, AdamW and SGD only
-        raise ValueError(f"a stack's optimizers take their defaults for {sorted(PLAIN)}; got "
-                         f"{', '.join(sorted(other))}")
-    optimizer = StackedOptimizer(model.parameters(), kind, [float(o.param_groups[0]["lr"]) for o in opts],
-                                 [o.param_groups[0]["weight_decay"] for o in opts],
-                                 group.get("betas", (0.9, 0.999)), group.get("eps", 1e-8), device)
-    schedulers = MemberSchedulers(optimizer, [m["scheduler"] for m in members])
-    train_iter, eval_iter = StackLoader([m["train"] for m in members]), \
-        StackLoader([m["eval"] for m in members])
+    optimizer = stacked_optimizer(model, [m["optimizer"] for m in members], device)
+    train_iter = StackLoader([m["train"] for m in members])
     made = hooks(model, optimizer, len(train_iter)) if hooks else {}
-    eval_net = getattr(made.get("after_update"), "ema_net", model)
-    trainer = StackTrainer(model, first["loss"], optimizer, device, precision, graphs,
-                           eval_net=eval_net, **made)
-    histories = [[] for _ in members]
-    diverged = [None] * len(members)
-    ident = [m["key"] for m in members]
-    kept = [] if kept is None else kept
-    start = restore(checkpoint, ident, model, eval_net, optimizer, schedulers, made, train_iter,
-                    histories, diverged, kept, log) if checkpoint else 0
-    for epoch in range(start + 1, epochs + 1):
-        begin = time.perf_counter()
-        losses, accs, bad = trainer.train_members(train_iter)
-        eval_losses, eval_accs = trainer.evaluate_members(eval_iter)
-        schedulers.step(eval_losses)
-        seconds = time.perf_counter() - begin
-        for k, member in enumerate(members):
-            if diverged[k] is None and (bad[k] >= 0 or not math.isfinite(eval_losses[k])):
-                diverged[k] = (epoch, bad[k])
-            record = epoch_record(epoch, losses[k], accs[k], eval_losses[k], eval_accs[k],
-                                  float(optimizer.param_groups[0]["lr"][k]), seconds)
-            histories[k].append(as_validation(record) if member.get("validating") else record)
-        if on_epoch_end is not None:
-            on_epoch_end(eval_net, histories)
-        if checkpoint:
-            save(checkpoint, ident, model, eval_net, optimizer, schedulers, made, train_iter,
-                 histories, diverged, kept)
-    return histories, diverged, model, eval_net
-
-
-def save(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter, histories,
-         diverged, kept):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(dict(
-        members=ident, model=model.state_dict(), optimizer=optimizer.state_dict(),
-        eval_net=eval_net.state_dict() if eval_net is not model else None,
-        schedulers=schedulers.state_dict(), hooks=[t.clone() for t in hook_tensors(hooks.values())],
-        loaders=[g.get_state() for g in train_iter.generators], histories=histories,
-        diverged=diverged, kept=kept, rng=random_states()), path)
-
-
-def restore(path, ident, model, eval_net, optimizer, schedulers, hooks, train_iter, histories,
-            diverged, kept, log):
-    """Put a stack's checkpoint back, if one made by these very runs is there; returns its epoch."""
-    path = Path(path)
-    if not path.exists():
-        return 0
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["members"] != ident or "python" not in state["rng"]:  # older ones lack Python's and NumPy's
-        log(f"not resuming {path}: it holds other runs, or lacks their random states; starting at epoch 1")
-        return 0
-    model.load_state_dict(state["model"])
-    if state["eval_net"] is not None:
-        eval_net.load_state_dict(state["eval_net"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedulers.load_state_dict(state["schedulers"])
-    for tensor, saved in zip(hook_tensors(hooks.values()), state["hooks"]):
-        tensor.copy_(saved)
-    for generator, saved in zip(train_iter.generators, state["loaders"]):
-        generator.set_state(saved)
-    set_random_states(state["rng"])
-    for history, saved in zip(histories, state["histories"]):
-        history.extend(saved)
-    diverged[:] = state["diverged"]
-    for mine, saved in zip(kept, state["kept"]):  # in place: the caller's on_epoch_end holds them
-        mine.clear()
-        mine.update(saved)
-    log(f"resuming the stack of {len(ident)} runs from {path} after epoch {len(histories[0])}")
-    return len(histories[0])
+    trainer = StackTrainer(model, members[0]["loss"], optimizer, device, precision, graphs,
+                           MemberSchedulers(optimizer, [m["scheduler"] for m in members]),
+                           [m.get("validating", False) for m in members],
+                           eval_net=getattr(made.get("after_update"), "ema_net", model), **made)
+    saved = Checkpoint(checkpoint, {"members": [m["key"] for m in members]}, log=log) \
+        if checkpoint else None
+    differing = saved.mismatch() if saved else ""
+    if differing:
+        log(f"not resuming {checkpoint}: it holds other runs ({differing}); starting at epoch 1")
+        saved.resume = False
+    train_ch3(model, train_iter, StackLoader([m["eval"] for m in members]), members[0]["loss"],
+              epochs, optimizer, device=device, trainer=trainer, checkpoint=saved)
+    return trainer

@@ -54,7 +54,7 @@ from ..runs import as_dict, environment, from_dict, headline, make_loaders, writ
 from ..train import History, evaluate, train_ch3
 from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
-from .protocol import KeepBest, as_validation, honest_loaders, keep_if_best
+from .protocol import KeepBest, as_validation, honest_loaders
 from .recipe import PatchMixer, RecipeTrainer, make_recipe, recipe_for, recipe_hooks
 from .stack import stack_id, train_stack
 
@@ -203,25 +203,18 @@ def run_stack(specs, root, log=print):
     tune_cpu_allocator(device)  # process-wide, before the stack trains here
     members = [member_of(spec, device) for spec in specs]
     first = members[0]
-    best = [{} for _ in members]
-
-    def keep_best(eval_net, histories):  # member by member
-        for k, (member, history) in enumerate(zip(members, histories)):
-            if member["validating"]:
-                keep_if_best(best[k], history[-1], lambda: eval_net.member_state(k))
-
-    epochs = first["recipe"].epochs if first["recipe"] else first["run"].epochs
+    plan = first["recipe"] or first["run"]  # what sets the epochs and the precision
     checkpoint = Path(root) / "stacks" / f"{stack_id([m['key'] for m in members])}.pt"
-    histories, diverged, _, _ = train_stack(
-        members, epochs, device, first["recipe"].precision if first["recipe"] else
-        first["run"].precision, graphs=False if first["env"].fast == "eager" else None,
-        checkpoint=checkpoint, hooks=stack_hooks(members, device) if first["recipe"] else None,
-        on_epoch_end=keep_best, kept=best, log=log)
+    trainer = train_stack(members, plan.epochs, device, plan.precision,
+                          graphs=False if first["env"].fast == "eager" else None,
+                          checkpoint=checkpoint,
+                          hooks=stack_hooks(members, device) if first["recipe"] else None, log=log)
     failed = 0
-    for k, (member, history) in enumerate(zip(members, histories)):
+    for member, history, diverged, best in zip(members, trainer.histories, trainer.diverged,
+                                               trainer.best):
         name = Path(member["spec"]["folder"]).name
-        if diverged[k] is not None:
-            epoch, batch = diverged[k]
+        if diverged is not None:
+            epoch, batch = diverged
             log(f"FAILED {name}: the loss became NaN/inf at epoch {epoch}"
                 + (f", batch {batch}" if batch >= 0 else "") + "; the other runs of its stack finished")
             failed += 1
@@ -229,8 +222,8 @@ def run_stack(specs, root, log=print):
         tested = None
         if member["validating"]:
             net = member["architecture"]().to(device)
-            net.load_state_dict(best[k]["state"])
-            tested = (best[k], evaluate(net, member["test"], member["test_loss"]))
+            net.load_state_dict(best["state"])
+            tested = (best, evaluate(net, member["test"], member["test_loss"]))
         recipe = dataclasses.asdict(member["recipe"]) if member["recipe"] else None
         Path(member["spec"]["folder"]).mkdir(parents=True, exist_ok=True)
         finish_run(member["spec"], member["run"], member["env"], history, recipe, tested,
