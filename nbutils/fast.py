@@ -303,24 +303,32 @@ class FastTrainer:
             else:
                 step(loader, idx)
 
-    # -- the epoch functions that :func:`nbutils.train.train_ch3` calls
-    def train_epoch(self, net, loader, loss, updater, device):
-        require_device_loader(loader, "train_iter")
-        net.train()
+    def train_pass(self, loader):
+        """An epoch of training steps, its sums left in the counters."""
+        self.net.train()
         self.keep_lr_tensors()
         self.reset()
         self.run(loader, self.train_step, train=True)
+
+    def eval_pass(self, loader):
+        """A pass of evaluation steps in eval mode, its sums left in the counters."""
+        was_training = self.evaluated.training
+        self.evaluated.eval()
+        self.reset()
+        self.run(loader, self.eval_step, train=False)
+        self.evaluated.train(was_training)
+
+    # -- the epoch functions that :func:`nbutils.train.train_ch3` calls
+    def train_epoch(self, net, loader, loss, updater, device):
+        require_device_loader(loader, "train_iter")
+        self.train_pass(loader)
         check_finite(int(self.first_bad))
         n = len(loader.labels) if not loader.drop_last else len(loader) * loader.batch_size
         return float(self.loss_sum) / n, float(self.correct) / n
 
     def evaluate(self, net, loader, loss, device):
         require_device_loader(loader, "test_iter")
-        was_training = self.evaluated.training
-        self.evaluated.eval()
-        self.reset()
-        self.run(loader, self.eval_step, train=False)
-        self.evaluated.train(was_training)
+        self.eval_pass(loader)
         n = len(loader.labels)
         return float(self.loss_sum) / n, float(self.correct) / n
 

@@ -254,21 +254,9 @@ class StackTrainer(RecipeTrainer):
 
     def train_members(self, loader):
         """One epoch: ``(mean loss, accuracy, first bad batch or -1)`` per member."""
-        self.net.train()
-        self.keep_lr_tensors()
-        self.reset()
-        self.run(loader, self.train_step, train=True)
+        self.train_pass(loader)
         n = len(loader) * loader.batch_size if loader.drop_last else loader.size
         return (self.loss_sum / n).tolist(), (self.correct / n).tolist(), self.first_bad.tolist()
-
-    def evaluate_members(self, loader):
-        """``(mean loss, accuracy)`` per member, in eval mode."""
-        was_training = self.eval_net.training
-        self.eval_net.eval()
-        self.reset()
-        self.run(loader, self.eval_step, train=False)
-        self.eval_net.train(was_training)
-        return (self.loss_sum / loader.size).tolist(), (self.correct / loader.size).tolist()
 
     def forward(self, loader, idx, net, train):
         X, y = self.inputs(loader, idx, train)  # augment: one draw per image, whatever its member
@@ -285,7 +273,8 @@ class StackTrainer(RecipeTrainer):
         return self.live_mean(self.trained[0]), self.live_mean(self.trained[1])
 
     def evaluate(self, net, loader, loss, device):
-        losses, accs = self.evaluate_members(loader)
+        self.eval_pass(loader)
+        losses, accs = (self.loss_sum / loader.size).tolist(), (self.correct / loader.size).tolist()
         self.note_divergence([not math.isfinite(v) for v in losses], self.trained[2])
         if self.schedulers is not None:
             self.schedulers.step(losses)

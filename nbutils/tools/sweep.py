@@ -87,13 +87,18 @@ def run_one(spec, animator=None):
     scheduler = m["scheduler"](m["optimizer"]) if m["scheduler"] else None
     history = train_ch3(net, m["train"], m["eval"], loss, plan.epochs, m["optimizer"], scheduler,
                         device, animator, trainer)
-    tested = None
-    if m["validating"]:  # the test set, seen once, on the epoch chosen on validation
+    if m["validating"]:
         history = History(as_validation(r) for r in history)
-        eval_net.load_state_dict(trainer.best["state"])
-        tested = (trainer.best, evaluate(eval_net, m["test"], loss))
-    Path(spec["folder"]).mkdir(parents=True, exist_ok=True)
-    return finish_run(spec, run, env, history, dataclasses.asdict(recipe) if recipe else None, tested)
+    return finish_run(spec, run, env, history, dataclasses.asdict(recipe) if recipe else None,
+                      test_once(m, trainer.best) if m["validating"] else None)
+
+
+def test_once(member, best):
+    """The honest protocol's one look at the test set, on the weights of the epoch chosen on
+    validation: ``(best, (test loss, test acc))``."""
+    net = member["architecture"]().to(member["device"])
+    net.load_state_dict(best["state"])
+    return best, evaluate(net, member["test"], member["test_loss"])
 
 
 def finish_run(spec, run, env, history, recipe=None, tested=None, stack=1):
@@ -113,6 +118,7 @@ def finish_run(spec, run, env, history, recipe=None, tested=None, stack=1):
 
 def write_run(folder, params, spec, history, metrics, recipe=None):
     """A sweep run's params, history and metrics; metrics.json last: its presence means "finished"."""
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "params.json", dict(params, protocol=spec["protocol"],
                                                    scheduler=spec["scheduler"], recipe=recipe))
     write_history(folder, history)
@@ -154,8 +160,8 @@ def member_of(spec, device):
     step ``hooks``."""
     run, env = from_dict(dict(spec["params"], run_dir=spec["folder"]))
     honest = spec["protocol"] == "honest"
-    member = dict(spec=spec, run=run, env=env, key=spec_key(spec), validating=honest, hooks={},
-                  fast=use_fast_path(env.fast, device))
+    member = dict(spec=spec, run=run, env=env, device=device, key=spec_key(spec), validating=honest,
+                  hooks={}, fast=use_fast_path(env.fast, device))
     if spec.get("recipe"):
         recipe = recipe_for(run, spec["recipe"])
         member["train"], member["eval"], member["test"] = honest_loaders(run, env.data_root, device,
@@ -219,15 +225,9 @@ def run_stack(specs, root, log=print):
                 + (f", batch {batch}" if batch >= 0 else "") + "; the other runs of its stack finished")
             failed += 1
             continue
-        tested = None
-        if member["validating"]:
-            net = member["architecture"]().to(device)
-            net.load_state_dict(best["state"])
-            tested = (best, evaluate(net, member["test"], member["test_loss"]))
         recipe = dataclasses.asdict(member["recipe"]) if member["recipe"] else None
-        Path(member["spec"]["folder"]).mkdir(parents=True, exist_ok=True)
-        finish_run(member["spec"], member["run"], member["env"], history, recipe, tested,
-                   stack=len(members))
+        finish_run(member["spec"], member["run"], member["env"], history, recipe,
+                   test_once(member, best) if member["validating"] else None, stack=len(members))
     checkpoint.unlink(missing_ok=True)
     return failed
 
