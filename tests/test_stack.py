@@ -16,7 +16,7 @@ from torch import nn
 import nbutils as nb
 from nbutils.fast import FastTrainer
 from nbutils.params import resolve
-from nbutils.tools import claims, recipe, stack, sweep
+from nbutils.tools import claims, recipe, sweep
 from nbutils.tools.protocol import val_size_for
 from nbutils.tools.stack import (MemberSchedulers, StackLoader, StackTrainer, StackedModel,
                                  StackedOptimizer, train_stack)
@@ -271,12 +271,12 @@ def histories(root):
 def test_a_killed_stack_resumes_to_what_an_uninterrupted_one_gives(tmp_path, real_root):
     """The sweep's stack killed outright (SIGKILL) after its first epoch, then run again: it resumes
     from its checkpoint to the very histories of a stack that was never stopped."""
-    assert sweep.run_stack(stack_specs(tmp_path / "whole"), tmp_path / "whole", log=lambda m: None) == 0
+    assert sweep.run_stack(stack_specs(tmp_path / "whole"), log=lambda m: None) == 0
     killed = tmp_path / "killed"
 
     def start():
-        return subprocess.Popen([sys.executable, "-m", "nbutils.tools.sweep", "--one-stack",
-                                 json.dumps(stack_specs(killed)), "--out", str(killed)],
+        return subprocess.Popen([sys.executable, "-m", "nbutils.tools.sweep", "--one",
+                                 json.dumps(stack_specs(killed))],
                                 env=dict(os.environ, NBUTILS_HEADLESS="1"))
 
     proc = start()
@@ -304,7 +304,7 @@ def test_an_honest_stack_stopped_before_its_results_keeps_the_epochs_it_chose(tm
                 for s in stack_specs(root, protocol="honest")]
 
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    assert sweep.run_stack(stack_specs(whole, protocol="honest"), whole, log=lambda m: None) == 0
+    assert sweep.run_stack(stack_specs(whole, protocol="honest"), log=lambda m: None) == 0
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt("stopped after the last epoch")
@@ -312,9 +312,9 @@ def test_an_honest_stack_stopped_before_its_results_keeps_the_epochs_it_chose(tm
     with monkeypatch.context() as patch:
         patch.setattr(sweep, "finish_run", stop)
         with pytest.raises(KeyboardInterrupt):
-            sweep.run_stack(stack_specs(stopped, protocol="honest"), stopped, log=lambda m: None)
+            sweep.run_stack(stack_specs(stopped, protocol="honest"), log=lambda m: None)
     assert list((stopped / "stacks").glob("*.pt"))
-    assert sweep.run_stack(stack_specs(stopped, protocol="honest"), stopped, log=lambda m: None) == 0
+    assert sweep.run_stack(stack_specs(stopped, protocol="honest"), log=lambda m: None) == 0
     assert metrics(stopped) == metrics(whole)
     assert not list((stopped / "stacks").glob("*.pt"))
 
@@ -353,7 +353,7 @@ def test_a_recipe_stack_trains_each_member_on_the_recipes_schedule(tmp_path, rea
     """The recipe's hooks in a stack (augment, warm-up and cosine, EMA) on the CPU, where CI sees
     them."""
     specs = recipe_specs(tmp_path, "cpu", "fp32", 300, 100)
-    assert sweep.run_stack(specs, tmp_path, log=lambda m: None) == 0
+    assert sweep.run_stack(specs, log=lambda m: None) == 0
     assert_recipe_members_finished(specs)
 
 
@@ -389,5 +389,5 @@ def test_cuda_stack_graphs_replay_what_eager_steps_compute(tiny_root, precision)
 @pytest.mark.cuda
 def test_cuda_recipe_stack_trains_with_its_hooks_in_the_graph(tmp_path, real_root):
     specs = recipe_specs(tmp_path, "cuda", "bf16", 1200, 500)
-    assert sweep.run_stack(specs, tmp_path) == 0
+    assert sweep.run_stack(specs) == 0
     assert_recipe_members_finished(specs)

@@ -201,16 +201,18 @@ def stack_hooks(members, device):
                                                         steps, background)
 
 
-def run_stack(specs, root, log=print):
+def run_stack(specs, log=print):
     """Train ``specs`` (runs of one :func:`~nbutils.tools.claims.stack_key`) as one stack and write
     each member's run folder as :func:`run_one` would; a member that diverged is logged and left
-    unfinished. Returns the number of members that failed."""
+    unfinished. Returns the number of members that failed. The stack's checkpoint is in the sweep's
+    ``stacks/`` folder until every member's folder is written."""
     device = resolve_device(specs[0]["params"]["device"])
     tune_cpu_allocator(device)  # process-wide, before the stack trains here
     members = [member_of(spec, device) for spec in specs]
     first = members[0]
     plan = first["recipe"] or first["run"]  # what sets the epochs and the precision
-    checkpoint = Path(root) / "stacks" / f"{stack_id([m['key'] for m in members])}.pt"
+    root = Path(specs[0]["folder"]).parents[1]  # the sweep's folder: runs/<name>/ are in it
+    checkpoint = root / "stacks" / f"{stack_id([m['key'] for m in members])}.pt"
     trainer = train_stack(members, plan.epochs, device, plan.precision,
                           graphs=False if first["env"].fast == "eager" else None,
                           checkpoint=checkpoint,
@@ -230,6 +232,15 @@ def run_stack(specs, root, log=print):
                    test_once(member, best) if member["validating"] else None, stack=len(members))
     checkpoint.unlink(missing_ok=True)
     return failed
+
+
+def train_group(group, log=print):
+    """One group of :func:`~nbutils.tools.claims.stack_groups`, a stack or a single run, trained in
+    this process; returns the number of its runs that failed."""
+    if len(group) > 1:
+        return run_stack(group, log)
+    run_one(group[0])
+    return 0
 
 
 def unfinished(specs):
@@ -253,21 +264,17 @@ def execute(specs, jobs, max_runs=None, stack=1, log=print):
         + (f"in stacks of up to {stack}" if stack > 1 else f"{jobs} at a time")
         + ("" if max_runs is None else f", {min(max_runs, len(todo))} now"))
     groups = stack_groups(todo[:max_runs], stack)
-    root = Path(specs[0]["folder"]).parents[1] if specs else None
 
     def in_process(group):
         try:
-            if len(group) > 1:
-                return run_stack(group, root, log), None
-            run_one(group[0])
-            return 0, None
+            return train_group(group, log), None
         except Exception:  # noqa: BLE001 - one broken run must not stop the sweep; its error is logged
             return len(group), traceback.format_exc()
 
     def in_subprocess(group):
-        done = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", "--one",
-                               json.dumps(group[0])], capture_output=True, text=True)
-        return (1, done.stderr) if done.returncode else (0, None)
+        done = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", "--one", json.dumps(group)],
+                              capture_output=True, text=True)
+        return (len(group), done.stderr) if done.returncode else (0, None)
 
     def one(group):
         start = time.perf_counter()
@@ -320,8 +327,8 @@ def make_parser():
     parser.add_argument("--compare-with", default=None, metavar="DIR",
                         help="a sweep folder whose runs trained alone: write stacked-vs-single.md, "
                              "this folder's stacked runs beside those of the same settings there")
+    # A group of runs, in this process: execute's --jobs, and a test that kills a stack and resumes it.
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--one-stack", default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -357,10 +364,7 @@ def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.one:
-        run_one(json.loads(args.one))
-        return 0
-    if args.one_stack:  # one stack's runs, in this process (a test kills it and resumes it)
-        return 1 if run_stack(json.loads(args.one_stack), Path(args.out)) else 0
+        return 1 if train_group(json.loads(args.one)) else 0
     names, seeds = checked_args(parser, args)
     precision = args.precision
     claims = [CLAIMS[c] for c in names]
