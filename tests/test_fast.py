@@ -196,8 +196,6 @@ def test_bf16_counts_as_emulated_exactly_on_a_cpu_without_bf16_instructions():
     (["--epochs", "-1"], "epochs must be >= 0, got -1"),
     (["--modes", "fast-fp32,fast"], "modes must be among ['my_utils', 'train_ch3', 'fast-fp32', "
                                     "'fast-tf32', 'fast-bf16'], got ['fast']"),
-    (["--profile", "my_utils"], "profile must be one of ['fast-fp32', 'fast-tf32', 'fast-bf16'], "
-                                "got 'my_utils'"),
     pytest.param(["--device", "cpu", "--modes", "fast-tf32"], "fast-tf32 is a GPU mode",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU-only refusal")),
 ])
@@ -322,11 +320,6 @@ def test_cuda_fast_and_classic_agree_statistically(tiny_root, precision):
         kw = {"precision": precision} if fast else {}
         accs.append(train(net, train_iter, test_iter, 3, opt, fast=fast, **kw)[-1]["test_acc"])
     assert abs(accs[0] - accs[1]) < 0.15
-
-
-def test_bench_profile_prints_the_top_kernels(capsys):
-    table = bench.profile("fast-fp32", "cpu", steps=1, batch_size=8)
-    assert "aten::mm" in table and "fast-fp32, 1 eager steps" in capsys.readouterr().out
 
 
 def _bench_result(device, parameters, modes):

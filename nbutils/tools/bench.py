@@ -22,9 +22,8 @@ mode's row is printed when it is measured, and the JSON written to ``--out`` (de
 such files: a run that writes one rewrites its table, and ``--tables-only`` rewrites them all.
 Every row also carries the GEMM floor of its precision, ``matmul_floor_ms_per_step`` (the step's
 matrix products alone, timed in the same run), and a mixed-precision row its test accuracy against
-fp32's after the same steps, ``acc_vs_fp32``. ``--profile MODE`` prints where the device time of
-one eager training step goes instead (torch.profiler, top kernels). Every mode trains the model as
-notebook 02 writes it, with torch's own modules; on a CPU, ``--cpu-kernels`` times the fast modes with
+fp32's after the same steps, ``acc_vs_fp32``. Every mode trains the model as notebook 02 writes it,
+with torch's own modules; on a CPU, ``--cpu-kernels`` times the fast modes with
 :mod:`nbutils.tools.cpu`'s kernels instead, to show what they would save.
 """
 from __future__ import annotations
@@ -41,8 +40,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
-from torch.profiler import ProfilerActivity, profile as torch_profile
 
 from .. import data as nbdata
 from ..data import N_TEST, N_TRAIN
@@ -471,40 +468,6 @@ def _duration(seconds):
     return f"{hours:.1f} h" if hours < 10 else f"{hours:.0f} h"
 
 
-def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None, rows=15):
-    """Where eager training steps' device time goes: torch.profiler's top kernels, printed.
-
-    Eager on purpose: a replayed graph runs the same kernels, so their sum is what a graph step costs
-    at best, and the gap to the measured graph step is what is left between kernels.
-    """
-    device = resolve_device(device)
-    fast_modes = [m for m in MODES if m.startswith("fast")]
-    if mode not in fast_modes:
-        raise ValueError(f"profile must be one of {fast_modes}, got {mode!r}")
-    precision = mode_precision(mode)
-    net, opt, _ = setup(device, 0)
-    train_iter, _ = nbdata.load_data_fashion_mnist_device(
-        batch_size, device, root=nbdata.prepare_fashion_mnist(root),
-        train_subset=batch_size * (steps + 2), test_subset=batch_size)
-    trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, device, precision, graphs=False)
-    idx = torch.arange(batch_size, device=device)
-    for _ in range(2):
-        trainer.train_step(train_iter, idx)
-    _sync(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch_profile(activities=activities) as prof:
-        for _ in range(steps):
-            trainer.train_step(train_iter, idx)
-        _sync(device)
-    # Sorted by each kernel's own time; the optimizer's annotation rows span the kernels they launch
-    # (and, eagerly, the gaps between them), so their times are not added to anything.
-    print(f"{mode}, {steps} eager steps on {hardware(device)}:")
-    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=rows)
-    print(table)
-    return table
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -530,8 +493,6 @@ def main(argv=None):
                         help="time stacks of K runs instead (run_stacks, nbutils.tools.stack), into "
                              "reports/bench/stack-<device>.json")
     parser.add_argument("--precision", default="fp32", help="of the stacks: fp32, tf32 or bf16")
-    parser.add_argument("--profile", default=None, metavar="MODE",
-                        help="print the kernel profile of one mode's eager step instead")
     parser.add_argument("--tables-only", action="store_true",
                         help="regenerate the tables of reports/bench/README.md from the JSON files "
                              "they name; measure nothing")
@@ -546,9 +507,6 @@ def main(argv=None):
             print(f"written: {REPORT} (tables from {', '.join(report_tables())})")
             return
         tune_cpu_allocator(args.device)  # process-wide: once, before any mode
-        if args.profile:
-            profile(args.profile, args.device, batch_size=args.batch_size)
-            return
         if args.stack:
             try:
                 sizes = [int(k) for k in args.stack.split(",") if k]
