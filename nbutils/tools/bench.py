@@ -17,8 +17,8 @@ images; with ``--epochs N`` (GPU) the fast modes run and time the whole protocol
 two DataLoader loops run ``--baseline-epochs`` full epochs (default 1: they cost minutes) whose mean is
 projected to 30. On a CPU without bf16 instructions bf16 is emulated, about 20x slower than fp32, so
 ``fast-bf16`` times at most 3 steps and 500 test images there (a few minutes instead of ten). Each
-mode's row is printed when it is measured, and the JSON written to ``--out`` (default
-``reports/bench/bench-<device>.json``). The tables of ``reports/bench/README.md`` are generated from
+mode's row is printed when it is measured, as the report's table shows it, and the JSON written to
+``--out`` (default ``reports/bench/bench-<device>.json``). The tables of ``reports/bench/README.md`` are generated from
 such files: a run that writes one rewrites its table, and ``--tables-only`` rewrites them all.
 Every row also carries the GEMM floor of its precision, ``matmul_floor_ms_per_step`` (the step's
 matrix products alone, timed in the same run), and a mixed-precision row its test accuracy against
@@ -56,10 +56,7 @@ from .cpu import cpu_kernels
 from .stack import StackLoader, StackTrainer, StackedModel, StackedOptimizer
 from ..train import evaluate, train_ch3, train_epoch_ch3
 
-FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured",
-          "matmul_floor_ms_per_step", "acc_vs_fp32")
 MODES = ("my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16")  # in the order they run
-EMULATED_STEPS, EMULATED_EVAL_IMAGES = 3, 500  # enough to time a step of several seconds
 
 
 def mode_precision(mode):
@@ -88,12 +85,11 @@ def my_utils_train_epoch(net, train_iter, loss, updater, device):
 def my_utils_evaluate(net, test_iter, loss, device):
     """my_utils.evaluate_accuracy then evaluate_loss: two passes, gradients recorded."""
     net.eval()
-    correct = n = 0
+    total = correct = n = 0
     for X, y in test_iter:
         X, y = X.to(device), y.to(device)
         correct += float((net(X).argmax(dim=1) == y).sum())
         n += y.numel()
-    total = 0.0
     for X, y in test_iter:
         X, y = X.to(device), y.to(device)
         total += float(loss(net(X), y).detach()) * len(y)
@@ -109,8 +105,7 @@ LOOPS = {"my_utils": SimpleNamespace(train_epoch=my_utils_train_epoch, evaluate=
 def setup(device, seed):
     """The report's model, optimizer and scheduler, seeded, as notebook 04 builds them. The fast path
     prepares the optimizer for CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
-    run, _ = resolve("seed", seed=seed, device=str(device))
-    net, _, opt, sched = build(run, device)
+    net, _, opt, sched = build(resolve("seed", seed=seed, device=str(device))[0], device)
     return net, opt, sched
 
 
@@ -138,7 +133,8 @@ def _timed(fn, device):
 
 def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
             baseline_epochs=1, kernels=False):
-    """Time one mode; returns its row (FIELDS) plus the accuracy it reached."""
+    """Time one mode; returns its row: ms_per_step, images_per_s, epoch_s, protocol_30_s, setup_s,
+    measured and final_test_acc (:func:`run` adds the comparisons of :func:`compared`)."""
     net, opt, sched = setup(device, seed)
     switched = kernels and device.type == "cpu" and mode.startswith("fast")
     with cpu_kernels(net) if switched else contextlib.nullcontext():
@@ -153,8 +149,8 @@ def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
     emulated = not epochs and device.type == "cpu" and mode == "fast-bf16" and bf16_emulated()
-    if emulated:
-        steps, eval_images = min(steps, EMULATED_STEPS), min(eval_images, EMULATED_EVAL_IMAGES)
+    if emulated:  # enough to time a step of several seconds
+        steps, eval_images = min(steps, 3), min(eval_images, 500)
     loss = nn.CrossEntropyLoss()
     (train_iter, test_iter), trainer = loaders_and_trainer(
         mode, net, loss, opt, device, batch_size, root=root, seed=seed,
@@ -216,17 +212,13 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
     """Measure ``modes`` (default: every one this device has) and write their JSON to ``out``; each
     row is printed, as the report shows it, when it is measured (on a CPU a run takes minutes)."""
     device = resolve_device(device)
-    for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1),
-                               ("epochs", epochs, 0), ("baseline_epochs", baseline_epochs, 1),
-                               ("batch_size", batch_size, 1)):
+    for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1), ("epochs", epochs, 0),
+                               ("baseline_epochs", baseline_epochs, 1), ("batch_size", batch_size, 1)):
         if value < least:
             raise ValueError(f"{name} must be >= {least}, got {value}")
     modes = _modes_for(device, modes or MODES)
-    out = _out_path(out, "bench", device)
-    root = nbdata.prepare_fashion_mnist(root)
+    out, root = _begin(device, out, root, "bench", batch_size, _mode_rows)
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
-    print(f"{hardware(device)} | torch {torch.__version__} | batch {batch_size}", *_mode_rows([]),
-          sep="\n", flush=True)
     rows, floors = [], {}
     for mode in modes:
         row = measure(mode, root, device, steps, eval_images, epochs, batch_size,
@@ -235,9 +227,8 @@ def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=Non
         print(_mode_rows(rows)[-1], flush=True)
     mixed = [r for r in rows if r["mode"] in ("fast-tf32", "fast-bf16")]
     parameters = dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
-                      baseline_epochs=baseline_epochs if epochs else None,
-                      optimizer="adam", lr=1e-3, weight_decay=5e-4,
-                      cpu_kernels=kernels and device.type == "cpu")
+                      baseline_epochs=baseline_epochs if epochs else None, optimizer="adam", lr=1e-3,
+                      weight_decay=5e-4, cpu_kernels=kernels and device.type == "cpu")
     best = min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None
     return _write(out, device, parameters, rows, best_mixed_precision=best)
 
@@ -260,18 +251,23 @@ def _modes_for(device, modes):
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"modes must be among {list(MODES)}, got {unknown}")
-    if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured, never a CPU default
-        modes = [m for m in modes if m != "fast-tf32"]
-        if not modes:
-            raise ValueError("modes: fast-tf32 is a GPU mode; on a CPU choose among the others")
-    return [m for m in MODES if m in modes]
+    # tf32 does not exist on a CPU (bf16 does, emulated where the CPU has no bf16 instructions)
+    modes = [m for m in MODES if m in modes and not (device.type == "cpu" and m == "fast-tf32")]
+    if not modes:
+        raise ValueError("modes: fast-tf32 is a GPU mode; on a CPU choose among the others")
+    return modes
 
 
-def _out_path(out, name, device):
+def _begin(device, out, root, name, batch, table_rows):
+    """A run's JSON file (default ``reports/bench/<name>-<device>.json``, refused now if a folder,
+    not after minutes of measuring) and its data's folder; prints the header of its table."""
     out = Path(out) if out else reports_root() / "bench" / f"{name}-{device.type}.json"
-    if out.is_dir():  # checked now, not after minutes of measuring
+    if out.is_dir():
         raise ValueError(f"out must be a JSON file's path, and {out} is a folder")
-    return out
+    root = nbdata.prepare_fashion_mnist(root)
+    print(f"{hardware(device)} | torch {torch.__version__} | batch {batch}", *table_rows([]), sep="\n",
+          flush=True)
+    return out, root
 
 
 def _write(out, device, parameters, rows, **extra):
@@ -296,22 +292,16 @@ def run_stacks(device, sizes, steps=20, precision="fp32", batch_size=128, out=No
     against K = 1; it is printed as it comes, and the JSON written to ``out``."""
     if not sizes or min(sizes) < 1:
         raise ValueError(f"--stack needs sizes >= 1, got {sizes}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     device = resolve_device(device)
-    out = _out_path(out, "stack", device)
-    root = nbdata.prepare_fashion_mnist(root)
-    print(f"{hardware(device)} | torch {torch.__version__} | batch {batch_size} | {precision}",
-          *_stack_rows([]), sep="\n", flush=True)
+    out, root = _begin(device, out, root, "stack", f"{batch_size} | {precision}", _stack_rows)
     rows = []
     for size in sizes:
         step_s = stacked_step_s(size, device, steps, precision, batch_size, root)
         one = rows[0]["ms_per_step"] / 1000 if rows and rows[0]["runs"] == 1 else None
         rows.append(dict(runs=size, ms_per_step=1000 * step_s, ms_per_run_step=1000 * step_s / size,
-                         images_per_s=size * batch_size / step_s,
-                         time_vs_one=step_s / one if one else None,
+                         images_per_s=size * batch_size / step_s, time_vs_one=step_s / one if one else None,
                          throughput_vs_one=size * one / step_s if one else None))
         print(_stack_rows(rows)[-1], flush=True)
     parameters = dict(batch_size=batch_size, steps=steps, precision=precision, sizes=list(sizes))
@@ -324,10 +314,8 @@ def stacked_step_s(size, device, steps, precision, batch_size, root):
     loader = StackLoader([nbdata.load_data_fashion_mnist_device(
         batch_size, device, root=root, train_subset=batch_size * steps, test_subset=100, seed=seed,
         drop_last=True)[0] for seed in range(size)])
-    optimizer = StackedOptimizer(model.parameters(), "adam", [1e-3] * size, [5e-4] * size,
-                                 device=device)
-    trainer = StackTrainer(model, nn.CrossEntropyLoss(reduction="none"), optimizer, device,
-                           precision)
+    optimizer = StackedOptimizer(model.parameters(), "adam", [1e-3] * size, [5e-4] * size, device=device)
+    trainer = StackTrainer(model, nn.CrossEntropyLoss(reduction="none"), optimizer, device, precision)
     trainer.train_members(loader)  # warm-up: the first, eager update, and the graph's capture
     return _timed(lambda: trainer.train_members(loader), device)[0] / steps
 
@@ -337,8 +325,7 @@ REPO = checkout() or Path.cwd()  # the paths in the report's tables are relative
 REPORT = REPO / "reports" / "bench" / "README.md"
 # The report's speed tables are generated: each stands between these two lines, the first naming its
 # JSON file (relative to the repository), and is rewritten from it by every run that writes the file.
-TABLE = re.compile(r"^(<!-- bench table: (?P<path>\S+) -->\n).*?^(<!-- end of bench table -->)$",
-                   re.S | re.M)
+TABLE = re.compile(r"^(<!-- bench table: (?P<path>\S+) -->\n).*?^(<!-- end of bench table -->)$", re.S | re.M)
 
 
 def report_tables():
@@ -363,9 +350,8 @@ def write_report_tables(only=None):
     """The report's tables (those of the JSON files in ``only``) rendered again from their files;
     returns whether any changed."""
     if not REPORT.exists():  # an installed package, run outside the checkout
-        raise ValueError(f"--tables-only rewrites the tables of the checkout's "
-                         f"reports/bench/README.md, and there is none at {REPORT}; run it in "
-                         f"a clone of the repository")
+        raise ValueError(f"--tables-only rewrites the tables of the checkout's reports/bench/README.md, "
+                         f"and there is none at {REPORT}; run it in a clone of the repository")
     text = REPORT.read_text()
     rendered = render_tables(text, only)
     if rendered != text:
@@ -413,20 +399,17 @@ def rerun_command(result, path):
     device = torch.device(result["device"])
     args = ["python3 -m nbutils bench", f"--device {device}"]
     shown = ("epochs", "baseline_epochs") if p.get("epochs") else ("steps", "eval_images")
-    if stack:  # its steps always shown, and its file
+    if stack:  # its sizes and steps always shown, and its file
         args.append(f"--stack {','.join(map(str, p['sizes']))} --steps {p['steps']}")
         shown = ("precision",)
-    for name in shown + ("batch_size",):
-        if p.get(name) is not None and p[name] != defaults[name].default:
-            args.append(f"--{name.replace('_', '-')} {p[name]}")
-    if stack:
-        return " ".join(args + [f"--out {path}"])
-    modes = [r["mode"] for r in result["rows"]]
-    if modes != _modes_for(device, MODES):
+    args += [f"--{name.replace('_', '-')} {p[name]}" for name in shown + ("batch_size",)
+             if p.get(name) is not None and p[name] != defaults[name].default]
+    modes = [] if stack else [r["mode"] for r in result["rows"]]
+    if modes and modes != _modes_for(device, MODES):
         args.append(f"--modes {','.join(modes)}")
     if p.get("cpu_kernels"):
         args.append("--cpu-kernels")
-    if Path(path).name != f"bench-{device.type}.json":
+    if stack or Path(path).name != f"bench-{device.type}.json":
         args.append(f"--out {path}")
     return " ".join(args)
 
@@ -444,8 +427,7 @@ def _duration(seconds):
         return f"{seconds:.1f} s"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
-    hours = seconds / 3600
-    return f"{hours:.1f} h" if hours < 10 else f"{hours:.0f} h"
+    return f"{seconds / 3600:.1f} h" if seconds < 36_000 else f"{seconds / 3600:.0f} h"
 
 
 def main(argv=None):
@@ -461,13 +443,10 @@ def main(argv=None):
     parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
     parser.add_argument("--batch-size", type=int, default=128, help="(default: 128, the report's)")
     parser.add_argument("--out", help="the JSON file (default: reports/bench/bench-<device>.json)")
-    parser.add_argument("--cpu-kernels", action="store_true",
-                        help="on a CPU, time the fast modes with nbutils.tools.cpu's kernels")
-    parser.add_argument("--stack", type=stack_sizes, metavar="K,K,...",
-                        help="time stacks of K runs instead, into reports/bench/stack-<device>.json")
-    parser.add_argument("--precision", default="fp32", help="of the stacks: fp32, tf32 or bf16")
-    parser.add_argument("--tables-only", action="store_true",
-                        help="rewrite the tables of reports/bench/README.md; measure nothing")
+    parser.add_argument("--cpu-kernels", action="store_true", help="on a CPU, with cpu.py's kernels")
+    parser.add_argument("--stack", type=stack_sizes, metavar="K,K,...", help="time stacks of K runs instead")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the stacks")
+    parser.add_argument("--tables-only", action="store_true", help="rewrite the report's tables only")
     args = parser.parse_args(argv)
     try:
         if args.tables_only:
