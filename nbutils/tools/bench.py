@@ -17,14 +17,13 @@ images; with ``--epochs N`` (GPU) the fast modes run and time the whole protocol
 two DataLoader loops run ``--baseline-epochs`` full epochs (default 1: they cost minutes) whose mean is
 projected to 30. On a CPU without bf16 instructions bf16 is emulated, about 20x slower than fp32, so
 ``fast-bf16`` times at most 3 steps and 500 test images there (a few minutes instead of ten). Each
-mode's row is printed when it is measured, and the JSON written to ``--out`` (default
-``reports/bench/bench-<device>.json``). The tables of ``reports/bench/README.md`` are generated from
+mode's row is printed when it is measured, as the report's table shows it, and the JSON written to
+``--out`` (default ``reports/bench/bench-<device>.json``). The tables of ``reports/bench/README.md`` are generated from
 such files: a run that writes one rewrites its table, and ``--tables-only`` rewrites them all.
 Every row also carries the GEMM floor of its precision, ``matmul_floor_ms_per_step`` (the step's
 matrix products alone, timed in the same run), and a mixed-precision row its test accuracy against
-fp32's after the same steps, ``acc_vs_fp32``. ``--profile MODE`` prints where the device time of
-one eager training step goes instead (torch.profiler, top kernels). Every mode trains the model as
-notebook 02 writes it, with torch's own modules; on a CPU, ``--cpu-kernels`` times the fast modes with
+fp32's after the same steps, ``acc_vs_fp32``. Every mode trains the model as notebook 02 writes it,
+with torch's own modules; on a CPU, ``--cpu-kernels`` times the fast modes with
 :mod:`nbutils.tools.cpu`'s kernels instead, to show what they would save.
 """
 from __future__ import annotations
@@ -38,11 +37,10 @@ import re
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
-
-from torch.profiler import ProfilerActivity, profile as torch_profile
 
 from .. import data as nbdata
 from ..data import N_TEST, N_TRAIN
@@ -58,10 +56,7 @@ from .cpu import cpu_kernels
 from .stack import StackLoader, StackTrainer, StackedModel, StackedOptimizer
 from ..train import evaluate, train_ch3, train_epoch_ch3
 
-FIELDS = ("mode", "ms_per_step", "images_per_s", "epoch_s", "protocol_30_s", "setup_s", "measured",
-          "matmul_floor_ms_per_step", "acc_vs_fp32")
 MODES = ("my_utils", "train_ch3", "fast-fp32", "fast-tf32", "fast-bf16")  # in the order they run
-EMULATED_STEPS, EMULATED_EVAL_IMAGES = 3, 500  # enough to time a step of several seconds
 
 
 def mode_precision(mode):
@@ -70,10 +65,10 @@ def mode_precision(mode):
 
 
 # ----------------------------------------------------------------------------- the 2020 baseline
-def _my_utils_train_epoch(net, train_iter, loss, updater, device):
-    """my_utils.train_epoch_ch3 with the coursework's ``.to(device)``: one host sync per batch."""
+def my_utils_train_epoch(net, train_iter, loss, updater, device):
+    """my_utils.train_epoch_ch3 with the coursework's ``.to(device)``: host syncs every batch."""
     net.train()
-    metric = [0.0, 0.0, 0]
+    total = correct = n = 0
     for X, y in train_iter:
         X, y = X.to(device), y.to(device)
         y_hat = net(X)
@@ -81,137 +76,119 @@ def _my_utils_train_epoch(net, train_iter, loss, updater, device):
         updater.zero_grad()
         l.backward()
         updater.step()
-        metric[0] += float(l.detach()) * len(y)
-        metric[1] += float((y_hat.argmax(dim=1) == y).sum())
-        metric[2] += y.numel()
-    return metric[0] / metric[2], metric[1] / metric[2]
+        total += float(l.detach()) * len(y)
+        correct += float((y_hat.argmax(dim=1) == y).sum())
+        n += y.numel()
+    return total / n, correct / n
 
 
-def _my_utils_evaluate(net, test_iter, loss, device):
+def my_utils_evaluate(net, test_iter, loss, device):
     """my_utils.evaluate_accuracy then evaluate_loss: two passes, gradients recorded."""
     net.eval()
-    correct = n = 0
+    total = correct = n = 0
     for X, y in test_iter:
         X, y = X.to(device), y.to(device)
         correct += float((net(X).argmax(dim=1) == y).sum())
         n += y.numel()
-    total = 0.0
     for X, y in test_iter:
         X, y = X.to(device), y.to(device)
         total += float(loss(net(X), y).detach()) * len(y)
     return total / n, correct / n
 
 
+# What runs the epochs of each DataLoader mode, with FastTrainer's two methods, as train_ch3 takes them
+LOOPS = {"my_utils": SimpleNamespace(train_epoch=my_utils_train_epoch, evaluate=my_utils_evaluate),
+         "train_ch3": SimpleNamespace(train_epoch=train_epoch_ch3, evaluate=evaluate)}
+
+
 # ----------------------------------------------------------------------------- one mode
 def setup(device, seed):
     """The report's model, optimizer and scheduler, seeded, as notebook 04 builds them. The fast path
     prepares the optimizer for CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
-    run, _ = resolve("seed", seed=seed, device=str(device))
-    net, _, opt, sched = build(run, device)
+    net, _, opt, sched = build(resolve("seed", seed=seed, device=str(device))[0], device)
     return net, opt, sched
 
 
-def run_epochs(net, train_iter, test_iter, loss, epochs, opt, sched, device):
-    """my_utils' epochs, as the coursework ran them: its train_epoch_ch3, then evaluate_accuracy
-    and evaluate_loss, then the scheduler on the test loss. Returns the last test accuracy."""
-    for _ in range(epochs):
-        _my_utils_train_epoch(net, train_iter, loss, opt, device)
-        test_loss, test_acc = _my_utils_evaluate(net, test_iter, loss, device)
-        sched.step(test_loss)
-    return test_acc
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def loaders_and_trainer(mode, net, loss, opt, device, batch_size, **subsets):
+    """A mode's train and test data, and what trains and evaluates it: an object with the
+    ``train_epoch`` and ``evaluate`` methods of :class:`~nbutils.fast.FastTrainer`."""
+    if mode.startswith("fast"):
+        data = nbdata.load_data_fashion_mnist_device(
+            batch_size, device, eval_batch_size=max(batch_size, EVAL_BATCH_SIZE), **subsets)
+        return data, FastTrainer(net, loss, opt, device, mode_precision(mode))
+    workers = 4 if mode == "my_utils" else None  # my_utils.get_dataloader_workers() returned 4
+    data = nbdata.load_data_fashion_mnist(batch_size, num_workers=workers, normalize=True, **subsets)
+    return data, LOOPS[mode]
 
 
 def _timed(fn, device):
-    _sync(device)
+    """``fn()``'s wall time in seconds, the device's work included, and what it returned."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda device: None
+    sync(device)
     start = time.perf_counter()
     out = fn()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start, out
 
 
 def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
             baseline_epochs=1, kernels=False):
-    """Time one mode; returns its row (FIELDS) plus the accuracy it reached."""
-    fast = mode.startswith("fast")
+    """Time one mode; returns its row: ms_per_step, images_per_s, epoch_s, protocol_30_s, setup_s,
+    measured and final_test_acc (:func:`run` adds the comparisons of :func:`compared`)."""
     net, opt, sched = setup(device, seed)
-    with cpu_kernels(net) if fast and kernels and device.type == "cpu" else contextlib.nullcontext():
+    switched = kernels and device.type == "cpu" and mode.startswith("fast")
+    with cpu_kernels(net) if switched else contextlib.nullcontext():
         return measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs,
                             batch_size, seed, baseline_epochs)
 
 
 def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs, batch_size, seed,
                  baseline_epochs):
+    """:func:`measure` on the mode's model, optimizer and scheduler."""
     fast = mode.startswith("fast")
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
-    precision = mode_precision(mode)
-    emulated = not epochs and device.type == "cpu" and precision == "bf16" and bf16_emulated()
-    if emulated:
-        steps, eval_images = min(steps, EMULATED_STEPS), min(eval_images, EMULATED_EVAL_IMAGES)
+    emulated = not epochs and device.type == "cpu" and mode == "fast-bf16" and bf16_emulated()
+    if emulated:  # enough to time a step of several seconds
+        steps, eval_images = min(steps, 3), min(eval_images, 500)
     loss = nn.CrossEntropyLoss()
-    n_train = N_TRAIN if epochs else steps * batch_size
-    n_test = N_TEST if epochs else eval_images
-    subsets = dict(root=root, train_subset=0 if epochs else n_train,
-                   test_subset=0 if epochs else n_test, seed=seed)
-    if fast:
-        train_iter, test_iter = nbdata.load_data_fashion_mnist_device(
-            batch_size, device, eval_batch_size=max(batch_size, EVAL_BATCH_SIZE), **subsets)
-        trainer = FastTrainer(net, loss, opt, device, precision)
-        train_epoch, evaluate_fn = trainer.train_epoch, trainer.evaluate
-    else:
-        workers = 4 if mode == "my_utils" else None  # my_utils.get_dataloader_workers() returned 4
-        train_iter, test_iter = nbdata.load_data_fashion_mnist(batch_size, num_workers=workers, normalize=True,
-                                                               **subsets)
-        train_epoch = _my_utils_train_epoch if mode == "my_utils" else train_epoch_ch3
-        evaluate_fn = _my_utils_evaluate if mode == "my_utils" else evaluate
-
+    (train_iter, test_iter), trainer = loaders_and_trainer(
+        mode, net, loss, opt, device, batch_size, root=root, seed=seed,
+        train_subset=0 if epochs else steps * batch_size, test_subset=0 if epochs else eval_images)
+    steps_per_epoch = math.ceil(N_TRAIN / batch_size)
     if epochs:  # the real protocol, end to end (capture included in the first epoch)
-        if mode == "my_utils":
-            def protocol():
-                return run_epochs(net, train_iter, test_iter, loss, epochs, opt, sched, device)
-        else:
-            def protocol():
-                return train_ch3(net, train_iter, test_iter, loss, epochs, opt, sched, device,
-                                 trainer=trainer if fast else None)[-1]["test_acc"]
-        seconds, acc = _timed(protocol, device)
+        seconds, history = _timed(lambda: train_ch3(net, train_iter, test_iter, loss, epochs, opt,
+                                                    sched, device, trainer=trainer), device)
         epoch_s = seconds / epochs
-        steps_per_epoch = math.ceil(N_TRAIN / batch_size)
         return dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
                     images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
                     setup_s=None, measured=f"{epochs} full epoch{'s' * (epochs > 1)}"
-                    + ("" if fast else ", projected"), final_test_acc=acc)
+                    + ("" if fast else ", projected"), final_test_acc=history[-1]["test_acc"])
 
     # Projection: a warm-up epoch (graph capture, worker start-up) timed apart, then the timed epoch.
-    setup_s, _ = _timed(lambda: train_epoch(net, train_iter, loss, opt, device), device)
-    train_s, _ = _timed(lambda: train_epoch(net, train_iter, loss, opt, device), device)
-    eval_s, (_, acc) = _timed(lambda: evaluate_fn(net, test_iter, loss, device), device)
+    setup_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
+    train_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
+    eval_s, (_, acc) = _timed(lambda: trainer.evaluate(net, test_iter, loss, device), device)
     # DataLoader workers start once per epoch: count that once, not once per `steps` steps.
     startup_s = 0.0 if fast else _timed(lambda: next(iter(train_iter)), device)[0]
     step_s = max(train_s - startup_s, 1e-9) / steps
-    epoch_s = startup_s + step_s * math.ceil(N_TRAIN / batch_size) + eval_s / n_test * N_TEST
+    epoch_s = startup_s + step_s * steps_per_epoch + eval_s / eval_images * N_TEST
     return dict(mode=mode, ms_per_step=1000 * step_s, images_per_s=batch_size / step_s,
                 epoch_s=epoch_s, protocol_30_s=30 * epoch_s + max(0.0, setup_s - train_s),
-                setup_s=setup_s, measured=f"{steps} steps + {n_test} test images, projected"
-                + (" (bf16 emulated on this CPU)" if emulated else ""),
-                final_test_acc=acc)
+                setup_s=setup_s, measured=f"{steps} steps + {eval_images} test images, projected"
+                + (" (bf16 emulated on this CPU)" if emulated else ""), final_test_acc=acc)
 
 
 # ----------------------------------------------------------------------------- the floor
 def step_gemms(batch_size):
     """``(rows, in, out)`` of each ``nn.Linear`` GEMM in a forward pass of the model at ``batch_size``."""
     net, shapes = NeuralNetwork().eval(), []
-    hooks = [m.register_forward_hook(lambda m, x, _: shapes.append(
-        (x[0].numel() // m.in_features, m.in_features, m.out_features)))
-        for m in net.modules() if isinstance(m, nn.Linear)]
+    for m in net.modules():  # a model of its own: its hooks go with it
+        if isinstance(m, nn.Linear):
+            m.register_forward_hook(lambda m, x, _: shapes.append(
+                (x[0].numel() // m.in_features, m.in_features, m.out_features)))
     with torch.no_grad():
         net(torch.zeros(batch_size, 1, 28, 28))
-    for hook in hooks:
-        hook.remove()
     return shapes
 
 
@@ -229,71 +206,68 @@ def matmul_floor_ms(device, precision, batch_size, repeats=5):
     return 1000 * total
 
 
-def with_floor_and_accuracy(rows, device, batch_size):
-    """Each row gets the GEMM floor of its precision (None for emulated bf16, which would take
-    minutes) and, for a mixed-precision row, its test accuracy against fp32's after the same steps."""
-    floors = {}
-    fp32 = next((r for r in rows if r["mode"] == "fast-fp32"), None)
-    for row in rows:
-        precision = mode_precision(row["mode"])
-        if precision not in floors and "emulated" not in row["measured"]:
-            floors[precision] = matmul_floor_ms(device, precision, batch_size)
-        row["matmul_floor_ms_per_step"] = floors.get(precision)
-        same_steps = fp32 is not None and precision != "fp32" and row["measured"] == fp32["measured"]
-        row["acc_vs_fp32"] = row["final_test_acc"] - fp32["final_test_acc"] if same_steps else None
-
-
 # ----------------------------------------------------------------------------- the command
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
         batch_size=128, baseline_epochs=1, kernels=False):
+    """Measure ``modes`` (default: every one this device has) and write their JSON to ``out``; each
+    row is printed, as the report shows it, when it is measured (on a CPU a run takes minutes)."""
     device = resolve_device(device)
-    for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1),
-                               ("epochs", epochs, 0), ("baseline_epochs", baseline_epochs, 1),
-                               ("batch_size", batch_size, 1)):
+    for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1), ("epochs", epochs, 0),
+                               ("baseline_epochs", baseline_epochs, 1), ("batch_size", batch_size, 1)):
         if value < least:
             raise ValueError(f"{name} must be >= {least}, got {value}")
     modes = _modes_for(device, modes or MODES)
-    out = _out_path(out, "bench", device)
-    root = nbdata.prepare_fashion_mnist(root)
-    rows = []
+    out, root = _begin(device, out, root, "bench", batch_size, _mode_rows)
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
-    print(f"{hardware(device)} | torch {torch.__version__} | batch {batch_size}\n"
-          f"{'mode':<10} {'ms/step':>9} {'img/s':>8} {'s/epoch':>9} {'30 epochs s':>12} "
-          f"{'speed-up':>9}  measured", flush=True)
-    for mode in modes:  # each row as it comes: on a CPU the whole run takes minutes
-        r = measure(mode, root, device, steps, eval_images, epochs, batch_size,
-                    baseline_epochs=baseline_epochs, kernels=kernels)
-        r["speedup_vs_my_utils"] = (rows or [r])[0]["epoch_s"] / r["epoch_s"]
-        rows.append(r)
-        print(f"{mode:<10} {r['ms_per_step']:>9.1f} {r['images_per_s']:>8.0f} {r['epoch_s']:>9.1f} "
-              f"{r['protocol_30_s']:>12.1f} {r['speedup_vs_my_utils']:>8.2f}x  {r['measured']}",
-              flush=True)
-    with_floor_and_accuracy(rows, device, batch_size)
+    rows, floors = [], {}
+    for mode in modes:
+        row = measure(mode, root, device, steps, eval_images, epochs, batch_size,
+                      baseline_epochs=baseline_epochs, kernels=kernels)
+        rows.append(compared(row, rows, floors, device, batch_size))
+        print(_mode_rows(rows)[-1], flush=True)
     mixed = [r for r in rows if r["mode"] in ("fast-tf32", "fast-bf16")]
     parameters = dict(batch_size=batch_size, steps=steps, eval_images=eval_images, epochs=epochs,
-                      baseline_epochs=baseline_epochs if epochs else None,
-                      optimizer="adam", lr=1e-3, weight_decay=5e-4,
-                      cpu_kernels=kernels and device.type == "cpu")
+                      baseline_epochs=baseline_epochs if epochs else None, optimizer="adam", lr=1e-3,
+                      weight_decay=5e-4, cpu_kernels=kernels and device.type == "cpu")
     best = min(mixed, key=lambda r: r["epoch_s"])["mode"] if mixed else None
     return _write(out, device, parameters, rows, best_mixed_precision=best)
+
+
+def compared(row, rows, floors, device, batch_size):
+    """``row`` with its speed-up over the first of ``rows`` (the rows before it), the GEMM floor of
+    its precision (timed once, into ``floors``; None for emulated bf16, which would take minutes) and,
+    for a mixed-precision row, its test accuracy against fp32's after the same steps."""
+    precision = mode_precision(row["mode"])
+    if precision not in floors and "emulated" not in row["measured"]:
+        floors[precision] = matmul_floor_ms(device, precision, batch_size)
+    fp32 = next((r for r in rows if r["mode"] == "fast-fp32"), None)
+    same_steps = fp32 is not None and precision != "fp32" and row["measured"] == fp32["measured"]
+    return dict(row, speedup_vs_my_utils=(rows or [row])[0]["epoch_s"] / row["epoch_s"],
+                matmul_floor_ms_per_step=floors.get(precision),
+                acc_vs_fp32=row["final_test_acc"] - fp32["final_test_acc"] if same_steps else None)
 
 
 def _modes_for(device, modes):
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"modes must be among {list(MODES)}, got {unknown}")
-    if device.type == "cpu":  # tf32 does not exist on a CPU; bf16 is measured, never a CPU default
-        modes = [m for m in modes if m != "fast-tf32"]
-        if not modes:
-            raise ValueError("modes: fast-tf32 is a GPU mode; on a CPU choose among the others")
-    return [m for m in MODES if m in modes]
+    # tf32 does not exist on a CPU (bf16 does, emulated where the CPU has no bf16 instructions)
+    modes = [m for m in MODES if m in modes and not (device.type == "cpu" and m == "fast-tf32")]
+    if not modes:
+        raise ValueError("modes: fast-tf32 is a GPU mode; on a CPU choose among the others")
+    return modes
 
 
-def _out_path(out, name, device):
+def _begin(device, out, root, name, batch, table_rows):
+    """A run's JSON file (default ``reports/bench/<name>-<device>.json``, refused now if a folder,
+    not after minutes of measuring) and its data's folder; prints the header of its table."""
     out = Path(out) if out else reports_root() / "bench" / f"{name}-{device.type}.json"
-    if out.is_dir():  # checked now, not after minutes of measuring
+    if out.is_dir():
         raise ValueError(f"out must be a JSON file's path, and {out} is a folder")
-    return out
+    root = nbdata.prepare_fashion_mnist(root)
+    print(f"{hardware(device)} | torch {torch.__version__} | batch {batch}", *table_rows([]), sep="\n",
+          flush=True)
+    return out, root
 
 
 def _write(out, device, parameters, rows, **extra):
@@ -304,8 +278,7 @@ def _write(out, device, parameters, rows, **extra):
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(f"written: {out}")
-    if REPORT.exists() and out.resolve() in [(REPO / p).resolve() for p in report_tables()]:
-        write_report_tables({out.resolve()})  # a table never shows other numbers than its file
+    if REPORT.exists() and write_report_tables({out.resolve()}):  # never other numbers than its file
         print(f"updated: {REPORT}")
     return result
 
@@ -319,45 +292,30 @@ def run_stacks(device, sizes, steps=20, precision="fp32", batch_size=128, out=No
     against K = 1; it is printed as it comes, and the JSON written to ``out``."""
     if not sizes or min(sizes) < 1:
         raise ValueError(f"--stack needs sizes >= 1, got {sizes}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     device = resolve_device(device)
-    out = _out_path(out, "stack", device)
-    root = nbdata.prepare_fashion_mnist(root)
+    out, root = _begin(device, out, root, "stack", f"{batch_size} | {precision}", _stack_rows)
     rows = []
-    print(f"{hardware(device)} | torch {torch.__version__} | batch {batch_size} | {precision}\n"
-          f"{'runs':>5} {'ms/step':>9} {'ms/run-step':>12} {'img/s':>9} {'time vs 1':>10} "
-          f"{'throughput vs 1':>16}")
     for size in sizes:
         step_s = stacked_step_s(size, device, steps, precision, batch_size, root)
         one = rows[0]["ms_per_step"] / 1000 if rows and rows[0]["runs"] == 1 else None
-        r = dict(runs=size, ms_per_step=1000 * step_s, ms_per_run_step=1000 * step_s / size,
-                 images_per_s=size * batch_size / step_s, time_vs_one=step_s / one if one else None,
-                 throughput_vs_one=size * one / step_s if one else None)
-        rows.append(r)
-        print(f"{size:>5} {r['ms_per_step']:>9.2f} {r['ms_per_run_step']:>12.2f} "
-              f"{r['images_per_s']:>9,.0f} {_ratio(r['time_vs_one']):>10} "
-              f"{_ratio(r['throughput_vs_one']):>16}")
+        rows.append(dict(runs=size, ms_per_step=1000 * step_s, ms_per_run_step=1000 * step_s / size,
+                         images_per_s=size * batch_size / step_s, time_vs_one=step_s / one if one else None,
+                         throughput_vs_one=size * one / step_s if one else None))
+        print(_stack_rows(rows)[-1], flush=True)
     parameters = dict(batch_size=batch_size, steps=steps, precision=precision, sizes=list(sizes))
     return _write(out, device, parameters, rows, kind="stack")
 
 
 def stacked_step_s(size, device, steps, precision, batch_size, root):
     """The time of one stacked step of ``size`` runs, in seconds."""
-    nets, loaders = [], []
-    for seed in range(size):
-        nets.append(setup(device, seed)[0])
-        loaders.append(nbdata.load_data_fashion_mnist_device(
-            batch_size, device, root=root, train_subset=batch_size * steps, test_subset=100,
-            seed=seed, drop_last=True)[0])
-    model = StackedModel(nets).to(device)
-    optimizer = StackedOptimizer(model.parameters(), "adam", [1e-3] * size, [5e-4] * size,
-                                 device=device)
-    trainer = StackTrainer(model, nn.CrossEntropyLoss(reduction="none"), optimizer, device,
-                           precision)
-    loader = StackLoader(loaders)
+    model = StackedModel([setup(device, seed)[0] for seed in range(size)]).to(device)
+    loader = StackLoader([nbdata.load_data_fashion_mnist_device(
+        batch_size, device, root=root, train_subset=batch_size * steps, test_subset=100, seed=seed,
+        drop_last=True)[0] for seed in range(size)])
+    optimizer = StackedOptimizer(model.parameters(), "adam", [1e-3] * size, [5e-4] * size, device=device)
+    trainer = StackTrainer(model, nn.CrossEntropyLoss(reduction="none"), optimizer, device, precision)
     trainer.train_members(loader)  # warm-up: the first, eager update, and the graph's capture
     return _timed(lambda: trainer.train_members(loader), device)[0] / steps
 
@@ -367,8 +325,7 @@ REPO = checkout() or Path.cwd()  # the paths in the report's tables are relative
 REPORT = REPO / "reports" / "bench" / "README.md"
 # The report's speed tables are generated: each stands between these two lines, the first naming its
 # JSON file (relative to the repository), and is rewritten from it by every run that writes the file.
-TABLE = re.compile(r"^(<!-- bench table: (?P<path>\S+) -->\n).*?^(<!-- end of bench table -->)$",
-                   re.S | re.M)
+TABLE = re.compile(r"^(<!-- bench table: (?P<path>\S+) -->\n).*?^(<!-- end of bench table -->)$", re.S | re.M)
 
 
 def report_tables():
@@ -390,10 +347,16 @@ def render_tables(text, only=None):
 
 
 def write_report_tables(only=None):
+    """The report's tables (those of the JSON files in ``only``) rendered again from their files;
+    returns whether any changed."""
+    if not REPORT.exists():  # an installed package, run outside the checkout
+        raise ValueError(f"--tables-only rewrites the tables of the checkout's reports/bench/README.md, "
+                         f"and there is none at {REPORT}; run it in a clone of the repository")
     text = REPORT.read_text()
     rendered = render_tables(text, only)
     if rendered != text:
         atomic_write_text(REPORT, rendered)
+    return rendered != text
 
 
 def markdown_table(result, path):
@@ -436,20 +399,17 @@ def rerun_command(result, path):
     device = torch.device(result["device"])
     args = ["python3 -m nbutils bench", f"--device {device}"]
     shown = ("epochs", "baseline_epochs") if p.get("epochs") else ("steps", "eval_images")
-    if stack:  # its steps always shown, and its file
+    if stack:  # its sizes and steps always shown, and its file
         args.append(f"--stack {','.join(map(str, p['sizes']))} --steps {p['steps']}")
         shown = ("precision",)
-    for name in shown + ("batch_size",):
-        if p.get(name) is not None and p[name] != defaults[name].default:
-            args.append(f"--{name.replace('_', '-')} {p[name]}")
-    if stack:
-        return " ".join(args + [f"--out {path}"])
-    modes = [r["mode"] for r in result["rows"]]
-    if modes != _modes_for(device, MODES):
+    args += [f"--{name.replace('_', '-')} {p[name]}" for name in shown + ("batch_size",)
+             if p.get(name) is not None and p[name] != defaults[name].default]
+    modes = [] if stack else [r["mode"] for r in result["rows"]]
+    if modes and modes != _modes_for(device, MODES):
         args.append(f"--modes {','.join(modes)}")
     if p.get("cpu_kernels"):
         args.append("--cpu-kernels")
-    if Path(path).name != f"bench-{device.type}.json":
+    if stack or Path(path).name != f"bench-{device.type}.json":
         args.append(f"--out {path}")
     return " ".join(args)
 
@@ -467,100 +427,46 @@ def _duration(seconds):
         return f"{seconds:.1f} s"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
-    hours = seconds / 3600
-    return f"{hours:.1f} h" if hours < 10 else f"{hours:.0f} h"
-
-
-def profile(mode="fast-fp32", device="auto", steps=5, batch_size=128, root=None, rows=15):
-    """Where eager training steps' device time goes: torch.profiler's top kernels, printed.
-
-    Eager on purpose: a replayed graph runs the same kernels, so their sum is what a graph step costs
-    at best, and the gap to the measured graph step is what is left between kernels.
-    """
-    device = resolve_device(device)
-    fast_modes = [m for m in MODES if m.startswith("fast")]
-    if mode not in fast_modes:
-        raise ValueError(f"profile must be one of {fast_modes}, got {mode!r}")
-    precision = mode_precision(mode)
-    net, opt, _ = setup(device, 0)
-    train_iter, _ = nbdata.load_data_fashion_mnist_device(
-        batch_size, device, root=nbdata.prepare_fashion_mnist(root),
-        train_subset=batch_size * (steps + 2), test_subset=batch_size)
-    trainer = FastTrainer(net, nn.CrossEntropyLoss(), opt, device, precision, graphs=False)
-    idx = torch.arange(batch_size, device=device)
-    for _ in range(2):
-        trainer.train_step(train_iter, idx)
-    _sync(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch_profile(activities=activities) as prof:
-        for _ in range(steps):
-            trainer.train_step(train_iter, idx)
-        _sync(device)
-    # Sorted by each kernel's own time; the optimizer's annotation rows span the kernels they launch
-    # (and, eagerly, the gaps between them), so their times are not added to anything.
-    print(f"{mode}, {steps} eager steps on {hardware(device)}:")
-    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=rows)
-    print(table)
-    return table
+    return f"{seconds / 3600:.1f} h" if seconds < 36_000 else f"{seconds / 3600:.0f} h"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto",
-                        help="auto (the GPU when there is one), cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--steps", type=int, default=20,
-                        help="timed training steps per mode, with --epochs 0 (default: 20)")
-    parser.add_argument("--eval-images", type=int, default=2000,
-                        help="timed test images per mode, with --epochs 0 (default: 2000)")
+    parser.add_argument("--device", default="auto", help="auto (the GPU if any), cpu, cuda or cuda:N")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps of a mode or stack")
+    parser.add_argument("--eval-images", type=int, default=2000, help="timed test images of a mode")
     parser.add_argument("--epochs", type=int, default=0,
-                        help="0: project epochs from timed steps; N: run the fast modes for N whole "
-                             "epochs, GPU work (default: 0)")
+                        help="0: project epochs from timed steps; N: time N whole epochs (GPU work)")
+    parser.add_argument("--baseline-epochs", type=int, default=1,
+                        help="whole epochs of the two DataLoader loops, with --epochs N")
     parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
     parser.add_argument("--batch-size", type=int, default=128, help="(default: 128, the report's)")
-    parser.add_argument("--baseline-epochs", type=int, default=1,
-                        help="full epochs of the two DataLoader loops, with --epochs N (default: 1)")
-    parser.add_argument("--out", default=None,
-                        help="the JSON file (default: reports/bench/bench-<device>.json)")
-    parser.add_argument("--cpu-kernels", action="store_true",
-                        help="on a CPU, time the fast modes with nbutils.tools.cpu's kernels instead "
-                             "of torch's own modules")
-    parser.add_argument("--stack", default=None, metavar="K,K,...",
-                        help="time stacks of K runs instead (run_stacks, nbutils.tools.stack), into "
-                             "reports/bench/stack-<device>.json")
-    parser.add_argument("--precision", default="fp32", help="of the stacks: fp32, tf32 or bf16")
-    parser.add_argument("--profile", default=None, metavar="MODE",
-                        help="print the kernel profile of one mode's eager step instead")
-    parser.add_argument("--tables-only", action="store_true",
-                        help="regenerate the tables of reports/bench/README.md from the JSON files "
-                             "they name; measure nothing")
+    parser.add_argument("--out", help="the JSON file (default: reports/bench/bench-<device>.json)")
+    parser.add_argument("--cpu-kernels", action="store_true", help="on a CPU, with cpu.py's kernels")
+    parser.add_argument("--stack", type=stack_sizes, metavar="K,K,...", help="time stacks of K runs instead")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the stacks")
+    parser.add_argument("--tables-only", action="store_true", help="rewrite the report's tables only")
     args = parser.parse_args(argv)
     try:
         if args.tables_only:
-            if not REPORT.exists():  # an installed package, run outside the checkout
-                raise ValueError(f"--tables-only rewrites the tables of the checkout's "
-                                 f"reports/bench/README.md, and there is none at {REPORT}; run it in "
-                                 f"a clone of the repository")
             write_report_tables()
             print(f"written: {REPORT} (tables from {', '.join(report_tables())})")
             return
-        tune_cpu_allocator(args.device)  # process-wide: once, before any mode
-        if args.profile:
-            profile(args.profile, args.device, batch_size=args.batch_size)
-            return
+        tune_cpu_allocator(args.device)  # process-wide: once, before anything is timed
         if args.stack:
-            try:
-                sizes = [int(k) for k in args.stack.split(",") if k]
-            except ValueError:
-                raise ValueError(f"--stack must be comma-separated integers, got {args.stack!r}") from None
-            run_stacks(args.device, sizes, args.steps, args.precision, args.batch_size, args.out)
+            run_stacks(args.device, args.stack, args.steps, args.precision, args.batch_size, args.out)
             return
         run(args.device, args.steps, args.eval_images, args.epochs,
             [m for m in args.modes.split(",") if m] or None, args.out, batch_size=args.batch_size,
             baseline_epochs=args.baseline_epochs, kernels=args.cpu_kernels)
     except ValueError as e:  # a bad argument, or a missing or corrupt dataset: the message says which
         parser.error(str(e))
+
+
+def stack_sizes(text):
+    """``--stack 1,4,8``: the sizes of the stacks to time (argparse names the option it refuses)."""
+    return [int(k) for k in text.split(",") if k]
 
 
 if __name__ == "__main__":

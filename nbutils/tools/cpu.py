@@ -25,6 +25,7 @@ from torch import nn
 
 __all__ = ["Dropout", "Linear", "cpu_kernels", "onednn_available"]
 
+
 def gemm(x, weight, bias=None):
     """``x @ weight.T + bias`` in oneDNN, on ordinary (dense, strided) 2-D tensors."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
@@ -33,9 +34,8 @@ def gemm(x, weight, bias=None):
 @functools.cache
 def onednn_available():
     """Whether this torch computes ``F.linear`` through the oneDNN op :class:`Linear` uses: a private
-    op (inductor's), so it is tried once on a small input rather than trusted."""
-    if not torch.backends.mkldnn.is_available():
-        return False
+    op (inductor's), so it is tried once on a small input rather than trusted (a torch built
+    without oneDNN has no such op, and says so here)."""
     # Fixed values: drawing random ones would move the global RNG under a seeded run.
     x, w, b = torch.arange(15.0).view(3, 5) / 7, torch.arange(10.0).view(2, 5) / 3 - 1, torch.ones(2)
     try:
@@ -104,16 +104,11 @@ class Dropout(nn.Dropout):
         if (not self.training or x.device.type != "cpu" or self.inplace or not 0 < self.p < 1
                 or transformed(x)):
             return super().forward(x)
-        return x * dropout_mask(x, self.p)  # autograd keeps only the mask for the backward
-
-
-def dropout_mask(x, p):
-    """{0, 1/(1-p)} in ``x``'s shape and dtype, each element kept with probability (1 - p)."""
-    n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, 2 ** 63 - 1)
-    samples = bits.view(torch.int16)[:n].view(x.shape)
-    keep = samples < round((1 - p) * 2 ** 16) - 2 ** 15
-    return torch.where(keep, x.new_full((), 1 / (1 - p)), x.new_zeros(()))
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, 2 ** 63 - 1)
+        keep = bits.view(torch.int16)[:n].view(x.shape) < round((1 - self.p) * 2 ** 16) - 2 ** 15
+        mask = torch.where(keep, x.new_full((), 1 / (1 - self.p)), x.new_zeros(()))
+        return x * mask  # autograd keeps only the mask for the backward
 
 
 KERNELS = {nn.Linear: Linear, nn.Dropout: Dropout}
