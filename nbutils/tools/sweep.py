@@ -346,14 +346,12 @@ def checked_args(parser, args):
         parser.error("--seeds needs at least one seed >= 0")
     if len(set(seeds)) < len(seeds):  # a repeated seed would count one run twice in a mean ± std
         parser.error(f"--seeds must not repeat a seed, got {args.seeds!r}")
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    if args.stack is not None and args.stack < 1:
-        parser.error(f"--stack must be >= 1, got {args.stack}")
+    for name, low in (("jobs", 1), ("stack", 1), ("max_runs", 0)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
     if args.stack not in (None, 1) and args.jobs > 1:
         parser.error("--stack trains its runs in this process: use it with --jobs 1")
-    if args.max_runs is not None and args.max_runs < 0:
-        parser.error(f"--max-runs must be >= 0, got {args.max_runs}")
     if args.compare_with and not (Path(args.compare_with) / "runs").is_dir():
         parser.error(f"--compare-with must be a sweep folder (one holding runs/), and "
                      f"{args.compare_with} is not")
