@@ -184,7 +184,7 @@ def test_table_marks_times_of_runs_that_shared_the_device():
                ran_on=["H100"])
     rows = [dict(row, jobs=1), dict(row, label="b", jobs=8), dict(row, label="c", jobs=0),
             dict(row, label="d", jobs=1, stack=8)]
-    table = ablations.format_table(None, rows).splitlines()
+    table = ablations.format_table(rows).splitlines()
     assert table[2].endswith("| 30.0 |") and table[3].endswith("| 30.0 * |")
     assert table[5].endswith("| 30.0 † |")
     notes = ablations.table_notes(rows)

@@ -38,6 +38,11 @@ def _stats(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _pct(mean, sd):
+    """A mean ± std in percent, as every table and verdict shows one; '–' where there is none."""
+    return "–" if mean is None else f"{100 * mean:.2f} ± {100 * sd:.2f}"
+
+
 def _metrics_for(claim, overrides, seed, finished, base_params):
     """One run's numbers for one row, or None (for ``epochs``: the prefix of the longest run), with
     what its history adds: ``late`` (:func:`_late`) and ``lr_cut`` (:func:`_lr_was_cut`)."""
@@ -47,19 +52,14 @@ def _metrics_for(claim, overrides, seed, finished, base_params):
     m = finished.get(spec_key(run_spec("", dict(overrides), seed, base_params)))
     if m is None:
         return None
-    history = _history(m)
+    path = Path(m["folder"]) / "history.json"
+    history = json.loads(path.read_text()) if path.exists() else None  # None: a folder without one
     if epochs:
         full, history = history, history[:epochs]
         m = dict(m, final_test_acc=history[-1]["test_acc"],
                  max_test_acc=max(r["test_acc"] for r in history),
                  train_seconds=m["train_seconds"] * len(history) / len(full))
     return dict(m, late=_late(history), lr_cut=_lr_was_cut(history))
-
-
-def _history(metrics):
-    """A run's per-epoch records, or None if its folder has no history."""
-    path = Path(metrics["folder"]) / "history.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _late(history):
@@ -92,8 +92,7 @@ def summarize(claim, seeds, root: Path, base_params, partial=False):
         swing, _ = _stats([m["late"][1] for m in found])
         rows.append(dict(label=label, n=len(found), final=final, final_sd=final_sd, max=top,
                          max_sd=top_sd, seconds=seconds, late=late, late_sd=late_sd, swing=swing,
-                         finals=finals,
-                         runs=[Path(m["folder"]).name for m in found],
+                         finals=finals, runs=[Path(m["folder"]).name for m in found],
                          ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
                          jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
                          stack=max((m.get("stack") or 1) for m in found),
@@ -134,13 +133,11 @@ def verdict(claim, rows):
         return (f"holds: the honest protocol's single test is within {100 * abs(gap):.2f} points of "
                 f"the report's best test epoch (within the seed-to-seed spread)")
     if claim.key == "recipe":
-        target, seconds = 0.93, choice["seconds"]
-        costs = sorted(((choice["final"] - r["final"], r["label"]) for r in others), reverse=True)
-        reached = choice["final"] >= target and seconds <= 60
+        cost, costliest = max((choice["final"] - r["final"], r["label"]) for r in others)
+        reached = choice["final"] >= 0.93 and choice["seconds"] <= 60
         return (f"{'holds' if reached else 'does not hold'}: the full recipe scores "
-                f"{100 * choice['final']:.2f} ± {100 * choice['final_sd']:.2f} % in {seconds:.0f} s "
-                f"(target 93.00 % in 60 s); taking out {costs[0][1]} costs most "
-                f"({100 * costs[0][0]:+.2f} points)")
+                f"{_pct(choice['final'], choice['final_sd'])} % in {choice['seconds']:.0f} s (target "
+                f"93.00 % in 60 s); taking out {costliest} costs most ({100 * cost:+.2f} points)")
     if claim.key == "fast_path":
         gaps = ", ".join(f"{r['label']} {100 * (r['final'] - choice['final']):+.2f}" for r in others)
         ok = all(abs(r["final"] - choice["final"]) <= 0.003 for r in others)
@@ -163,10 +160,9 @@ def _against_report(row):
     """The cut's row beside the report's numbers; a run too short to reach the cut says so."""
     if row["lr_cut"] == 0:
         return "; the runs ended before epoch 19, so the cut never happened and both rows are one"
-    return (f"; with the cut the final test accuracy is {100 * row['final']:.2f} ± "
-            f"{100 * row['final_sd']:.2f} % and the best epoch {100 * row['max']:.2f} ± "
-            f"{100 * row['max_sd']:.2f} %, against the report's {100 * REPORT['final']:.2f} % and "
-            f"{100 * REPORT['max']:.2f} %")
+    return (f"; with the cut the final test accuracy is {_pct(row['final'], row['final_sd'])} % and "
+            f"the best epoch {_pct(row['max'], row['max_sd'])} %, against the report's "
+            f"{100 * REPORT['final']:.2f} % and {100 * REPORT['max']:.2f} %")
 
 
 def _late_comparison(choice, others):
@@ -175,23 +171,21 @@ def _late_comparison(choice, others):
     if any(r.get("late") is None for r in [choice, *others]):
         return ""
     gaps = ", ".join(f"{r['label']} {100 * (r['late'] - choice['late']):+.2f}" for r in others)
-    return (f". Averaged over each run's last {LATE_EPOCHS} epochs: {gaps} points; over those "
-            f"epochs one run's test accuracy moved by {100 * choice['swing']:.2f} points from one "
-            f"epoch to the next ({choice['label']}, mean over its runs), so one epoch is a noisy "
-            f"measure")
+    return (f". Averaged over each run's last {LATE_EPOCHS} epochs: {gaps} points; over those epochs "
+            f"one run's test accuracy moved by {100 * choice['swing']:.2f} points from one epoch to the "
+            f"next ({choice['label']}, mean over its runs), so one epoch is a noisy measure")
 
 
 # ----------------------------------------------------------------------------- reports/ablations
-def format_table(claim, rows):
+def format_table(rows):
     """The rows as Markdown; a time marked * comes from runs that shared the device, one marked †
     from stacked runs, whose time is the stack's (see notes)."""
-    pct = lambda m, sd: "–" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
     lines = ["| variant | seeds | final test acc % | max test acc % | train s |",
              "|---|---|---|---|---|"]
     for r in rows:
         shared = ("" if r["jobs"] == 1 else " *") + (" †" if r.get("stack", 1) > 1 else "")
-        lines.append(f"| {r['label']} | {r['n']} | {pct(r['final'], r['final_sd'])} | "
-                     f"{pct(r['max'], r['max_sd'])} | {r['seconds']:.1f}{shared} |")
+        lines.append(f"| {r['label']} | {r['n']} | {_pct(r['final'], r['final_sd'])} | "
+                     f"{_pct(r['max'], r['max_sd'])} | {r['seconds']:.1f}{shared} |")
     return "\n".join(lines)
 
 
@@ -240,12 +234,11 @@ def stack_comparison(stacked_root: Path, single_root: Path):
         stacked.sort(key=lambda m: m["seed"])
         others = [m["final_test_acc"] for m in alone[key].values()]
         finals = [m["final_test_acc"] for m in stacked]
-        (a, a_sd), (b, b_sd) = _stats(others), _stats(finals)
         same_seed = [alone[key].get(m["seed"], {}).get("final_test_acc") for m in stacked]
         inside = sum(min(others) <= v <= max(others) for v in finals)
         lines.append(f"| {stacked[0]['label']} | {', '.join(str(m['seed']) for m in stacked)} | "
-                     f"{pct(same_seed)} | {pct(finals)} | {100 * a:.2f} ± {100 * a_sd:.2f} ({len(others)} runs) | "
-                     f"{100 * b:.2f} ± {100 * b_sd:.2f} | {inside} of {len(finals)} |")
+                     f"{pct(same_seed)} | {pct(finals)} | {_pct(*_stats(others))} "
+                     f"({len(others)} runs) | {_pct(*_stats(finals))} | {inside} of {len(finals)} |")
         ran_on |= {_ran_on(m) for m in [*stacked, *alone[key].values()] if "environment" in m}
     return "\n".join(lines) + (f"\n\nTrained on {'; '.join(sorted(ran_on))}." if ran_on else "") \
         + "\n"
@@ -302,32 +295,34 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
         done = {r["label"] for r in rows}
         missing = [label for label, _ in claim.variants if label not in done]
         entry = report["claims"][claim.key] = dict(statement=claim.statement, verdict=None, rows=rows)
-        table = [format_table(claim, rows), "", table_notes(rows), ""]
         if missing:  # no verdict, which compares every row; the rows that have all their seeds
             # are shown, since one can answer its own question (the recipe's first, against 93 %)
             entry["missing"] = missing
-            text += [_partial_note(missing), "", *table]
+            text += [_claim_text(entry), ""]
             continue
         entry["verdict"] = verdict(claim, rows)
         plot_claim(claim, rows, root / f"{claim.key}.png")
-        text += [*table, f"**Verdict:** {entry['verdict']}", "", f"![{claim.key}]({claim.key}.png)", ""]
+        text += [_claim_text(entry), "", f"![{claim.key}]({claim.key}.png)", ""]
     write_readme(root, "\n".join(text))
     atomic_write_json(root / "ablations.json", report)
     return report
 
 
-def _partial_note(missing):
-    return (f"Not all of this claim's runs have finished, so it has no verdict yet. The rows below have "
-            f"all their seeds; still missing: {', '.join(missing)}.")
+def _claim_text(claim):
+    """A claim's table (an entry of ``ablations.json``) with where its runs trained and its verdict;
+    an unfinished claim's says first which rows it still misses. README.md's and notebook 06's."""
+    table = f"{format_table(claim['rows'])}\n\n{table_notes(claim['rows'])}"
+    if claim["verdict"] is None:
+        return (f"Not all of this claim's runs have finished, so it has no verdict yet. The rows below "
+                f"have all their seeds; still missing: {', '.join(claim['missing'])}.\n\n{table}")
+    return f"{table}\n\n**Verdict:** {claim['verdict']}"
 
 
 def status_line(claim):
     """What the sweep prints for a claim: its verdict, or how far it got."""
     if claim is None:
         return "incomplete"
-    if claim["verdict"] is None:
-        return f"incomplete ({len(claim['rows'])} of its rows finished)"
-    return claim["verdict"]
+    return claim["verdict"] or f"incomplete ({len(claim['rows'])} of its rows finished)"
 
 
 # ----------------------------------------------------------------------------- notebook 06
@@ -383,9 +378,6 @@ def show_report(report, folder="", keys=None):
             display(Markdown(f"### {CLAIMS[key].statement}\n\nNo table yet: not all of this claim's "
                              f"runs have finished (`python3 -m nbutils sweep --claims {key}`)."))
             continue
-        said = (f"**Verdict:** {claim['verdict']}" if claim["verdict"] is not None
-                else _partial_note(claim["missing"]))
-        display(Markdown(f"### {claim['statement']}\n\n{format_table(None, claim['rows'])}\n\n"
-                         f"{table_notes(claim['rows'])}\n\n{said}"))
+        display(Markdown(f"### {claim['statement']}\n\n{_claim_text(claim)}"))
         if (folder / f"{key}.png").exists():
             display(Image(filename=str(folder / f"{key}.png")))
