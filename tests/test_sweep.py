@@ -212,7 +212,7 @@ def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path,
     for seed in (0, 1, 2):
         fake_run(tmp_path, "report protocol", seed, 0.89 + seed / 1000)
     fake_run(tmp_path, "no scheduler", 0, 0.95, scheduler="none")  # seeds 1 and 2 missing
-    rows = ablations.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"), partial=True)
+    rows = ablations.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"))
     assert [r["label"] for r in rows] == ["report protocol"] and rows[0]["final"] == pytest.approx(0.891)
     report = ablations.write_tables([claim], [0, 1, 2], tmp_path, dict(command="test", protocol="p"),
                                 base(fast="on"))

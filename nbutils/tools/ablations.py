@@ -71,19 +71,15 @@ def _late(history):
     return statistics.fmean(accs), statistics.fmean(abs(b - a) for a, b in zip(accs, accs[1:]))
 
 
-def summarize(claim, seeds, root: Path, base_params, partial=False):
-    """The claim's rows (label, n, final mean/std, max mean/std, seconds), or None if incomplete.
-
-    ``partial=True`` returns the rows whose seeds have all finished, however many (None if none).
-    """
+def summarize(claim, seeds, root: Path, base_params):
+    """The claim's rows (label, n, final mean/std, max mean/std, seconds) whose seeds have all
+    finished, however many; None if none has."""
     finished = finished_runs(root)
     rows = []
     for label, overrides in claim.variants:
         found = [_metrics_for(claim, overrides, s, finished, base_params) for s in seeds]
-        if any(m is None for m in found):
-            if partial:
-                continue
-            return None
+        if None in found:
+            continue
         finals, cuts = [m["final_test_acc"] for m in found], [m["lr_cut"] for m in found]
         final, final_sd = _stats(finals)
         top, top_sd = _stats([m.get("max_test_acc") for m in found])
@@ -120,14 +116,11 @@ def verdict(claim, rows):
     choice, others = rows[0], rows[1:]
     better, worse, tied = [], [], []
     for r in others:
-        se = math.sqrt(choice["final_sd"] ** 2 / choice["n"] + r["final_sd"] ** 2 / r["n"])
-        diff = choice["final"] - r["final"]
-        (worse if diff > 2 * se else better if -diff > 2 * se else tied).append(r["label"])
+        diff, spread = choice["final"] - r["final"], _spread(choice, r)
+        (worse if diff > spread else better if -diff > spread else tied).append(r["label"])
     if claim.key == "protocol":  # the report's headline (best test epoch) against one honest test
-        honest = others[0]
-        gap = choice["max"] - honest["final"]
-        se = math.sqrt(choice["max_sd"] ** 2 / choice["n"] + honest["final_sd"] ** 2 / honest["n"])
-        if gap > 2 * se:
+        gap = choice["max"] - others[0]["final"]
+        if gap > _spread(choice, others[0], "max"):
             return (f"does not hold: chosen on the test set the report scores {100 * gap:.2f} points "
                     f"more than the honest protocol's single test, beyond the seed-to-seed spread")
         return (f"holds: the honest protocol's single test is within {100 * abs(gap):.2f} points of "
@@ -154,6 +147,12 @@ def verdict(claim, rows):
         return (f"not supported: {choice['label']} is within the noise of {', '.join(tied)}"
                 + (f"; it beat {', '.join(worse)}" if worse else "") + note)
     return f"holds: {choice['label']} beat every alternative beyond the seed-to-seed spread{note}"
+
+
+def _spread(choice, row, key="final"):
+    """Twice the standard error of the difference between ``choice``'s mean ``key`` and ``row``'s
+    final test accuracy, over their seeds: a gap beyond it is beyond the seed-to-seed spread."""
+    return 2 * math.sqrt(choice[f"{key}_sd"] ** 2 / choice["n"] + row["final_sd"] ** 2 / row["n"])
 
 
 def _against_report(row):
@@ -286,14 +285,13 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
             f"Seeds {list(seeds)}: every number is a mean ± standard deviation over them. "
             f"Protocol: {context['protocol']}. Each table names the machine its runs trained on.", ""]
     for claim in claims:
-        rows = summarize(claim, seeds, root, base_params, partial=True)
+        rows = summarize(claim, seeds, root, base_params)
         text += [f"## {claim.key}: {claim.statement}", ""]
         if rows is None:
             text += ["Not all of this claim's runs have finished, so it has no table yet.", ""]
             report["claims"][claim.key] = None
             continue
-        done = {r["label"] for r in rows}
-        missing = [label for label, _ in claim.variants if label not in done]
+        missing = [label for label, _ in claim.variants if label not in {r["label"] for r in rows}]
         entry = report["claims"][claim.key] = dict(statement=claim.statement, verdict=None, rows=rows)
         if missing:  # no verdict, which compares every row; the rows that have all their seeds
             # are shown, since one can answer its own question (the recipe's first, against 93 %)
@@ -351,18 +349,17 @@ def fetch_committed(folder="", timeout=20):
     try:
         payload = get("ablations.json")
         report = json.loads(payload)
-        claims = report["claims"]
+        plotted = [key for key, claim in report["claims"].items() if claim and claim["verdict"]]
     except (OSError, ValueError, KeyError) as e:  # no network (URLError is an OSError), no such file
         print(f"could not fetch the committed tables from {url}: {e}")
         return None
     folder = ablations_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for key, claim in claims.items():
-        if claim and claim["verdict"] is not None:  # the sweep plots only these
-            try:
-                atomic_write_bytes(folder / f"{key}.png", get(f"{key}.png"))
-            except OSError as e:
-                print(f"{key}.png could not be fetched ({e}): its table is shown without it")
+    for key in plotted:  # the sweep plots only the claims with a verdict
+        try:
+            atomic_write_bytes(folder / f"{key}.png", get(f"{key}.png"))
+        except OSError as e:
+            print(f"{key}.png could not be fetched ({e}): its table is shown without it")
     atomic_write_bytes(folder / "ablations.json", payload)
     return report
 
