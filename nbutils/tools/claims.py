@@ -9,6 +9,7 @@ ReduceLROnPlateau does not depend on the planned number of epochs, so the first 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import re
@@ -23,11 +24,8 @@ __all__ = ["BASE", "CLAIMS", "Claim", "MEMBER_KEYS", "SEEDS", "finished_runs", "
 SEEDS = (0, 1, 2)
 
 
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    key: str
-    statement: str
-    variants: tuple  # ((label, overrides), ...); the first is the report's choice
+# variants: ((label, overrides), ...); the first is the report's choice
+Claim = collections.namedtuple("Claim", "key statement variants")
 
 
 def _grid(name, values, chosen):
@@ -113,7 +111,6 @@ def plan(claims, seeds, base_params: dict, root: Path):
     A run already finished keeps its folder; a new one gets a folder named after its variant.
     """
     done = {k: m["folder"] for k, m in finished_runs(root).items()}
-    taken = set(done.values())
     runs = {}
     for claim in claims:
         for seed in seeds:  # seeds inside claims: a claim's runs finish together, early ones first
@@ -124,8 +121,7 @@ def plan(claims, seeds, base_params: dict, root: Path):
                     continue
                 if key == spec_key(run_spec(BASE[0], {}, seed, base_params)):  # named for what it is
                     spec["label"] = label = BASE[0]
-                spec["folder"] = done.get(key) or _new_folder(root, label, spec, taken)
-                taken.add(spec["folder"])
+                spec["folder"] = done.get(key) or _new_folder(root, label, spec, runs)
                 runs[key] = spec
     return runs
 
@@ -138,8 +134,10 @@ def variants_to_run(claim):
     return ((f"epochs {longest}", {"epochs": longest}),)
 
 
-def _new_folder(root, label, spec, taken):
+def _new_folder(root, label, spec, planned):
+    """A folder for a new run, taken neither on disk nor by a run ``planned`` before it."""
     stem = f"{_slug(label)}-s{spec['seed']}"  # only for people: runs are found by their key
+    taken = {s["folder"] for s in planned.values()}
     folder, n = root / "runs" / stem, 1
     while str(folder) in taken or folder.exists():
         n += 1
