@@ -64,13 +64,6 @@ def read_parameters_file(path):
 parse_value = _resolve_type
 
 
-def check_name(name):
-    """A run's name is one folder inside reports/: '../x' or 'a/b' would put it elsewhere."""
-    if name and (Path(name).name != name or "\\" in name or name.startswith(".")):
-        raise ValueError(f"--name must be one folder name, without '/', '\\' or a leading '.', "
-                         f"got {name!r}")
-
-
 def prepare(profile=None, overrides=None, name=None, root=None):
     """Validate the parameters and create the run folder; returns ``(params, folder, injected)``.
 
@@ -78,7 +71,10 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     folder, each notebook getting those its parameters cell declares. The notebooks resolve them
     with the same :func:`~nbutils.params.resolve`, so that they and this runner agree on every value.
     """
-    check_name(name)
+    # A run's name is one folder inside reports/: '../x' or 'a/b' would put it elsewhere.
+    if name and (Path(name).name != name or "\\" in name or name.startswith(".")):
+        raise ValueError(f"--name must be one folder name, without '/', '\\' or a leading '.', "
+                         f"got {name!r}")
     overrides = dict(overrides or {})
     given = overrides.pop("profile", profile)  # `-p profile smoke`, as papermill users write it
     if profile not in (None, given):
