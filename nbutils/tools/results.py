@@ -73,20 +73,18 @@ def _numbers(m):
     """A finished run's columns. A recipe run (notebook 07) trains with its recipe's batch, lr,
     weight decay and optimizer, and under the honest protocol sees the test set once: no max."""
     p, recipe = m["params"], m.get("recipe") or {}
+    trained = dict(p, **recipe)  # a recipe's batch size, lr, weight decay and optimizer override
     changed = [f"{k} {p[k]}" for k in TRAINING_KEYS
                if k not in _IN_COLUMNS and p.get(k, DEFAULTS[k]) != DEFAULTS[k]]
     subset = "full" if not (p["train_subset"] or p["test_subset"]) else \
         f"{p['train_subset'] or N_TRAIN}/{p['test_subset'] or N_TEST}"
     best = "– (one test)" if m.get("max_test_acc") is None else \
         f"{100 * m['max_test_acc']:.2f} % ({m['max_epoch']})"
-    return {"epochs": m["epochs_run"], "batch": recipe.get("batch_size", p["batch_size"]),
-            "lr": recipe.get("lr", p["lr"]),
-            "weight decay": recipe.get("weight_decay", p["weight_decay"]),
-            "optimizer": recipe.get("optimizer", p["optimizer"]),
+    return {"epochs": m["epochs_run"], "batch": trained["batch_size"], "lr": trained["lr"],
+            "weight decay": trained["weight_decay"], "optimizer": trained["optimizer"],
             "init": f"recipe: {m['ingredient']}" if recipe else p["init"], "subset": subset,
-            "other settings": ", ".join(changed) or "–",
-            "hardware": m["environment"]["device_name"], "max test acc (epoch)": best,
-            "final test acc": f"{100 * m['final_test_acc']:.2f} %",
+            "other settings": ", ".join(changed) or "–", "hardware": m["environment"]["device_name"],
+            "max test acc (epoch)": best, "final test acc": f"{100 * m['final_test_acc']:.2f} %",
             "train time": f"{m['train_seconds']:.1f} s"}
 
 
