@@ -174,11 +174,9 @@ class RecipeTrainer(FastTrainer):
         return (self.augment(X) if train and self.augment is not None else X), y
 
     def update(self):
-        if self.before_update is not None:
-            self.before_update()
-        self.optimizer.step()
-        if self.after_update is not None:
-            self.after_update()
+        for step in (self.before_update, self.optimizer.step, self.after_update):
+            if step is not None:  # a hook the recipe leaves out
+                step()
 
     @property
     def evaluated(self):
