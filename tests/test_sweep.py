@@ -186,8 +186,8 @@ def test_table_marks_times_of_runs_that_shared_the_device():
             dict(row, label="d", jobs=1, stack=8)]
     table = ablations.format_table(rows).splitlines()
     assert table[2].endswith("| 30.0 |") and table[3].endswith("| 30.0 * |")
-    assert table[5].endswith("| 30.0 † |")
-    notes = ablations.table_notes(rows)
+    assert table[5].endswith("| 30.0 † |") and table[6] == ""
+    notes = table[7]
     assert notes.startswith("Trained on H100.") and "b: 8 runs shared the device" in notes
     assert "c: these runs trained before the sweep recorded" in notes and " a:" not in notes
     assert "† d: trained in stacks of up to 8 runs" in notes and "† b" not in notes
