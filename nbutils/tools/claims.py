@@ -176,13 +176,12 @@ def stack_key(spec):
 def stack_groups(specs, size):
     """``specs`` in stacks of at most ``size`` runs that share a :func:`stack_key`, in plan order
     (a stack starts where its first run stands); a run that trains alone is a stack of one."""
-    groups, open_groups = [], {}  # open_groups: the last stack of each key
+    groups, last = [], {}  # last: the newest stack of each key
     for spec in specs:
         key = stack_key(spec) if size > 1 else None
-        group = open_groups.get(key) if key is not None else None
-        if group is not None and len(group) < size:
-            group.append(spec)
-        else:
-            groups.append([spec])
-            open_groups[key] = groups[-1]
+        group = last.get(key)
+        if key is None or group is None or len(group) == size:
+            group = last[key] = []
+            groups.append(group)
+        group.append(spec)
     return groups
