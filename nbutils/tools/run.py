@@ -24,7 +24,9 @@ import traceback
 from pathlib import Path
 
 import papermill as pm
-from papermill.cli import _resolve_type
+# ``-p lr 5e-4`` → 0.0005: a value read as papermill's own ``-p`` reads it, True, False and None by
+# name, then an int, then a float, else the text (not YAML, which keeps ``5e-4`` a string).
+from papermill.cli import _resolve_type as parse_value
 import yaml
 
 from ..data import verify_fashion_mnist
@@ -57,11 +59,6 @@ def read_parameters_file(path):
         raise ValueError(f"parameters file {path} must map parameter names to values "
                          f"(`epochs: 10`), got a {type(values).__name__}")
     return values or {}  # an empty file sets nothing
-
-
-# ``-p lr 5e-4`` → 0.0005: a value read as papermill's own ``-p`` reads it, True, False and None by
-# name, then an int, then a float, else the text (not YAML, which keeps ``5e-4`` a string).
-parse_value = _resolve_type
 
 
 def prepare(profile=None, overrides=None, name=None, root=None):
@@ -116,19 +113,17 @@ def declared_parameters(path: Path):
 
 
 class Indented:
-    """A notebook's streamed output in the terminal, indented under its name."""
-
-    def __init__(self, stream, prefix="    "):
-        self.stream, self.prefix, self.at_line_start = stream, prefix, True
+    """A notebook's streamed output in the terminal (sys.stdout), indented under its name; papermill
+    flushes it after each write."""
+    at_line_start = True
 
     def write(self, text):
         for piece in text.splitlines(keepends=True):
-            self.stream.write((self.prefix if self.at_line_start else "") + piece)
+            sys.stdout.write(("    " if self.at_line_start else "") + piece)
             self.at_line_start = piece.endswith("\n")
-        self.stream.flush()
 
     def flush(self):
-        self.stream.flush()
+        sys.stdout.flush()
 
 
 def execute(run, env, folder: Path, injected, log=print):
@@ -145,7 +140,7 @@ def execute(run, env, folder: Path, injected, log=print):
             pm.execute_notebook(str(nb), str(folder / nb.name), cwd=str(folder),
                                 parameters={k: v for k, v in injected.items() if k in names},
                                 kernel_name="python3", progress_bar=False,
-                                stdout_file=Indented(sys.stdout), extra_arguments=QUIET_KERNEL)
+                                stdout_file=Indented(), extra_arguments=QUIET_KERNEL)
         except BaseException as e:  # a failed cell, Ctrl-C, SIGTERM: the folder says so
             message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             write_status(folder, "failed", notebook=nb.name, error=message,
@@ -164,8 +159,7 @@ def execute(run, env, folder: Path, injected, log=print):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default=None,
-                        help="seed (the report's protocol, the default) or smoke")
+    parser.add_argument("--profile", help="seed (the report's protocol, the default) or smoke")
     parser.add_argument("-f", "--parameters-file", action="append", default=[],
                         help="YAML file of parameters (papermill's -f)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
