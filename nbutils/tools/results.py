@@ -36,10 +36,8 @@ def read_status(folder: Path):
 
 def write_status(folder: Path, state, **extra):
     """Record a runner's progress in the run folder's status.json (what :func:`run_state` reads)."""
-    status = dict(read_status(folder) or {}, state=state, pid=os.getpid(),
-                  updated=time.strftime("%Y-%m-%d %H:%M:%S"), **extra)
-    atomic_write_json(folder / STATUS, status)
-    return status
+    atomic_write_json(folder / STATUS, dict(read_status(folder) or {}, state=state, pid=os.getpid(),
+                                            updated=time.strftime("%Y-%m-%d %H:%M:%S"), **extra))
 
 
 def run_state(folder: Path):
