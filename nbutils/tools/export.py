@@ -1,7 +1,7 @@
 """The notebooks' ``#@save`` cells, saved into ``nbutils/coursework.py`` (notebooks 01-05, the core)
 and ``nbutils/tools/mixer.py`` (notebook 06 on, the tools) (:mod:`nbutils.saved`).
 
-    python3 -m nbutils export           # rewrite both modules from the notebooks
+    python3 -m nbutils export           # bring both modules up to date with the notebooks
     python3 -m nbutils export --check   # exit 1, naming the notebook, where they disagree
 
 A notebook kernel in the checkout does the first on ``import nbutils``; the check is the test
@@ -29,27 +29,24 @@ def main(argv=None):
     if saved.notebooks_home() is None:
         print(f"error: {NO_CHECKOUT.format(PACKAGE)}", file=sys.stderr)
         return 2
-    try:  # both modules, before either is written: a cell that cannot be exported changes nothing
-        texts = {part: saved.render(part=part) for part in saved.PARTS}
+    failed = 0
+    try:
+        if not args.check:  # what a kernel's `import nbutils` does: rewrite where they disagree
+            if not saved.sync(imported=False):
+                print("up to date: nbutils/coursework.py and nbutils/tools/mixer.py")
+            return 0
+        for part in saved.PARTS:
+            module, name = saved.module_of(part), saved.shown_name(part)
+            found = saved.differences(module.read_text() if module.exists() else "", part=part)
+            if found:
+                print(f"{name} disagrees with the notebooks in: {'; '.join(found)}. Edit the notebook, "
+                      "not the module, then run `python3 -m nbutils export`.", file=sys.stderr)
+                failed = 1
+            else:
+                print(f"{name} is what the notebooks' #@save cells say")
     except saved.ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    failed = 0
-    for part, text in texts.items():
-        module, name = saved.module_of(part), saved.shown_name(part)
-        old = module.read_text() if module.exists() else ""
-        found = saved.differences(old, part=part) if args.check else []
-        if found:
-            print(f"{name} disagrees with the notebooks in: {'; '.join(found)}. Edit the notebook, "
-                  f"not the module, then run `python3 -m nbutils export`.", file=sys.stderr)
-            failed = 1
-        elif args.check:
-            print(f"{name} is what the notebooks' #@save cells say")
-        elif old == text:
-            print(f"up to date: {name}")
-        else:
-            saved.write_module(text, part)
-            print(f"written: {name} ({len(text.splitlines())} lines)")
     return failed
 
 
