@@ -296,8 +296,8 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
 
 
 def _claim_text(claim):
-    """A claim's table (an entry of ``ablations.json``) with where its runs trained and its verdict;
-    an unfinished claim's says first which rows it still misses. README.md's and notebook 06's."""
+    """One claim's entry of ``ablations.json`` as Markdown, as README.md and notebook 06 show it: its
+    table and notes, then its verdict; an unfinished claim's says first which rows are missing."""
     table = format_table(claim["rows"])
     if claim["verdict"] is None:
         return (f"Not all of this claim's runs have finished, so it has no verdict yet. The rows below "
