@@ -184,10 +184,10 @@ def test_table_marks_times_of_runs_that_shared_the_device():
                ran_on=["H100"])
     rows = [dict(row, jobs=1), dict(row, label="b", jobs=8), dict(row, label="c", jobs=0),
             dict(row, label="d", jobs=1, stack=8)]
-    table = ablations.format_table(None, rows).splitlines()
+    table = ablations.format_table(rows).splitlines()
     assert table[2].endswith("| 30.0 |") and table[3].endswith("| 30.0 * |")
-    assert table[5].endswith("| 30.0 † |")
-    notes = ablations.table_notes(rows)
+    assert table[5].endswith("| 30.0 † |") and table[6] == ""
+    notes = table[7]
     assert notes.startswith("Trained on H100.") and "b: 8 runs shared the device" in notes
     assert "c: these runs trained before the sweep recorded" in notes and " a:" not in notes
     assert "† d: trained in stacks of up to 8 runs" in notes and "† b" not in notes
@@ -212,7 +212,7 @@ def test_an_unfinished_claim_shows_its_finished_rows_without_a_verdict(tmp_path,
     for seed in (0, 1, 2):
         fake_run(tmp_path, "report protocol", seed, 0.89 + seed / 1000)
     fake_run(tmp_path, "no scheduler", 0, 0.95, scheduler="none")  # seeds 1 and 2 missing
-    rows = ablations.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"), partial=True)
+    rows = ablations.summarize(claim, [0, 1, 2], tmp_path, base(fast="on"))
     assert [r["label"] for r in rows] == ["report protocol"] and rows[0]["final"] == pytest.approx(0.891)
     report = ablations.write_tables([claim], [0, 1, 2], tmp_path, dict(command="test", protocol="p"),
                                 base(fast="on"))

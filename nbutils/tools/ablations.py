@@ -27,7 +27,6 @@ __all__ = ["ablations_folder", "fetch_committed", "format_table", "load_report",
 # One run's test accuracy moves by tenths of a point from one epoch to the next, so the fast_path
 # verdict also compares the mean over each run's last epochs, a steadier measure of the same training.
 LATE_EPOCHS = 5
-REPORT = {"final": 0.8988, "max": 0.9005}  # the coursework report's test accuracies
 
 
 # ----------------------------------------------------------------------------- a claim's rows
@@ -38,28 +37,31 @@ def _stats(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _pct(mean, sd):
+    """A mean ± std in percent, as every table and verdict shows one; '–' where there is none."""
+    return "–" if mean is None else f"{100 * mean:.2f} ± {100 * sd:.2f}"
+
+
 def _metrics_for(claim, overrides, seed, finished, base_params):
     """One run's numbers for one row, or None (for ``epochs``: the prefix of the longest run), with
-    what its history adds: ``late`` (:func:`_late`) and ``lr_cut`` (:func:`_lr_was_cut`)."""
+    what its history adds: ``late`` (:func:`_late`) and ``lr_cut``."""
     epochs = overrides["epochs"] if claim.key == "epochs" else None
     if epochs:
         (_, overrides), = variants_to_run(claim)  # the longest run, whose first epochs are this row's
     m = finished.get(spec_key(run_spec("", dict(overrides), seed, base_params)))
     if m is None:
         return None
-    history = _history(m)
+    path = Path(m["folder"]) / "history.json"
+    history = json.loads(path.read_text()) if path.exists() else None  # None: a folder without one
     if epochs:
         full, history = history, history[:epochs]
         m = dict(m, final_test_acc=history[-1]["test_acc"],
                  max_test_acc=max(r["test_acc"] for r in history),
                  train_seconds=m["train_seconds"] * len(history) / len(full))
-    return dict(m, late=_late(history), lr_cut=_lr_was_cut(history))
-
-
-def _history(metrics):
-    """A run's per-epoch records, or None if its folder has no history."""
-    path = Path(metrics["folder"]) / "history.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    # lr_cut: whether the learning rate ever fell below its first value (None without a history)
+    lrs = [r["lr"] for r in (history or []) if r.get("lr") is not None]
+    cut = None if history is None else bool(lrs) and min(lrs) < lrs[0]
+    return dict(m, late=_late(history), lr_cut=cut)
 
 
 def _late(history):
@@ -71,19 +73,15 @@ def _late(history):
     return statistics.fmean(accs), statistics.fmean(abs(b - a) for a, b in zip(accs, accs[1:]))
 
 
-def summarize(claim, seeds, root: Path, base_params, partial=False):
-    """The claim's rows (label, n, final mean/std, max mean/std, seconds), or None if incomplete.
-
-    ``partial=True`` returns the rows whose seeds have all finished, however many (None if none).
-    """
+def summarize(claim, seeds, root: Path, base_params):
+    """The claim's rows (label, n, final mean/std, max mean/std, seconds) whose seeds have all
+    finished, however many; None if none has."""
     finished = finished_runs(root)
     rows = []
     for label, overrides in claim.variants:
         found = [_metrics_for(claim, overrides, s, finished, base_params) for s in seeds]
-        if any(m is None for m in found):
-            if partial:
-                continue
-            return None
+        if None in found:
+            continue
         finals, cuts = [m["final_test_acc"] for m in found], [m["lr_cut"] for m in found]
         final, final_sd = _stats(finals)
         top, top_sd = _stats([m.get("max_test_acc") for m in found])
@@ -92,8 +90,7 @@ def summarize(claim, seeds, root: Path, base_params, partial=False):
         swing, _ = _stats([m["late"][1] for m in found])
         rows.append(dict(label=label, n=len(found), final=final, final_sd=final_sd, max=top,
                          max_sd=top_sd, seconds=seconds, late=late, late_sd=late_sd, swing=swing,
-                         finals=finals,
-                         runs=[Path(m["folder"]).name for m in found],
+                         finals=finals, runs=[Path(m["folder"]).name for m in found],
                          ran_on=sorted({_ran_on(m) for m in found if "environment" in m}),
                          jobs=max((m.get("jobs") or 0) for m in found),  # 0: not recorded
                          stack=max((m.get("stack") or 1) for m in found),
@@ -101,17 +98,8 @@ def summarize(claim, seeds, root: Path, base_params, partial=False):
     return rows or None
 
 
-def _lr_was_cut(history):
-    """Whether the learning rate ever fell below its first value in the run; None without a history."""
-    if history is None:
-        return None
-    lrs = [r["lr"] for r in history if r.get("lr") is not None]
-    return bool(lrs) and min(lrs) < lrs[0]
-
-
 def _ran_on(metrics):
-    env = metrics["environment"]
-    return f"{env['device_name']}, torch {env['torch']}"
+    return f"{metrics['environment']['device_name']}, torch {metrics['environment']['torch']}"
 
 
 # ----------------------------------------------------------------------------- the verdict
@@ -121,26 +109,21 @@ def verdict(claim, rows):
     choice, others = rows[0], rows[1:]
     better, worse, tied = [], [], []
     for r in others:
-        se = math.sqrt(choice["final_sd"] ** 2 / choice["n"] + r["final_sd"] ** 2 / r["n"])
-        diff = choice["final"] - r["final"]
-        (worse if diff > 2 * se else better if -diff > 2 * se else tied).append(r["label"])
+        diff, spread = choice["final"] - r["final"], _spread(choice, r)
+        (worse if diff > spread else better if -diff > spread else tied).append(r["label"])
     if claim.key == "protocol":  # the report's headline (best test epoch) against one honest test
-        honest = others[0]
-        gap = choice["max"] - honest["final"]
-        se = math.sqrt(choice["max_sd"] ** 2 / choice["n"] + honest["final_sd"] ** 2 / honest["n"])
-        if gap > 2 * se:
+        gap = choice["max"] - others[0]["final"]
+        if gap > _spread(choice, others[0], "max"):
             return (f"does not hold: chosen on the test set the report scores {100 * gap:.2f} points "
                     f"more than the honest protocol's single test, beyond the seed-to-seed spread")
         return (f"holds: the honest protocol's single test is within {100 * abs(gap):.2f} points of "
                 f"the report's best test epoch (within the seed-to-seed spread)")
     if claim.key == "recipe":
-        target, seconds = 0.93, choice["seconds"]
-        costs = sorted(((choice["final"] - r["final"], r["label"]) for r in others), reverse=True)
-        reached = choice["final"] >= target and seconds <= 60
+        cost, costliest = max((choice["final"] - r["final"], r["label"]) for r in others)
+        reached = choice["final"] >= 0.93 and choice["seconds"] <= 60
         return (f"{'holds' if reached else 'does not hold'}: the full recipe scores "
-                f"{100 * choice['final']:.2f} ± {100 * choice['final_sd']:.2f} % in {seconds:.0f} s "
-                f"(target 93.00 % in 60 s); taking out {costs[0][1]} costs most "
-                f"({100 * costs[0][0]:+.2f} points)")
+                f"{_pct(choice['final'], choice['final_sd'])} % in {choice['seconds']:.0f} s (target "
+                f"93.00 % in 60 s); taking out {costliest} costs most ({100 * cost:+.2f} points)")
     if claim.key == "fast_path":
         gaps = ", ".join(f"{r['label']} {100 * (r['final'] - choice['final']):+.2f}" for r in others)
         ok = all(abs(r["final"] - choice["final"]) <= 0.003 for r in others)
@@ -159,14 +142,19 @@ def verdict(claim, rows):
     return f"holds: {choice['label']} beat every alternative beyond the seed-to-seed spread{note}"
 
 
+def _spread(choice, row, key="final"):
+    """Twice the standard error of the difference between ``choice``'s mean ``key`` and ``row``'s
+    final test accuracy, over their seeds: a gap beyond it is beyond the seed-to-seed spread."""
+    return 2 * math.sqrt(choice[f"{key}_sd"] ** 2 / choice["n"] + row["final_sd"] ** 2 / row["n"])
+
+
 def _against_report(row):
     """The cut's row beside the report's numbers; a run too short to reach the cut says so."""
     if row["lr_cut"] == 0:
         return "; the runs ended before epoch 19, so the cut never happened and both rows are one"
-    return (f"; with the cut the final test accuracy is {100 * row['final']:.2f} ± "
-            f"{100 * row['final_sd']:.2f} % and the best epoch {100 * row['max']:.2f} ± "
-            f"{100 * row['max_sd']:.2f} %, against the report's {100 * REPORT['final']:.2f} % and "
-            f"{100 * REPORT['max']:.2f} %")
+    # the coursework report's final and best-epoch test accuracies: 89.88 % and 90.05 %
+    return (f"; with the cut the final test accuracy is {_pct(row['final'], row['final_sd'])} % and the "
+            f"best epoch {_pct(row['max'], row['max_sd'])} %, against the report's 89.88 % and 90.05 %")
 
 
 def _late_comparison(choice, others):
@@ -175,28 +163,22 @@ def _late_comparison(choice, others):
     if any(r.get("late") is None for r in [choice, *others]):
         return ""
     gaps = ", ".join(f"{r['label']} {100 * (r['late'] - choice['late']):+.2f}" for r in others)
-    return (f". Averaged over each run's last {LATE_EPOCHS} epochs: {gaps} points; over those "
-            f"epochs one run's test accuracy moved by {100 * choice['swing']:.2f} points from one "
-            f"epoch to the next ({choice['label']}, mean over its runs), so one epoch is a noisy "
-            f"measure")
+    return (f". Averaged over each run's last {LATE_EPOCHS} epochs: {gaps} points; over those epochs "
+            f"one run's test accuracy moved by {100 * choice['swing']:.2f} points from one epoch to the "
+            f"next ({choice['label']}, mean over its runs), so one epoch is a noisy measure")
 
 
 # ----------------------------------------------------------------------------- reports/ablations
-def format_table(claim, rows):
-    """The rows as Markdown; a time marked * comes from runs that shared the device, one marked †
-    from stacked runs, whose time is the stack's (see notes)."""
-    pct = lambda m, sd: "–" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
+def format_table(rows):
+    """The rows as Markdown, then the sentences under them: where the runs trained, and which times
+    are inflated or shared (a time marked * comes from runs that shared the device, one marked †
+    from stacked runs, whose time is the stack's)."""
     lines = ["| variant | seeds | final test acc % | max test acc % | train s |",
              "|---|---|---|---|---|"]
     for r in rows:
         shared = ("" if r["jobs"] == 1 else " *") + (" †" if r.get("stack", 1) > 1 else "")
-        lines.append(f"| {r['label']} | {r['n']} | {pct(r['final'], r['final_sd'])} | "
-                     f"{pct(r['max'], r['max_sd'])} | {r['seconds']:.1f}{shared} |")
-    return "\n".join(lines)
-
-
-def table_notes(rows):
-    """The sentences under a table: where its runs trained, and which times are inflated or shared."""
+        lines.append(f"| {r['label']} | {r['n']} | {_pct(r['final'], r['final_sd'])} | "
+                     f"{_pct(r['max'], r['max_sd'])} | {r['seconds']:.1f}{shared} |")
     ran_on = "; ".join(sorted({e for r in rows for e in r["ran_on"]}))
     text = f"Trained on {ran_on}."
     unknown = [r["label"] for r in rows if r["jobs"] == 0]
@@ -210,7 +192,7 @@ def table_notes(rows):
     for r in (r for r in rows if r.get("stack", 1) > 1):
         text += (f" † {r['label']}: trained in stacks of up to {r['stack']} runs, and a stacked run's "
                  f"time is its stack's, for all of its runs at once.")
-    return text
+    return "\n".join(lines) + "\n\n" + text
 
 
 def stack_comparison(stacked_root: Path, single_root: Path):
@@ -240,12 +222,11 @@ def stack_comparison(stacked_root: Path, single_root: Path):
         stacked.sort(key=lambda m: m["seed"])
         others = [m["final_test_acc"] for m in alone[key].values()]
         finals = [m["final_test_acc"] for m in stacked]
-        (a, a_sd), (b, b_sd) = _stats(others), _stats(finals)
         same_seed = [alone[key].get(m["seed"], {}).get("final_test_acc") for m in stacked]
         inside = sum(min(others) <= v <= max(others) for v in finals)
         lines.append(f"| {stacked[0]['label']} | {', '.join(str(m['seed']) for m in stacked)} | "
-                     f"{pct(same_seed)} | {pct(finals)} | {100 * a:.2f} ± {100 * a_sd:.2f} ({len(others)} runs) | "
-                     f"{100 * b:.2f} ± {100 * b_sd:.2f} | {inside} of {len(finals)} |")
+                     f"{pct(same_seed)} | {pct(finals)} | {_pct(*_stats(others))} "
+                     f"({len(others)} runs) | {_pct(*_stats(finals))} | {inside} of {len(finals)} |")
         ran_on |= {_ran_on(m) for m in [*stacked, *alone[key].values()] if "environment" in m}
     return "\n".join(lines) + (f"\n\nTrained on {'; '.join(sorted(ran_on))}." if ran_on else "") \
         + "\n"
@@ -293,41 +274,42 @@ def write_tables(claims, seeds, root: Path, context: dict, base_params):
             f"Seeds {list(seeds)}: every number is a mean ± standard deviation over them. "
             f"Protocol: {context['protocol']}. Each table names the machine its runs trained on.", ""]
     for claim in claims:
-        rows = summarize(claim, seeds, root, base_params, partial=True)
+        rows = summarize(claim, seeds, root, base_params)
         text += [f"## {claim.key}: {claim.statement}", ""]
         if rows is None:
             text += ["Not all of this claim's runs have finished, so it has no table yet.", ""]
             report["claims"][claim.key] = None
             continue
-        done = {r["label"] for r in rows}
-        missing = [label for label, _ in claim.variants if label not in done]
+        missing = [label for label, _ in claim.variants if label not in {r["label"] for r in rows}]
         entry = report["claims"][claim.key] = dict(statement=claim.statement, verdict=None, rows=rows)
-        table = [format_table(claim, rows), "", table_notes(rows), ""]
         if missing:  # no verdict, which compares every row; the rows that have all their seeds
             # are shown, since one can answer its own question (the recipe's first, against 93 %)
             entry["missing"] = missing
-            text += [_partial_note(missing), "", *table]
+            text += [_claim_text(entry), ""]
             continue
         entry["verdict"] = verdict(claim, rows)
         plot_claim(claim, rows, root / f"{claim.key}.png")
-        text += [*table, f"**Verdict:** {entry['verdict']}", "", f"![{claim.key}]({claim.key}.png)", ""]
+        text += [_claim_text(entry), "", f"![{claim.key}]({claim.key}.png)", ""]
     write_readme(root, "\n".join(text))
     atomic_write_json(root / "ablations.json", report)
     return report
 
 
-def _partial_note(missing):
-    return (f"Not all of this claim's runs have finished, so it has no verdict yet. The rows below have "
-            f"all their seeds; still missing: {', '.join(missing)}.")
+def _claim_text(claim):
+    """One claim's entry of ``ablations.json`` as Markdown, as README.md and notebook 06 show it: its
+    table and notes, then its verdict; an unfinished claim's says first which rows are missing."""
+    table = format_table(claim["rows"])
+    if claim["verdict"] is None:
+        return (f"Not all of this claim's runs have finished, so it has no verdict yet. The rows below "
+                f"have all their seeds; still missing: {', '.join(claim['missing'])}.\n\n{table}")
+    return f"{table}\n\n**Verdict:** {claim['verdict']}"
 
 
 def status_line(claim):
     """What the sweep prints for a claim: its verdict, or how far it got."""
     if claim is None:
         return "incomplete"
-    if claim["verdict"] is None:
-        return f"incomplete ({len(claim['rows'])} of its rows finished)"
-    return claim["verdict"]
+    return claim["verdict"] or f"incomplete ({len(claim['rows'])} of its rows finished)"
 
 
 # ----------------------------------------------------------------------------- notebook 06
@@ -356,18 +338,17 @@ def fetch_committed(folder="", timeout=20):
     try:
         payload = get("ablations.json")
         report = json.loads(payload)
-        claims = report["claims"]
+        plotted = [key for key, claim in report["claims"].items() if claim and claim["verdict"]]
     except (OSError, ValueError, KeyError) as e:  # no network (URLError is an OSError), no such file
         print(f"could not fetch the committed tables from {url}: {e}")
         return None
     folder = ablations_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for key, claim in claims.items():
-        if claim and claim["verdict"] is not None:  # the sweep plots only these
-            try:
-                atomic_write_bytes(folder / f"{key}.png", get(f"{key}.png"))
-            except OSError as e:
-                print(f"{key}.png could not be fetched ({e}): its table is shown without it")
+    for key in plotted:  # the sweep plots only the claims with a verdict
+        try:
+            atomic_write_bytes(folder / f"{key}.png", get(f"{key}.png"))
+        except OSError as e:
+            print(f"{key}.png could not be fetched ({e}): its table is shown without it")
     atomic_write_bytes(folder / "ablations.json", payload)
     return report
 
@@ -383,9 +364,6 @@ def show_report(report, folder="", keys=None):
             display(Markdown(f"### {CLAIMS[key].statement}\n\nNo table yet: not all of this claim's "
                              f"runs have finished (`python3 -m nbutils sweep --claims {key}`)."))
             continue
-        said = (f"**Verdict:** {claim['verdict']}" if claim["verdict"] is not None
-                else _partial_note(claim["missing"]))
-        display(Markdown(f"### {claim['statement']}\n\n{format_table(None, claim['rows'])}\n\n"
-                         f"{table_notes(claim['rows'])}\n\n{said}"))
+        display(Markdown(f"### {claim['statement']}\n\n{_claim_text(claim)}"))
         if (folder / f"{key}.png").exists():
             display(Image(filename=str(folder / f"{key}.png")))

@@ -9,6 +9,7 @@ ReduceLROnPlateau does not depend on the planned number of epochs, so the first 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import re
@@ -23,11 +24,8 @@ __all__ = ["BASE", "CLAIMS", "Claim", "MEMBER_KEYS", "SEEDS", "finished_runs", "
 SEEDS = (0, 1, 2)
 
 
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    key: str
-    statement: str
-    variants: tuple  # ((label, overrides), ...); the first is the report's choice
+# variants: ((label, overrides), ...); the first is the report's choice
+Claim = collections.namedtuple("Claim", "key statement variants")
 
 
 def _grid(name, values, chosen):
@@ -87,9 +85,8 @@ def spec_key(spec):
 
 def recipe_settings(spec):
     """The settings a recipe run trains with (what its metrics record as ``recipe``), or None."""
-    if not spec["recipe"]:
-        return None
-    return dataclasses.asdict(recipe_for(from_dict(spec["params"])[0], spec["recipe"]))
+    recipe = spec["recipe"] and recipe_for(from_dict(spec["params"])[0], spec["recipe"])
+    return dataclasses.asdict(recipe) if recipe else None
 
 
 def finished_runs(root: Path):
@@ -113,7 +110,6 @@ def plan(claims, seeds, base_params: dict, root: Path):
     A run already finished keeps its folder; a new one gets a folder named after its variant.
     """
     done = {k: m["folder"] for k, m in finished_runs(root).items()}
-    taken = set(done.values())
     runs = {}
     for claim in claims:
         for seed in seeds:  # seeds inside claims: a claim's runs finish together, early ones first
@@ -124,8 +120,7 @@ def plan(claims, seeds, base_params: dict, root: Path):
                     continue
                 if key == spec_key(run_spec(BASE[0], {}, seed, base_params)):  # named for what it is
                     spec["label"] = label = BASE[0]
-                spec["folder"] = done.get(key) or _new_folder(root, label, spec, taken)
-                taken.add(spec["folder"])
+                spec["folder"] = done.get(key) or _new_folder(root, label, spec, runs)
                 runs[key] = spec
     return runs
 
@@ -138,8 +133,10 @@ def variants_to_run(claim):
     return ((f"epochs {longest}", {"epochs": longest}),)
 
 
-def _new_folder(root, label, spec, taken):
+def _new_folder(root, label, spec, planned):
+    """A folder for a new run, taken neither on disk nor by a run ``planned`` before it."""
     stem = f"{_slug(label)}-s{spec['seed']}"  # only for people: runs are found by their key
+    taken = {s["folder"] for s in planned.values()}
     folder, n = root / "runs" / stem, 1
     while str(folder) in taken or folder.exists():
         n += 1
@@ -178,13 +175,12 @@ def stack_key(spec):
 def stack_groups(specs, size):
     """``specs`` in stacks of at most ``size`` runs that share a :func:`stack_key`, in plan order
     (a stack starts where its first run stands); a run that trains alone is a stack of one."""
-    groups, open_groups = [], {}  # open_groups: the last stack of each key
+    groups, last = [], {}  # last: the newest stack of each key
     for spec in specs:
         key = stack_key(spec) if size > 1 else None
-        group = open_groups.get(key) if key is not None else None
-        if group is not None and len(group) < size:
-            group.append(spec)
-        else:
-            groups.append([spec])
-            open_groups[key] = groups[-1]
+        group = last.get(key)
+        if key is None or group is None or len(group) == size:
+            group = last[key] = []
+            groups.append(group)
+        group.append(spec)
     return groups

@@ -1,7 +1,7 @@
 """The notebooks' ``#@save`` cells, saved into ``nbutils/coursework.py`` (notebooks 01-05, the core)
 and ``nbutils/tools/mixer.py`` (notebook 06 on, the tools) (:mod:`nbutils.saved`).
 
-    python3 -m nbutils export           # rewrite both modules from the notebooks
+    python3 -m nbutils export           # bring both modules up to date with the notebooks
     python3 -m nbutils export --check   # exit 1, naming the notebook, where they disagree
 
 A notebook kernel in the checkout does the first on ``import nbutils``; the check is the test
@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .. import saved
-from ..paths import PACKAGE, checkout
+from ..paths import PACKAGE
 
 NO_CHECKOUT = ("export needs a checkout: it writes nbutils/coursework.py and nbutils/tools/mixer.py "
                "from the notebooks beside it, and this nbutils, installed at {}, has none; clone the repository and run it there")
-
-
-def shown(path: Path):
-    repo = checkout()
-    return path.relative_to(repo) if repo and path.is_relative_to(repo) else path
 
 
 def main(argv=None):
@@ -35,36 +29,24 @@ def main(argv=None):
     if saved.notebooks_home() is None:
         print(f"error: {NO_CHECKOUT.format(PACKAGE)}", file=sys.stderr)
         return 2
+    failed = 0
     try:
-        if args.check:
-            return check()
-        texts = {part: saved.render(part=part) for part in saved.PARTS}
+        if not args.check:  # what a kernel's `import nbutils` does: rewrite where they disagree
+            if not saved.sync(imported=False):
+                print("up to date: nbutils/coursework.py and nbutils/tools/mixer.py")
+            return 0
+        for part in saved.PARTS:
+            module, name = saved.module_of(part), saved.shown_name(part)
+            found = saved.differences(module.read_text() if module.exists() else "", part=part)
+            if found:
+                print(f"{name} disagrees with the notebooks in: {'; '.join(found)}. Edit the notebook, "
+                      "not the module, then run `python3 -m nbutils export`.", file=sys.stderr)
+                failed = 1
+            else:
+                print(f"{name} is what the notebooks' #@save cells say")
     except saved.ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for part, text in texts.items():
-        module = saved.module_of(part)
-        if module.exists() and module.read_text() == text:
-            print(f"up to date: {shown(module)}")
-            continue
-        saved.write_module(text, part)
-        print(f"written: {shown(module)} ({len(text.splitlines())} lines)")
-    return 0
-
-
-def check():
-    """``export --check``: 0 when both modules are what the notebooks say, else 1, naming them."""
-    failed = 0
-    for part in saved.PARTS:
-        module = saved.module_of(part)
-        found = saved.differences(module.read_text() if module.exists() else "", part=part)
-        if found:
-            print(f"{shown(module)} disagrees with the notebooks in: "
-                  f"{'; '.join(found)}. Edit the notebook, not the module, then run "
-                  f"`python3 -m nbutils export`.", file=sys.stderr)
-            failed = 1
-        else:
-            print(f"{shown(module)} is what the notebooks' #@save cells say")
     return failed
 
 

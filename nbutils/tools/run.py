@@ -24,7 +24,9 @@ import traceback
 from pathlib import Path
 
 import papermill as pm
-from papermill.cli import _resolve_type
+# ``-p lr 5e-4`` → 0.0005: a value read as papermill's own ``-p`` reads it, True, False and None by
+# name, then an int, then a float, else the text (not YAML, which keeps ``5e-4`` a string).
+from papermill.cli import _resolve_type as parse_value
 import yaml
 
 from ..data import verify_fashion_mnist
@@ -59,18 +61,6 @@ def read_parameters_file(path):
     return values or {}  # an empty file sets nothing
 
 
-# ``-p lr 5e-4`` → 0.0005: a value read as papermill's own ``-p`` reads it, True, False and None by
-# name, then an int, then a float, else the text (not YAML, which keeps ``5e-4`` a string).
-parse_value = _resolve_type
-
-
-def check_name(name):
-    """A run's name is one folder inside reports/: '../x' or 'a/b' would put it elsewhere."""
-    if name and (Path(name).name != name or "\\" in name or name.startswith(".")):
-        raise ValueError(f"--name must be one folder name, without '/', '\\' or a leading '.', "
-                         f"got {name!r}")
-
-
 def prepare(profile=None, overrides=None, name=None, root=None):
     """Validate the parameters and create the run folder; returns ``(params, folder, injected)``.
 
@@ -78,7 +68,10 @@ def prepare(profile=None, overrides=None, name=None, root=None):
     folder, each notebook getting those its parameters cell declares. The notebooks resolve them
     with the same :func:`~nbutils.params.resolve`, so that they and this runner agree on every value.
     """
-    check_name(name)
+    # A run's name is one folder inside reports/: '../x' or 'a/b' would put it elsewhere.
+    if name and (Path(name).name != name or "\\" in name or name.startswith(".")):
+        raise ValueError(f"--name must be one folder name, without '/', '\\' or a leading '.', "
+                         f"got {name!r}")
     overrides = dict(overrides or {})
     given = overrides.pop("profile", profile)  # `-p profile smoke`, as papermill users write it
     if profile not in (None, given):
@@ -120,19 +113,17 @@ def declared_parameters(path: Path):
 
 
 class Indented:
-    """A notebook's streamed output in the terminal, indented under its name."""
-
-    def __init__(self, stream, prefix="    "):
-        self.stream, self.prefix, self.at_line_start = stream, prefix, True
+    """A notebook's streamed output in the terminal (sys.stdout), indented under its name; papermill
+    flushes it after each write."""
+    at_line_start = True
 
     def write(self, text):
         for piece in text.splitlines(keepends=True):
-            self.stream.write((self.prefix if self.at_line_start else "") + piece)
+            sys.stdout.write(("    " if self.at_line_start else "") + piece)
             self.at_line_start = piece.endswith("\n")
-        self.stream.flush()
 
     def flush(self):
-        self.stream.flush()
+        sys.stdout.flush()
 
 
 def execute(run, env, folder: Path, injected, log=print):
@@ -149,7 +140,7 @@ def execute(run, env, folder: Path, injected, log=print):
             pm.execute_notebook(str(nb), str(folder / nb.name), cwd=str(folder),
                                 parameters={k: v for k, v in injected.items() if k in names},
                                 kernel_name="python3", progress_bar=False,
-                                stdout_file=Indented(sys.stdout), extra_arguments=QUIET_KERNEL)
+                                stdout_file=Indented(), extra_arguments=QUIET_KERNEL)
         except BaseException as e:  # a failed cell, Ctrl-C, SIGTERM: the folder says so
             message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             write_status(folder, "failed", notebook=nb.name, error=message,
@@ -168,8 +159,7 @@ def execute(run, env, folder: Path, injected, log=print):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m nbutils reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default=None,
-                        help="seed (the report's protocol, the default) or smoke")
+    parser.add_argument("--profile", help="seed (the report's protocol, the default) or smoke")
     parser.add_argument("-f", "--parameters-file", action="append", default=[],
                         help="YAML file of parameters (papermill's -f)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
