@@ -163,7 +163,7 @@ class MemberSchedulers:
 
     def load_state_dict(self, states):
         for state, shadow, scheduler in zip(states, self.shadows, self.schedulers):
-            shadow.param_groups[0]["lr"] = state["lr"]
+            shadow.param_groups[0]["lr"] = state["lr"]  # the exact float: the stack's is float32
             if scheduler is not None:
                 scheduler.load_state_dict(state["scheduler"])
 

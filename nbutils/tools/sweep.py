@@ -103,26 +103,23 @@ def test_once(member, best):
 
 def finish_run(spec, run, env, history, recipe=None, tested=None, stack=1):
     """A trained run's metrics (``tested``: the honest protocol's ``(best, (test loss, test acc))``),
-    written into its folder with its params and history; returns the metrics."""
+    written into its folder with its params and history; returns the metrics. metrics.json is
+    written last: its presence means "finished"."""
+    params = as_dict(run, env)
     metrics = dict(headline(history), label=spec["label"], seed=run.seed, protocol=spec["protocol"],
                    scheduler=spec["scheduler"], ingredient=spec["recipe"], jobs=spec.get("jobs", 1),
-                   stack=stack, environment=environment(env.device), params=as_dict(run, env),
-                   recipe=recipe)
+                   stack=stack, environment=environment(env.device), params=params, recipe=recipe)
     if tested:  # the test set, seen once, at the epoch chosen on validation
         best, (test_loss, test_acc) = tested
         metrics.update(selected_epoch=best["epoch"], val_acc=best["val_acc"], test_loss=test_loss,
                        final_test_acc=test_acc, max_test_acc=None, max_epoch=None)
-    write_run(Path(spec["folder"]), as_dict(run, env), spec, history, metrics, recipe)
-    return metrics
-
-
-def write_run(folder, params, spec, history, metrics, recipe=None):
-    """A sweep run's params, history and metrics; metrics.json last: its presence means "finished"."""
+    folder = Path(spec["folder"])
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "params.json", dict(params, protocol=spec["protocol"],
                                                    scheduler=spec["scheduler"], recipe=recipe))
     write_history(folder, history)
     atomic_write_json(folder / "metrics.json", metrics)
+    return metrics
 
 
 def make_cut_scheduler(optimizer, epoch=18, factor=0.1):
