@@ -135,40 +135,31 @@ def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed
             baseline_epochs=1, kernels=False):
     """Time one mode; returns its row: ms_per_step, images_per_s, epoch_s, protocol_30_s, setup_s,
     measured and final_test_acc (:func:`run` adds the comparisons of :func:`compared`)."""
-    net, opt, sched = setup(device, seed)
-    switched = kernels and device.type == "cpu" and mode.startswith("fast")
-    with cpu_kernels(net) if switched else contextlib.nullcontext():
-        return measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs,
-                            batch_size, seed, baseline_epochs)
-
-
-def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs, batch_size, seed,
-                 baseline_epochs):
-    """:func:`measure` on the mode's model, optimizer and scheduler."""
     fast = mode.startswith("fast")
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
     emulated = not epochs and device.type == "cpu" and mode == "fast-bf16" and bf16_emulated()
     if emulated:  # enough to time a step of several seconds
         steps, eval_images = min(steps, 3), min(eval_images, 500)
-    loss = nn.CrossEntropyLoss()
-    (train_iter, test_iter), trainer = loaders_and_trainer(
-        mode, net, loss, opt, device, batch_size, root=root, seed=seed,
-        train_subset=0 if epochs else steps * batch_size, test_subset=0 if epochs else eval_images)
-    steps_per_epoch = math.ceil(N_TRAIN / batch_size)
-    if epochs:  # the real protocol, end to end (capture included in the first epoch)
-        seconds, history = _timed(lambda: train_ch3(net, train_iter, test_iter, loss, epochs, opt,
-                                                    sched, device, trainer=trainer), device)
-        epoch_s = seconds / epochs
-        return dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
-                    images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
-                    setup_s=None, measured=f"{epochs} full epoch{'s' * (epochs > 1)}"
-                    + ("" if fast else ", projected"), final_test_acc=history[-1]["test_acc"])
+    net, opt, sched = setup(device, seed)
+    loss, steps_per_epoch = nn.CrossEntropyLoss(), math.ceil(N_TRAIN / batch_size)
+    with cpu_kernels(net) if kernels and device.type == "cpu" and fast else contextlib.nullcontext():
+        (train_iter, test_iter), trainer = loaders_and_trainer(
+            mode, net, loss, opt, device, batch_size, root=root, seed=seed,
+            train_subset=0 if epochs else steps * batch_size, test_subset=0 if epochs else eval_images)
+        if epochs:  # the real protocol, end to end (capture included in the first epoch)
+            seconds, history = _timed(lambda: train_ch3(net, train_iter, test_iter, loss, epochs, opt,
+                                                        sched, device, trainer=trainer), device)
+            epoch_s = seconds / epochs
+            return dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
+                        images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
+                        setup_s=None, measured=f"{epochs} full epoch{'s' * (epochs > 1)}"
+                        + ("" if fast else ", projected"), final_test_acc=history[-1]["test_acc"])
 
-    # Projection: a warm-up epoch (graph capture, worker start-up) timed apart, then the timed epoch.
-    setup_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
-    train_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
-    eval_s, (_, acc) = _timed(lambda: trainer.evaluate(net, test_iter, loss, device), device)
+        # Projection: a warm-up epoch (graph capture, worker start-up) timed apart, then the timed epoch.
+        setup_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
+        train_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
+        eval_s, (_, acc) = _timed(lambda: trainer.evaluate(net, test_iter, loss, device), device)
     # DataLoader workers start once per epoch: count that once, not once per `steps` steps.
     startup_s = 0.0 if fast else _timed(lambda: next(iter(train_iter)), device)[0]
     step_s = max(train_s - startup_s, 1e-9) / steps
