@@ -68,7 +68,7 @@ def mode_precision(mode):
 def my_utils_train_epoch(net, train_iter, loss, updater, device):
     """my_utils.train_epoch_ch3 with the coursework's ``.to(device)``: host syncs every batch."""
     net.train()
-    total = correct = n = 0
+    total = correct = 0
     for X, y in train_iter:
         X, y = X.to(device), y.to(device)
         y_hat = net(X)
@@ -78,21 +78,16 @@ def my_utils_train_epoch(net, train_iter, loss, updater, device):
         updater.step()
         total += float(l.detach()) * len(y)
         correct += float((y_hat.argmax(dim=1) == y).sum())
-        n += y.numel()
-    return total / n, correct / n
+    return total / len(train_iter.dataset), correct / len(train_iter.dataset)
 
 
 def my_utils_evaluate(net, test_iter, loss, device):
-    """my_utils.evaluate_accuracy then evaluate_loss: two passes, gradients recorded."""
+    """my_utils.evaluate_accuracy then evaluate_loss: two passes, gradients recorded, a host sync
+    per batch."""
     net.eval()
-    total = correct = n = 0
-    for X, y in test_iter:
-        X, y = X.to(device), y.to(device)
-        correct += float((net(X).argmax(dim=1) == y).sum())
-        n += y.numel()
-    for X, y in test_iter:
-        X, y = X.to(device), y.to(device)
-        total += float(loss(net(X), y).detach()) * len(y)
+    n = len(test_iter.dataset)
+    correct = sum(float((net(X.to(device)).argmax(dim=1) == y.to(device)).sum()) for X, y in test_iter)
+    total = sum(float(loss(net(X.to(device)), y.to(device))) * len(y) for X, y in test_iter)
     return total / n, correct / n
 
 
