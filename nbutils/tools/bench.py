@@ -97,11 +97,10 @@ LOOPS = {"my_utils": SimpleNamespace(train_epoch=my_utils_train_epoch, evaluate=
 
 
 # ----------------------------------------------------------------------------- one mode
-def setup(device, seed):
-    """The report's model, optimizer and scheduler, seeded, as notebook 04 builds them. The fast path
-    prepares the optimizer for CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
-    net, _, opt, sched = build(resolve("seed", seed=seed, device=str(device))[0], device)
-    return net, opt, sched
+def setup(device, seed=0):
+    """The report's model, loss, optimizer and scheduler, seeded, as notebook 04 builds them. The fast
+    path prepares the optimizer for CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
+    return build(resolve("seed", seed=seed, device=str(device))[0], device)
 
 
 def loaders_and_trainer(mode, net, loss, opt, device, batch_size, **subsets):
@@ -126,21 +125,21 @@ def _timed(fn, device):
     return time.perf_counter() - start, out
 
 
-def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
-            baseline_epochs=1, kernels=False):
-    """Time one mode; returns its row: ms_per_step, images_per_s, epoch_s, protocol_30_s, setup_s,
-    measured and final_test_acc (:func:`run` adds the comparisons of :func:`compared`)."""
+def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, baseline_epochs=1,
+            kernels=False):
+    """Time one mode, seeded as the report (0); returns its row: ms_per_step, images_per_s, epoch_s,
+    protocol_30_s, setup_s, measured and final_test_acc (:func:`run` adds those of :func:`compared`)."""
     fast = mode.startswith("fast")
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
     emulated = not epochs and device.type == "cpu" and mode == "fast-bf16" and bf16_emulated()
     if emulated:  # enough to time a step of several seconds
         steps, eval_images = min(steps, 3), min(eval_images, 500)
-    net, opt, sched = setup(device, seed)
-    loss, steps_per_epoch = nn.CrossEntropyLoss(), math.ceil(N_TRAIN / batch_size)
+    net, loss, opt, sched = setup(device)
+    steps_per_epoch = math.ceil(N_TRAIN / batch_size)
     with cpu_kernels(net) if kernels and device.type == "cpu" and fast else contextlib.nullcontext():
         (train_iter, test_iter), trainer = loaders_and_trainer(
-            mode, net, loss, opt, device, batch_size, root=root, seed=seed,
+            mode, net, loss, opt, device, batch_size, root=root,
             train_subset=0 if epochs else steps * batch_size, test_subset=0 if epochs else eval_images)
         if epochs:  # the real protocol, end to end (capture included in the first epoch)
             seconds, history = _timed(lambda: train_ch3(net, train_iter, test_iter, loss, epochs, opt,
@@ -422,10 +421,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="auto (the GPU if any), cpu, cuda or cuda:N")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps of a mode or stack")
     parser.add_argument("--eval-images", type=int, default=2000, help="timed test images of a mode")
-    parser.add_argument("--epochs", type=int, default=0,
-                        help="0: project epochs from timed steps; N: time N whole epochs (GPU work)")
-    parser.add_argument("--baseline-epochs", type=int, default=1,
-                        help="whole epochs of the two DataLoader loops, with --epochs N")
+    parser.add_argument("--epochs", type=int, default=0, help="0: project from --steps; N: time N epochs")
+    parser.add_argument("--baseline-epochs", type=int, default=1, help="DataLoader loops' epochs, if fewer")
     parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
     parser.add_argument("--batch-size", type=int, default=128, help="(default: 128, the report's)")
     parser.add_argument("--out", help="the JSON file (default: reports/bench/bench-<device>.json)")
