@@ -195,12 +195,9 @@ def matmul_floor_ms(device, precision, batch_size, repeats=5):
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
         batch_size=128, baseline_epochs=1, kernels=False):
     """Measure ``modes`` (default: every one this device has) and write their JSON to ``out``; each
-    row is printed, as the report shows it, when it is measured (on a CPU a run takes minutes)."""
+    row is printed, as the report shows it, when it is measured (on a CPU a run takes minutes).
+    :func:`main` has checked the counts (steps, epochs, batch size, sizes) of this and :func:`run_stacks`."""
     device = resolve_device(device)
-    for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1), ("epochs", epochs, 0),
-                               ("baseline_epochs", baseline_epochs, 1), ("batch_size", batch_size, 1)):
-        if value < least:
-            raise ValueError(f"{name} must be >= {least}, got {value}")
     modes = _modes_for(device, modes or MODES)
     out, root = _begin(device, out, root, "bench", batch_size, _mode_rows)
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
@@ -275,10 +272,6 @@ def run_stacks(device, sizes, steps=20, precision="fp32", batch_size=128, out=No
     an epoch of ``steps`` batches to warm up (and capture), then the timed one. A row gives the time
     of a stacked step, that time per run, and the images per second of all K runs together, each
     against K = 1; it is printed as it comes, and the JSON written to ``out``."""
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--stack needs sizes >= 1, got {sizes}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
     device = resolve_device(device)
     out, root = _begin(device, out, root, "stack", f"{batch_size} | {precision}", _stack_rows)
     rows = []
@@ -431,6 +424,12 @@ def main(argv=None):
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the stacks")
     parser.add_argument("--tables-only", action="store_true", help="rewrite the report's tables only")
     args = parser.parse_args(argv)
+    for name, least in (("steps", 1), ("eval_images", 1), ("epochs", 0), ("baseline_epochs", 1),
+                        ("batch_size", 1)):
+        if getattr(args, name) < least:  # refused now, not after minutes of measuring
+            parser.error(f"{name} must be >= {least}, got {getattr(args, name)}")
+    if args.stack is not None and min(args.stack, default=0) < 1:
+        parser.error(f"--stack needs sizes >= 1, got {args.stack}")
     try:
         if args.tables_only:
             write_report_tables()
