@@ -87,7 +87,7 @@ def my_utils_evaluate(net, test_iter, loss, device):
     net.eval()
     n = len(test_iter.dataset)
     correct = sum(float((net(X.to(device)).argmax(dim=1) == y.to(device)).sum()) for X, y in test_iter)
-    total = sum(float(loss(net(X.to(device)), y.to(device))) * len(y) for X, y in test_iter)
+    total = sum(float(loss(net(X.to(device)), y.to(device)).detach()) * len(y) for X, y in test_iter)
     return total / n, correct / n
 
 
