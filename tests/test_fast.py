@@ -198,6 +198,8 @@ def test_bf16_counts_as_emulated_exactly_on_a_cpu_without_bf16_instructions():
     (["--steps", "0"], "steps must be >= 1, got 0"),
     (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
     (["--epochs", "-1"], "epochs must be >= 0, got -1"),
+    (["--stack", "0,2"], "--stack needs sizes >= 1, got [0, 2]"),
+    (["--stack", "1,2", "--batch-size", "0"], "batch_size must be >= 1, got 0"),
     (["--modes", "fast-fp32,fast"], "modes must be among ['my_utils', 'train_ch3', 'fast-fp32', "
                                     "'fast-tf32', 'fast-bf16'], got ['fast']"),
     pytest.param(["--device", "cpu", "--modes", "fast-tf32"], "fast-tf32 is a GPU mode",
@@ -220,11 +222,16 @@ def test_bench_refuses_a_folder_as_its_json_before_measuring(tmp_path, capsys, m
 
 def test_bench_times_the_fast_path_with_the_cpu_kernels_only_when_asked(monkeypatch):
     kinds = []
-    monkeypatch.setattr(bench, "measure_mode", lambda mode, net, *a: kinds.append(
-        (mode, type(net.Block1_Dropout))) or {})
+
+    def stop(mode, net, *args, **kwargs):  # what the mode would be measured with, and no further
+        kinds.append((mode, type(net.Block1_Dropout)))
+        raise StopIteration
+
+    monkeypatch.setattr(bench, "loaders_and_trainer", stop)
     for kernels in (False, True):
         for mode in ("my_utils", "fast-fp32"):
-            bench.measure(mode, None, torch.device("cpu"), 1, 1, 0, kernels=kernels)
+            with pytest.raises(StopIteration):
+                bench.measure(mode, None, torch.device("cpu"), 1, 1, 0, kernels=kernels)
     assert kinds == [("my_utils", nn.Dropout), ("fast-fp32", nn.Dropout),
                      ("my_utils", nn.Dropout), ("fast-fp32", cpu.Dropout)]
 

@@ -68,7 +68,7 @@ def mode_precision(mode):
 def my_utils_train_epoch(net, train_iter, loss, updater, device):
     """my_utils.train_epoch_ch3 with the coursework's ``.to(device)``: host syncs every batch."""
     net.train()
-    total = correct = n = 0
+    total = correct = 0
     for X, y in train_iter:
         X, y = X.to(device), y.to(device)
         y_hat = net(X)
@@ -78,21 +78,16 @@ def my_utils_train_epoch(net, train_iter, loss, updater, device):
         updater.step()
         total += float(l.detach()) * len(y)
         correct += float((y_hat.argmax(dim=1) == y).sum())
-        n += y.numel()
-    return total / n, correct / n
+    return total / len(train_iter.dataset), correct / len(train_iter.dataset)
 
 
 def my_utils_evaluate(net, test_iter, loss, device):
-    """my_utils.evaluate_accuracy then evaluate_loss: two passes, gradients recorded."""
+    """my_utils.evaluate_accuracy then evaluate_loss: two passes, gradients recorded, a host sync
+    per batch."""
     net.eval()
-    total = correct = n = 0
-    for X, y in test_iter:
-        X, y = X.to(device), y.to(device)
-        correct += float((net(X).argmax(dim=1) == y).sum())
-        n += y.numel()
-    for X, y in test_iter:
-        X, y = X.to(device), y.to(device)
-        total += float(loss(net(X), y).detach()) * len(y)
+    n = len(test_iter.dataset)
+    correct = sum(float((net(X.to(device)).argmax(dim=1) == y.to(device)).sum()) for X, y in test_iter)
+    total = sum(float(loss(net(X.to(device)), y.to(device)).detach()) * len(y) for X, y in test_iter)
     return total / n, correct / n
 
 
@@ -102,11 +97,10 @@ LOOPS = {"my_utils": SimpleNamespace(train_epoch=my_utils_train_epoch, evaluate=
 
 
 # ----------------------------------------------------------------------------- one mode
-def setup(device, seed):
-    """The report's model, optimizer and scheduler, seeded, as notebook 04 builds them. The fast path
-    prepares the optimizer for CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
-    net, _, opt, sched = build(resolve("seed", seed=seed, device=str(device))[0], device)
-    return net, opt, sched
+def setup(device, seed=0):
+    """The report's model, loss, optimizer and scheduler, seeded, as notebook 04 builds them. The fast
+    path prepares the optimizer for CUDA graphs itself (:func:`nbutils.fast.prepare_for_graphs`)."""
+    return build(resolve("seed", seed=seed, device=str(device))[0], device)
 
 
 def loaders_and_trainer(mode, net, loss, opt, device, batch_size, **subsets):
@@ -131,44 +125,35 @@ def _timed(fn, device):
     return time.perf_counter() - start, out
 
 
-def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, seed=0,
-            baseline_epochs=1, kernels=False):
-    """Time one mode; returns its row: ms_per_step, images_per_s, epoch_s, protocol_30_s, setup_s,
-    measured and final_test_acc (:func:`run` adds the comparisons of :func:`compared`)."""
-    net, opt, sched = setup(device, seed)
-    switched = kernels and device.type == "cpu" and mode.startswith("fast")
-    with cpu_kernels(net) if switched else contextlib.nullcontext():
-        return measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs,
-                            batch_size, seed, baseline_epochs)
-
-
-def measure_mode(mode, net, opt, sched, root, device, steps, eval_images, epochs, batch_size, seed,
-                 baseline_epochs):
-    """:func:`measure` on the mode's model, optimizer and scheduler."""
+def measure(mode, root, device, steps, eval_images, epochs, batch_size=128, baseline_epochs=1,
+            kernels=False):
+    """Time one mode, seeded as the report (0); returns its row: ms_per_step, images_per_s, epoch_s,
+    protocol_30_s, setup_s, measured and final_test_acc (:func:`run` adds those of :func:`compared`)."""
     fast = mode.startswith("fast")
     if epochs and not fast:
         epochs = min(epochs, baseline_epochs)
     emulated = not epochs and device.type == "cpu" and mode == "fast-bf16" and bf16_emulated()
     if emulated:  # enough to time a step of several seconds
         steps, eval_images = min(steps, 3), min(eval_images, 500)
-    loss = nn.CrossEntropyLoss()
-    (train_iter, test_iter), trainer = loaders_and_trainer(
-        mode, net, loss, opt, device, batch_size, root=root, seed=seed,
-        train_subset=0 if epochs else steps * batch_size, test_subset=0 if epochs else eval_images)
+    net, loss, opt, sched = setup(device)
     steps_per_epoch = math.ceil(N_TRAIN / batch_size)
-    if epochs:  # the real protocol, end to end (capture included in the first epoch)
-        seconds, history = _timed(lambda: train_ch3(net, train_iter, test_iter, loss, epochs, opt,
-                                                    sched, device, trainer=trainer), device)
-        epoch_s = seconds / epochs
-        return dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
-                    images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
-                    setup_s=None, measured=f"{epochs} full epoch{'s' * (epochs > 1)}"
-                    + ("" if fast else ", projected"), final_test_acc=history[-1]["test_acc"])
+    with cpu_kernels(net) if kernels and device.type == "cpu" and fast else contextlib.nullcontext():
+        (train_iter, test_iter), trainer = loaders_and_trainer(
+            mode, net, loss, opt, device, batch_size, root=root,
+            train_subset=0 if epochs else steps * batch_size, test_subset=0 if epochs else eval_images)
+        if epochs:  # the real protocol, end to end (capture included in the first epoch)
+            seconds, history = _timed(lambda: train_ch3(net, train_iter, test_iter, loss, epochs, opt,
+                                                        sched, device, trainer=trainer), device)
+            epoch_s = seconds / epochs
+            return dict(mode=mode, ms_per_step=1000 * epoch_s / steps_per_epoch,
+                        images_per_s=N_TRAIN / epoch_s, epoch_s=epoch_s, protocol_30_s=30 * epoch_s,
+                        setup_s=None, measured=f"{epochs} full epoch{'s' * (epochs > 1)}"
+                        + ("" if fast else ", projected"), final_test_acc=history[-1]["test_acc"])
 
-    # Projection: a warm-up epoch (graph capture, worker start-up) timed apart, then the timed epoch.
-    setup_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
-    train_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
-    eval_s, (_, acc) = _timed(lambda: trainer.evaluate(net, test_iter, loss, device), device)
+        # Projection: a warm-up epoch (graph capture, worker start-up) timed apart, then the timed epoch.
+        setup_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
+        train_s, _ = _timed(lambda: trainer.train_epoch(net, train_iter, loss, opt, device), device)
+        eval_s, (_, acc) = _timed(lambda: trainer.evaluate(net, test_iter, loss, device), device)
     # DataLoader workers start once per epoch: count that once, not once per `steps` steps.
     startup_s = 0.0 if fast else _timed(lambda: next(iter(train_iter)), device)[0]
     step_s = max(train_s - startup_s, 1e-9) / steps
@@ -210,12 +195,9 @@ def matmul_floor_ms(device, precision, batch_size, repeats=5):
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
         batch_size=128, baseline_epochs=1, kernels=False):
     """Measure ``modes`` (default: every one this device has) and write their JSON to ``out``; each
-    row is printed, as the report shows it, when it is measured (on a CPU a run takes minutes)."""
+    row is printed, as the report shows it, when it is measured (on a CPU a run takes minutes).
+    :func:`main` has checked the counts (steps, epochs, batch size, sizes) of this and :func:`run_stacks`."""
     device = resolve_device(device)
-    for name, value, least in (("steps", steps, 1), ("eval_images", eval_images, 1), ("epochs", epochs, 0),
-                               ("baseline_epochs", baseline_epochs, 1), ("batch_size", batch_size, 1)):
-        if value < least:
-            raise ValueError(f"{name} must be >= {least}, got {value}")
     modes = _modes_for(device, modes or MODES)
     out, root = _begin(device, out, root, "bench", batch_size, _mode_rows)
     warnings.filterwarnings("ignore", message="This DataLoader will create 4 worker")  # my_utils' 4
@@ -290,10 +272,6 @@ def run_stacks(device, sizes, steps=20, precision="fp32", batch_size=128, out=No
     an epoch of ``steps`` batches to warm up (and capture), then the timed one. A row gives the time
     of a stacked step, that time per run, and the images per second of all K runs together, each
     against K = 1; it is printed as it comes, and the JSON written to ``out``."""
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--stack needs sizes >= 1, got {sizes}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
     device = resolve_device(device)
     out, root = _begin(device, out, root, "stack", f"{batch_size} | {precision}", _stack_rows)
     rows = []
@@ -436,10 +414,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="auto (the GPU if any), cpu, cuda or cuda:N")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps of a mode or stack")
     parser.add_argument("--eval-images", type=int, default=2000, help="timed test images of a mode")
-    parser.add_argument("--epochs", type=int, default=0,
-                        help="0: project epochs from timed steps; N: time N whole epochs (GPU work)")
-    parser.add_argument("--baseline-epochs", type=int, default=1,
-                        help="whole epochs of the two DataLoader loops, with --epochs N")
+    parser.add_argument("--epochs", type=int, default=0, help="0: project from --steps; N: time N epochs")
+    parser.add_argument("--baseline-epochs", type=int, default=1, help="DataLoader loops' epochs, if fewer")
     parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
     parser.add_argument("--batch-size", type=int, default=128, help="(default: 128, the report's)")
     parser.add_argument("--out", help="the JSON file (default: reports/bench/bench-<device>.json)")
@@ -448,6 +424,12 @@ def main(argv=None):
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the stacks")
     parser.add_argument("--tables-only", action="store_true", help="rewrite the report's tables only")
     args = parser.parse_args(argv)
+    for name, least in (("steps", 1), ("eval_images", 1), ("epochs", 0), ("baseline_epochs", 1),
+                        ("batch_size", 1)):
+        if getattr(args, name) < least:  # refused now, not after minutes of measuring
+            parser.error(f"{name} must be >= {least}, got {getattr(args, name)}")
+    if args.stack is not None and min(args.stack, default=0) < 1:
+        parser.error(f"--stack needs sizes >= 1, got {args.stack}")
     try:
         if args.tables_only:
             write_report_tables()
