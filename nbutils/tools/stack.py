@@ -35,7 +35,7 @@ from ..checkpoint import Checkpoint
 from ..fast import keep_tensor, precision_context
 from ..train import epoch_record, split, step_scheduler, train_ch3
 from .protocol import as_validation, keep_if_best
-from .recipe import RecipeTrainer, hook_tensors
+from .recipe import RecipeTrainer, hook_tensors, recipe_hooks
 
 __all__ = ["MemberSchedulers", "StackLoader", "StackTrainer", "StackedModel", "StackedOptimizer",
            "train_stack"]
@@ -92,10 +92,9 @@ class StackedOptimizer(torch.optim.Optimizer):
     def __init__(self, params, kind, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8, device="cpu"):
         if kind not in self.KINDS.values():
             raise ValueError(f"a stack trains with one of {sorted(self.KINDS.values())}, got {kind!r}")
-        def per_member(values):
-            return torch.tensor([float(v) for v in values], device=device)
-
-        super().__init__(params, dict(lr=per_member(lr), weight_decay=per_member(weight_decay),
+        super().__init__(params, dict(lr=torch.tensor([float(v) for v in lr], device=device),
+                                      weight_decay=torch.tensor([float(v) for v in weight_decay],
+                                                                device=device),
                                       betas=betas, eps=eps, kind=kind, capturable=True))
 
     @torch.no_grad()
@@ -151,11 +150,10 @@ class MemberSchedulers:
 
     def step(self, losses):
         for k, (scheduler, shadow) in enumerate(zip(self.schedulers, self.shadows)):
-            if scheduler is None:
-                continue
-            shadow.step()  # nothing to update: it keeps torch from warning that no step came first
-            step_scheduler(scheduler, losses[k])
-            self.lr[k] = shadow.param_groups[0]["lr"]
+            if scheduler is not None:
+                shadow.step()  # nothing to update: it keeps torch from warning that no step came first
+                step_scheduler(scheduler, losses[k])
+                self.lr[k] = shadow.param_groups[0]["lr"]
 
     def state_dict(self):
         return [dict(lr=s.param_groups[0]["lr"], scheduler=c.state_dict() if c else None)
@@ -214,8 +212,7 @@ class StackLoader:
         return (images.float() / 255 - self.mean) / self.std, self.labels[self.members, idx]
 
     def index_buffer(self):
-        return torch.zeros(len(self.generator), self.batch_size, dtype=torch.long,
-                           device=self.device)
+        return torch.zeros(len(self.generator), self.batch_size, dtype=torch.long, device=self.device)
 
 
 class StackTrainer(RecipeTrainer):
@@ -231,21 +228,19 @@ class StackTrainer(RecipeTrainer):
       evaluation loss;
     * ``diverged``: where a member's loss became NaN or infinite (its epoch and first bad batch, or
       -1 where only the evaluation showed it); the others train on, as members share no parameter;
-    * ``best``: for each member whose evaluation is the validation split (``validating``), its
-      chosen epoch and weights (:func:`~nbutils.tools.protocol.keep_if_best`).
+    * ``best``: where the evaluation is the validation split (the honest protocol, as its loader
+      says), each member's chosen epoch and weights (:func:`~nbutils.tools.protocol.keep_if_best`).
 
     What it gives ``train_ch3``, for the progress line and the plot, is the mean over the members
     still training; a checkpoint saves all of the above (:meth:`state_dict`).
     """
 
     def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, schedulers=None,
-                 validating=None, **hooks):
+                 **hooks):
         super().__init__(net, loss, optimizer, device, precision, graphs, **hooks)
         self.schedulers = schedulers
-        self.validating = validating or [False] * net.size
-        self.histories = [[] for _ in range(net.size)]
+        self.histories, self.best = [[] for _ in range(net.size)], [{} for _ in range(net.size)]
         self.diverged = [None] * net.size
-        self.best = [{} for _ in range(net.size)]
 
     def make_counters(self):  # one of each per member
         super().make_counters()
@@ -269,36 +264,37 @@ class StackTrainer(RecipeTrainer):
     def train_epoch(self, net, loader, loss, updater, device):
         self.started = time.perf_counter()
         self.trained = self.train_members(loader)
-        self.note_divergence([b >= 0 for b in self.trained[2]], self.trained[2])
+        self.note_divergence([b >= 0 for b in self.trained[2]])
         return self.live_mean(self.trained[0]), self.live_mean(self.trained[1])
 
     def evaluate(self, net, loader, loss, device):
         self.eval_pass(loader)
         losses, accs = (self.loss_sum / loader.size).tolist(), (self.correct / loader.size).tolist()
-        self.note_divergence([not math.isfinite(v) for v in losses], self.trained[2])
+        self.note_divergence([not math.isfinite(v) for v in losses])
         if self.schedulers is not None:
             self.schedulers.step(losses)
-        self.record_epoch(losses, accs)
+        self.record_epoch(losses, accs, validating=loader.split == "validation")
         return self.live_mean(losses), self.live_mean(accs)
 
-    def note_divergence(self, bad, first_bad):
-        epoch = len(self.histories[0]) + 1
+    def note_divergence(self, bad):
+        """Mark the members that ``bad`` says diverged in this epoch: its number, and the first bad
+        batch of its training (-1 where only the evaluation showed it)."""
         for k, is_bad in enumerate(bad):
             if is_bad and self.diverged[k] is None:
-                self.diverged[k] = (epoch, first_bad[k])
+                self.diverged[k] = (len(self.histories[k]) + 1, self.trained[2][k])
 
     def live_mean(self, values):
         live = [v for v, d in zip(values, self.diverged) if d is None]
         return sum(live) / len(live) if live else math.nan
 
-    def record_epoch(self, losses, accs):
+    def record_epoch(self, losses, accs, validating):
         """Each member's record of the epoch, as its single run would make it."""
         train_losses, train_accs, _ = self.trained
         lrs, seconds = self.optimizer.param_groups[0]["lr"].tolist(), time.perf_counter() - self.started
         for k, history in enumerate(self.histories):
             record = epoch_record(len(history) + 1, train_losses[k], train_accs[k], losses[k], accs[k],
                                   lrs[k], seconds)
-            if self.validating[k]:
+            if validating:
                 record = as_validation(record)
                 keep_if_best(self.best[k], record, lambda: self.eval_net.member_state(k))
             history.append(record)
@@ -350,8 +346,7 @@ def stacked_optimizer(model, optimizers, device):
                             groups[0].get("eps", 1e-8), device)
 
 
-def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoint=None, hooks=None,
-                log=print):
+def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoint=None, log=print):
     """Train ``members`` as one stack, by ``train_ch3``, for ``epochs`` epochs; returns its
     :class:`StackTrainer`, whose ``histories``, ``diverged`` and ``best`` are each member's, and
     whose ``net`` and ``eval_net`` are the trained stack.
@@ -359,10 +354,11 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
     Each member is a dict, built as the member's single run builds it: ``net`` (initialised),
     ``optimizer`` (its type, lr and weight decay are read), ``scheduler`` (a maker of the member's
     scheduler from an optimizer, or None), ``loss`` (per example), ``train`` and ``eval`` (its
-    DeviceLoaders; ``eval`` is the validation split under the honest protocol, and ``validating``
-    says so) and ``key`` (what the run computes). ``hooks(model, optimizer, steps per epoch)`` gives
-    the recipe's augment and update hooks (:class:`~nbutils.tools.recipe.EMA` as ``after_update``:
-    its ``ema_net`` is what evaluation runs, as in a single recipe run).
+    DeviceLoaders; ``eval`` is the validation split under the honest protocol, and its ``split``
+    says so) and ``key`` (what the run computes). Runs of the recipe (``recipe``, and ``background``:
+    a black pixel, normalised with the run's own statistics) train with its augment, schedule and EMA
+    (:func:`~nbutils.tools.recipe.recipe_hooks`); the EMA's copy is what evaluation runs, as in a
+    single recipe run.
 
     ``checkpoint``: a path; the stack's whole state is written there after every epoch, and a
     stack killed outright resumes from it to the results an uninterrupted one gives. One made by
@@ -371,10 +367,11 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
     model = StackedModel([m["net"] for m in members]).to(device)
     optimizer = stacked_optimizer(model, [m["optimizer"] for m in members], device)
     train_iter = StackLoader([m["train"] for m in members])
-    made = hooks(model, optimizer, len(train_iter)) if hooks else {}
+    recipe = members[0].get("recipe")
+    made = recipe_hooks(recipe, model, optimizer, len(train_iter), torch.tensor(
+        [m["background"] for m in members], device=device)) if recipe else {}
     trainer = StackTrainer(model, members[0]["loss"], optimizer, device, precision, graphs,
                            MemberSchedulers(optimizer, [m["scheduler"] for m in members]),
-                           [m.get("validating", False) for m in members],
                            eval_net=getattr(made.get("after_update"), "ema_net", model), **made)
     saved = Checkpoint(checkpoint, {"members": [m["key"] for m in members]}, log=log) \
         if checkpoint else None

@@ -55,7 +55,7 @@ from ..train import History, evaluate, train_ch3
 from .ablations import stack_comparison, status_line, write_tables
 from .claims import CLAIMS, SEEDS, finished_runs, plan, run_spec, spec_key, stack_groups
 from .protocol import KeepBest, as_validation, honest_loaders
-from .recipe import PatchMixer, RecipeTrainer, make_recipe, recipe_for, recipe_hooks
+from .recipe import PatchMixer, RecipeTrainer, make_recipe, recipe_for
 from .stack import stack_id, train_stack
 
 __all__ = ["DEFAULT_STACK", "execute", "main", "make_cut_scheduler", "recipe_spec", "run_one",
@@ -76,20 +76,18 @@ def run_one(spec, animator=None):
     device = resolve_device(spec["params"]["device"])
     tune_cpu_allocator(device)  # process-wide, before a run trains here
     m = member_of(spec, device)
-    run, env, recipe, net, eval_net, loss = m["run"], m["env"], m["recipe"], m["net"], \
-        m["eval_net"], m["test_loss"]
-    plan = recipe or run  # what sets the epochs and the precision
-    trainer = RecipeTrainer(net, loss, m["optimizer"], device, plan.precision,
-                            graphs=False if env.fast == "eager" else None, eval_net=eval_net,
-                            **m["hooks"]) if m["fast"] else None
+    plan = m["recipe"] or m["run"]  # what sets the epochs and the precision
+    net, eval_net, loss, optimizer = m["net"], m["eval_net"], m["test_loss"], m["optimizer"]
+    trainer = RecipeTrainer(net, loss, optimizer, device, plan.precision, m["graphs"],
+                            eval_net=eval_net, **m["hooks"]) if m["fast"] else None
     if m["validating"]:
         trainer = KeepBest(trainer, eval_net)
-    scheduler = m["scheduler"](m["optimizer"]) if m["scheduler"] else None
-    history = train_ch3(net, m["train"], m["eval"], loss, plan.epochs, m["optimizer"], scheduler,
-                        device, animator, trainer)
+    history = train_ch3(net, m["train"], m["eval"], loss, plan.epochs, optimizer,
+                        m["scheduler"](optimizer) if m["scheduler"] else None, device, animator, trainer)
     if m["validating"]:
         history = History(as_validation(r) for r in history)
-    return finish_run(spec, run, env, history, dataclasses.asdict(recipe) if recipe else None,
+    return finish_run(spec, m["run"], m["env"], history,
+                      dataclasses.asdict(m["recipe"]) if m["recipe"] else None,
                       test_once(m, trainer.best) if m["validating"] else None)
 
 
@@ -150,32 +148,31 @@ def recipe_spec(run, env, ingredient="full recipe"):
 # ----------------------------------------------------------------------------- stacked runs
 def member_of(spec, device):
     """One run, built as its spec says, for :func:`run_one` or as one run of a stack: its ``run`` and
-    ``env``, the loop its ``fast`` asks for (``fast``), loaders (``train``, ``eval``: the validation
-    split under the honest protocol, which ``validating`` says, else the test set; ``test``),
-    initialised ``net`` and ``eval_net`` (the recipe's EMA copy), loss (``test_loss``; ``loss`` per
-    example, for a stack), optimizer, a maker of its scheduler from an optimizer, and the recipe's
-    step ``hooks``."""
+    ``env``, the loop its ``fast`` asks for (``fast``; ``graphs`` False for "eager"), loaders
+    (``train``, ``eval``: the validation split under the honest protocol, which ``validating`` says,
+    else the test set; ``test``), initialised ``net`` and ``eval_net`` (the recipe's EMA copy), loss
+    (``test_loss``; ``loss`` per example, for a stack), optimizer, a maker of its scheduler from an
+    optimizer, and for the recipe its step ``hooks`` and ``background`` (a black pixel, normalised)."""
     run, env = from_dict(dict(spec["params"], run_dir=spec["folder"]))
-    honest = spec["protocol"] == "honest"
+    honest = spec["protocol"] == "honest"  # the recipe's runs all are
+    recipe = recipe_for(run, spec["recipe"]) if spec.get("recipe") else None
     member = dict(spec=spec, run=run, env=env, device=device, key=spec_key(spec), validating=honest,
-                  hooks={}, fast=use_fast_path(env.fast, device))
-    if spec.get("recipe"):
-        recipe = recipe_for(run, spec["recipe"])
-        member["train"], member["eval"], member["test"] = honest_loaders(run, env.data_root, device,
-                                                                         recipe.batch_size)
+                  recipe=recipe, hooks={}, fast=use_fast_path(env.fast, device),
+                  graphs=False if env.fast == "eager" else None)
+    loaders = honest_loaders(run, env.data_root, device, recipe and recipe.batch_size) if honest \
+        else make_loaders(run, env.data_root, device, member["fast"])
+    member["train"], member["eval"], member["test"] = loaders[0], loaders[1], loaders[-1]
+    if recipe:
         torch.manual_seed(run.seed)
         background = float(member["train"].normalize(torch.zeros(())))
         net, eval_net, loss, optimizer, plateau, hooks = make_recipe(recipe, device,
                                                                      len(member["train"]), background)
-        member.update(recipe=recipe, background=background, architecture=lambda: PatchMixer(recipe),
+        member.update(background=background, architecture=lambda: PatchMixer(recipe),
                       scheduler=(lambda opt: make_scheduler(opt)) if plateau else None,
                       eval_net=eval_net, hooks=hooks)
     else:
-        loaders = honest_loaders(run, env.data_root, device) if honest else \
-            make_loaders(run, env.data_root, device, member["fast"])
-        member["train"], member["eval"], member["test"] = loaders[0], loaders[1], loaders[-1]
         net, loss, optimizer, _ = build(run, device)
-        member.update(recipe=None, architecture=lambda: NeuralNetwork(run.patch_size),
+        member.update(architecture=lambda: NeuralNetwork(run.patch_size),
                       scheduler=scheduler_maker(spec["scheduler"], run.patience), eval_net=net)
     member.update(net=net, optimizer=optimizer, test_loss=loss,
                   loss=nn.CrossEntropyLoss(reduction="none",
@@ -190,14 +187,6 @@ def scheduler_maker(name, patience):
             "cut18": lambda opt: make_cut_scheduler(opt, epoch=18)}[name]
 
 
-def stack_hooks(members, device):
-    """The recipe's hooks for a stack of its runs (:func:`~nbutils.tools.recipe.recipe_hooks`), each
-    run's augmentation filling with its own black pixel."""
-    background = torch.tensor([m["background"] for m in members], device=device)
-    return lambda model, optimizer, steps: recipe_hooks(members[0]["recipe"], model, optimizer,
-                                                        steps, background)
-
-
 def run_stack(specs, log=print):
     """Train ``specs`` (runs of one :func:`~nbutils.tools.claims.stack_key`) as one stack and write
     each member's run folder as :func:`run_one` would; a member that diverged is logged and left
@@ -210,10 +199,7 @@ def run_stack(specs, log=print):
     plan = first["recipe"] or first["run"]  # what sets the epochs and the precision
     root = Path(specs[0]["folder"]).parents[1]  # the sweep's folder: runs/<name>/ are in it
     checkpoint = root / "stacks" / f"{stack_id([m['key'] for m in members])}.pt"
-    trainer = train_stack(members, plan.epochs, device, plan.precision,
-                          graphs=False if first["env"].fast == "eager" else None,
-                          checkpoint=checkpoint,
-                          hooks=stack_hooks(members, device) if first["recipe"] else None, log=log)
+    trainer = train_stack(members, plan.epochs, device, plan.precision, first["graphs"], checkpoint, log)
     failed = 0
     for member, history, diverged, best in zip(members, trainer.histories, trainer.diverged,
                                                trainer.best):
@@ -261,38 +247,36 @@ def execute(specs, jobs, max_runs=None, stack=1, log=print):
         + (f"in stacks of up to {stack}" if stack > 1 else f"{jobs} at a time")
         + ("" if max_runs is None else f", {min(max_runs, len(todo))} now"))
     groups = stack_groups(todo[:max_runs], stack)
+    if jobs == 1:
+        return sum(train_and_log(group, log) for group in groups)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return sum(pool.map(lambda group: train_and_log(group, log, apart=True), groups))
 
-    def in_process(group):
-        try:
-            return train_group(group, log), None
-        except Exception:  # noqa: BLE001 - one broken run must not stop the sweep; its error is logged
-            return len(group), traceback.format_exc()
 
-    def in_subprocess(group):
+def train_and_log(group, log, apart=False):
+    """Train ``group`` (:func:`train_group`), in this process or (``apart``) in a process of its own,
+    and log what came of each of its runs; returns the number that failed."""
+    start, error = time.perf_counter(), None
+    if apart:
         done = subprocess.run([sys.executable, "-m", "nbutils.tools.sweep", "--one", json.dumps(group)],
                               capture_output=True, text=True)
-        return (len(group), done.stderr) if done.returncode else (0, None)
-
-    def one(group):
-        start = time.perf_counter()
-        failed, error = (in_process if jobs == 1 else in_subprocess)(group)
-        took = time.perf_counter() - start
-        names = ", ".join(Path(s["folder"]).name for s in group)
-        if error:
-            log(f"FAILED {names} after {took:.0f} s:\n{error[-2000:]}")
-        for spec in group:  # the result in the log too: a log outlives folders that fail to come back
-            path = Path(spec["folder"]) / "metrics.json"
-            if path.exists():
-                m = json.loads(path.read_text())
-                log(f"done {Path(spec['folder']).name} in {took:.0f} s"
-                    + (f" (a stack of {len(group)})" if len(group) > 1 else "")
-                    + f": final test acc {100 * m['final_test_acc']:.2f} %")
-        return failed
-
-    if jobs == 1:
-        return sum(one(group) for group in groups)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return sum(pool.map(one, groups))
+        failed, error = (len(group), done.stderr) if done.returncode else (0, None)
+    else:
+        try:
+            failed = train_group(group, log)
+        except Exception:  # noqa: BLE001 - one broken run must not stop the sweep; its error is logged
+            failed, error = len(group), traceback.format_exc()
+    took = time.perf_counter() - start
+    if error:
+        log(f"FAILED {', '.join(Path(s['folder']).name for s in group)} after {took:.0f} s:\n"
+            f"{error[-2000:]}")
+    for spec in group:  # the result in the log too: a log outlives folders that fail to come back
+        path = Path(spec["folder"]) / "metrics.json"
+        if path.exists():
+            log(f"done {path.parent.name} in {took:.0f} s"
+                + (f" (a stack of {len(group)})" if len(group) > 1 else "")
+                + f": final test acc {100 * json.loads(path.read_text())['final_test_acc']:.2f} %")
+    return failed
 
 
 # ----------------------------------------------------------------------------- the command
@@ -361,14 +345,14 @@ def main(argv=None):
     if args.one:
         return 1 if train_group(json.loads(args.one)) else 0
     names, seeds = checked_args(parser, args)
-    precision = args.precision
     claims = [CLAIMS[c] for c in names]
     root = Path(args.out) if args.out else reports_root() / "ablations"
     if root.exists() and not root.is_dir():
         parser.error(f"--out must be a folder, and {root} is a file")
     try:
         # The base runs the fast path explicitly, so that "graphs fp32" and the base are one run.
-        base_run, base_env = resolve(args.profile, device=args.device, precision=precision, fast="on")
+        base_run, base_env = resolve(args.profile, device=args.device, precision=args.precision,
+                                     fast="on")
         base = as_dict(base_run, base_env)
         specs = plan(claims, seeds, base, root)
         for spec in specs.values():  # every run's parameters are checked before the first one trains
@@ -384,9 +368,9 @@ def main(argv=None):
     failed = 0 if args.tables_only else execute(list(specs.values()), args.jobs, args.max_runs,
                                                 stack)
     context = dict(command=" ".join(["python3 -m nbutils sweep", *(argv or sys.argv[1:])]),
-                   profile=args.profile, precision=precision,
+                   profile=args.profile, precision=args.precision,
                    created=time.strftime("%Y-%m-%d %H:%M:%S"),
-                   protocol=f"profile {base['profile']!r}, the fast path in {precision} unless a "
+                   protocol=f"profile {base['profile']!r}, the fast path in {args.precision} unless a "
                             f"row says otherwise")
     report = write_tables(claims, seeds, root, context, base)
     for key, claim in report["claims"].items():
