@@ -74,7 +74,6 @@ def run_one(spec, animator=None):
     recipe's hooks in the fast path's step), under its protocol. ``animator``
     (:func:`~nbutils.plotting.training_animator`) plots it live, as in notebook 07."""
     device = resolve_device(spec["params"]["device"])
-    tune_cpu_allocator(device)  # process-wide, before a run trains here
     m = member_of(spec, device)
     plan = m["recipe"] or m["run"]  # what sets the epochs and the precision
     net, eval_net, loss, optimizer = m["net"], m["eval_net"], m["test_loss"], m["optimizer"]
@@ -193,7 +192,6 @@ def run_stack(specs, log=print):
     unfinished. Returns the number of members that failed. The stack's checkpoint is in the sweep's
     ``stacks/`` folder until every member's folder is written."""
     device = resolve_device(specs[0]["params"]["device"])
-    tune_cpu_allocator(device)  # process-wide, before the stack trains here
     members = [member_of(spec, device) for spec in specs]
     first = members[0]
     plan = first["recipe"] or first["run"]  # what sets the epochs and the precision
@@ -343,7 +341,9 @@ def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.one:
-        return 1 if train_group(json.loads(args.one)) else 0
+        group = json.loads(args.one)
+        tune_cpu_allocator(group[0]["params"]["device"])  # process-wide: where the command starts
+        return 1 if train_group(group) else 0
     names, seeds = checked_args(parser, args)
     claims = [CLAIMS[c] for c in names]
     root = Path(args.out) if args.out else reports_root() / "ablations"
