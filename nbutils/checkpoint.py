@@ -92,8 +92,8 @@ def mismatch(theirs: dict, ours: dict) -> str:
             continue
         if key == "listing":
             old, new = theirs.get(key, "").splitlines(), value.splitlines()
-            changed = [f"{a.strip()} -> {b.strip()}" for a, b in zip(old, new) if a != b]
-            found.append("the model's listing (" + ("; ".join(changed) or "its layers") + ")")
+            changed = [f"{a.strip()!r} became {b.strip()!r}" for a, b in zip(old, new) if a != b]
+            found.append("the model's listing: " + ("; ".join(changed) or "its layers changed"))
         elif key in ("code", "model_code"):
             found.append("the #@save code" if key == "code" else "the model class's code")
         elif key == "state":
@@ -110,7 +110,7 @@ class Checkpoint:
     """A run's whole state at the end of each epoch, in one file (``train_ch3(checkpoint=...)``).
 
     It holds the model, the optimizer, the scheduler, the history so far, every random state (torch,
-    CUDA, Python, NumPy) and the training loader's shuffling, so that a resumed run continues exactly
+    CUDA, Python, NumPy), the training loader's shuffling and the trainer's own state, if any, so that a resumed run continues exactly
     as an uninterrupted one would. ``params``: what the run computes (:func:`~nbutils.runs.run_identity`,
     with :func:`model_identity` for a run of the notebooks); a checkpoint made with other code or
     parameters is refused, never mixed in. ``resume=False`` starts over and replaces the file at the

@@ -118,7 +118,7 @@ def test_metrics_carry_the_parameters_of_the_model_they_measure(tmp_path, real_r
     saved["identity"]["listing"] = saved["identity"]["listing"].replace("Dropout(p=0.2", "Dropout(p=0.5")
     torch.save(saved, folder / "model.pt")
     with pytest.raises(nb.CheckpointMismatch, match=r"model.pt was trained by other code \(the "
-                                                     r"model's listing .*run notebook 04 again"):
+                                                     r"model's listing: .*run notebook 04 again"):
         trained.load_or_train(*resolve("smoke", run_dir=str(folder)), folder)
 
 
