@@ -158,8 +158,8 @@ class FastTrainer:
     ``graphs=None`` captures CUDA graphs when the device is CUDA and the optimizer's step can be made
     capturable (:func:`prepare_for_graphs`: Adam, AdamW, SGD and ASGD); other optimizers run the
     same step eagerly. Each step is made of the methods below, so a subclass (the tools' recipe and
-    stacks) changes a step by overriding one of them: :meth:`inputs`, :meth:`update`,
-    :meth:`mutable_tensors`.
+    stacks) changes a step by overriding one of them: :meth:`inputs`, :meth:`forward`,
+    :meth:`update`, :meth:`mutable_tensors`, :meth:`make_counters`.
     """
 
     def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None):

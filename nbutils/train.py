@@ -285,9 +285,10 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     * ``animator``: the :class:`~nbutils.plotting.Animator` to plot into (default
       :func:`training_animator`, drawn live only where a notebook frontend shows it);
     * ``trainer``: what runs an epoch's steps, the fast path's :class:`~nbutils.fast.FastTrainer`
-      (default: my_utils' :func:`train_epoch_ch3` and :func:`evaluate`);
+      (default: my_utils' :func:`train_epoch_ch3` and :func:`evaluate`); any object with those two
+      methods serves (the tools' trainers for the honest protocol and for a stack of runs);
     * ``checkpoint``: a :class:`~nbutils.checkpoint.Checkpoint`, resumed from when it matches and
-      written every epoch.
+      written every epoch, with the trainer's own state where it keeps one (a ``state_dict``).
     """
     check_train_ch3(net, num_epochs, trainer, checkpoint)
     device = model_device(net, device)

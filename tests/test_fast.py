@@ -198,7 +198,8 @@ def test_bf16_counts_as_emulated_exactly_on_a_cpu_without_bf16_instructions():
     (["--steps", "0"], "steps must be >= 1, got 0"),
     (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
     (["--epochs", "-1"], "epochs must be >= 0, got -1"),
-    (["--stack", "0,2"], "--stack needs sizes >= 1, got [0, 2]"),
+    (["--stack", "0,2"], "stack sizes must be >= 1, got [0, 2]"),
+    (["--stack", ""], "stack sizes must be >= 1, got []"),
     (["--stack", "1,2", "--batch-size", "0"], "batch_size must be >= 1, got 0"),
     (["--modes", "fast-fp32,fast"], "modes must be among ['my_utils', 'train_ch3', 'fast-fp32', "
                                     "'fast-tf32', 'fast-bf16'], got ['fast']"),

@@ -208,6 +208,15 @@ def test_one_members_divergence_is_its_own_and_the_others_finish(tiny_root):
             assert mine["test_acc"] == pytest.approx(theirs["test_acc"], abs=ACC_TOLERANCE)
 
 
+def test_a_stack_whose_every_member_diverges_stops_and_says_where_each_did(tiny_root):
+    group = members(tiny_root, [dict(), dict(seed=2)])
+    with torch.no_grad():
+        for member in group:
+            member["net"].stemLinear.weight.fill_(float("inf"))
+    trainer = train_stack(group, 3, "cpu")  # not TrainingDiverged: the stack's runs each failed
+    assert trainer.diverged == [(1, 0), (1, 0)] and [len(h) for h in trainer.histories] == [1, 1]
+
+
 def test_a_stack_refuses_optimizers_it_does_not_implement(tiny_root):
     group = members(tiny_root, [dict(optimizer="sgd"), dict(optimizer="sgd")])
     group[1]["optimizer"].param_groups[0]["momentum"] = 0.9

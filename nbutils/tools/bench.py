@@ -195,8 +195,9 @@ def matmul_floor_ms(device, precision, batch_size, repeats=5):
 def run(device="auto", steps=20, eval_images=2000, epochs=0, modes=None, out=None, root=None,
         batch_size=128, baseline_epochs=1, kernels=False):
     """Measure ``modes`` (default: every one this device has) and write their JSON to ``out``; each
-    row is printed, as the report shows it, when it is measured (on a CPU a run takes minutes).
-    :func:`main` has checked the counts (steps, epochs, batch size, sizes) of this and :func:`run_stacks`."""
+    row is printed, as the report shows it, when it is measured (on a CPU a run takes minutes)."""
+    check_counts(dict(steps=steps, eval_images=eval_images, epochs=epochs,
+                      baseline_epochs=baseline_epochs, batch_size=batch_size))
     device = resolve_device(device)
     modes = _modes_for(device, modes or MODES)
     out, root = _begin(device, out, root, "bench", batch_size, _mode_rows)
@@ -227,6 +228,14 @@ def compared(row, rows, floors, device, batch_size):
     return dict(row, speedup_vs_my_utils=(rows or [row])[0]["epoch_s"] / row["epoch_s"],
                 matmul_floor_ms_per_step=floors.get(precision),
                 acc_vs_fp32=row["final_test_acc"] - fp32["final_test_acc"] if same_steps else None)
+
+
+def check_counts(counts):
+    """Refuse a count below its least, before minutes of measuring (0 epochs: project from steps)."""
+    for name, value in counts.items():
+        least = 0 if name == "epochs" else 1
+        if min(value if isinstance(value, list) else [value], default=least - 1) < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
 
 
 def _modes_for(device, modes):
@@ -272,6 +281,7 @@ def run_stacks(device, sizes, steps=20, precision="fp32", batch_size=128, out=No
     an epoch of ``steps`` batches to warm up (and capture), then the timed one. A row gives the time
     of a stacked step, that time per run, and the images per second of all K runs together, each
     against K = 1; it is printed as it comes, and the JSON written to ``out``."""
+    check_counts({"stack sizes": list(sizes), "steps": steps, "batch_size": batch_size})
     device = resolve_device(device)
     out, root = _begin(device, out, root, "stack", f"{batch_size} | {precision}", _stack_rows)
     rows = []
@@ -424,19 +434,13 @@ def main(argv=None):
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the stacks")
     parser.add_argument("--tables-only", action="store_true", help="rewrite the report's tables only")
     args = parser.parse_args(argv)
-    for name, least in (("steps", 1), ("eval_images", 1), ("epochs", 0), ("baseline_epochs", 1),
-                        ("batch_size", 1)):
-        if getattr(args, name) < least:  # refused now, not after minutes of measuring
-            parser.error(f"{name} must be >= {least}, got {getattr(args, name)}")
-    if args.stack is not None and min(args.stack, default=0) < 1:
-        parser.error(f"--stack needs sizes >= 1, got {args.stack}")
     try:
         if args.tables_only:
             write_report_tables()
             print(f"written: {REPORT} (tables from {', '.join(report_tables())})")
             return
         tune_cpu_allocator(args.device)  # process-wide: once, before anything is timed
-        if args.stack:
+        if args.stack is not None:
             run_stacks(args.device, args.stack, args.steps, args.precision, args.batch_size, args.out)
             return
         run(args.device, args.steps, args.eval_images, args.epochs,

@@ -32,8 +32,7 @@ from ..fast import FastTrainer
 from .mixer import MixerBlock, PatchMixer  # notebook 07's #@save cells
 
 __all__ = ["EMA", "INGREDIENTS", "Augment", "MixerBlock", "PatchMixer", "Recipe", "RecipeTrainer",
-           "WarmupCosine", "default_precision", "hook_tensors", "make_recipe", "recipe_for",
-           "recipe_hooks"]
+           "WarmupCosine", "default_precision", "make_recipe", "recipe_for", "recipe_hooks"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +87,9 @@ class Augment:
     """A random shift of up to ``pad`` pixels each way and a horizontal flip with probability 1/2,
     per image, as one gather on the device (no host work, so it is captured with the step).
 
-    ``background``: what a black pixel is after normalisation; for a stack's batch (K, B, 1, 28, 28),
-    a tensor of K, one per member (each normalises with its own training images' statistics).
+    ``background``: what a black pixel is after normalisation, a float; for a stack's batch
+    (K, B, 1, 28, 28), a tensor of K, one per member (each normalises with its own training images'
+    statistics).
     """
 
     def __init__(self, pad=2, flip=True, background=0.0):
@@ -186,12 +186,12 @@ class RecipeTrainer(FastTrainer):
         tensors = super().mutable_tensors()
         if self.eval_net is not self.net:
             tensors += self.eval_net.state_dict().values()
-        return tensors + hook_tensors((self.augment, self.before_update, self.after_update))
+        return tensors + self.hook_state()
 
-
-def hook_tensors(hooks):
-    """The device state of ``hooks`` (None for a hook left out), as their ``state_tensors()`` list it."""
-    return [t for hook in hooks if hook is not None for t in getattr(hook, "state_tensors", list)()]
+    def hook_state(self):
+        """The hooks' device state, as their ``state_tensors()`` list it (the schedule's step count)."""
+        return [t for hook in (self.augment, self.before_update, self.after_update) if hook is not None
+                for t in getattr(hook, "state_tensors", list)()]
 
 
 # ----------------------------------------------------------------------------- putting it together

@@ -33,9 +33,10 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ..checkpoint import Checkpoint
 from ..fast import keep_tensor, precision_context
+from ..metrics import TrainingDiverged
 from ..train import epoch_record, split, step_scheduler, train_ch3
 from .protocol import as_validation, keep_if_best
-from .recipe import RecipeTrainer, hook_tensors, recipe_hooks
+from .recipe import RecipeTrainer, recipe_hooks
 
 __all__ = ["MemberSchedulers", "StackLoader", "StackTrainer", "StackedModel", "StackedOptimizer",
            "train_stack"]
@@ -167,7 +168,8 @@ class MemberSchedulers:
 
 
 class Generators(list):
-    """The members' shuffling generators, saved and put back as one (a checkpoint's loader state)."""
+    """The members' shuffling generators, saved and put back as one: a checkpoint saves a loader's
+    ``generator`` (:meth:`~nbutils.checkpoint.Checkpoint.save`), and a stack's is all of theirs."""
 
     def get_state(self):
         return [g.get_state() for g in self]
@@ -232,7 +234,8 @@ class StackTrainer(RecipeTrainer):
       says), each member's chosen epoch and weights (:func:`~nbutils.tools.protocol.keep_if_best`).
 
     What it gives ``train_ch3``, for the progress line and the plot, is the mean over the members
-    still training; a checkpoint saves all of the above (:meth:`state_dict`).
+    still training (NaN once none is, which stops ``train_ch3``); a checkpoint saves all of the above
+    (:meth:`state_dict`).
     """
 
     def __init__(self, net, loss, optimizer, device, precision="fp32", graphs=None, schedulers=None,
@@ -277,7 +280,7 @@ class StackTrainer(RecipeTrainer):
         return self.live_mean(losses), self.live_mean(accs)
 
     def note_divergence(self, bad):
-        """Mark the members that ``bad`` says diverged in this epoch: its number, and the first bad
+        """Mark the members that ``bad`` says diverged in this epoch: the epoch, and the first bad
         batch of its training (-1 where only the evaluation showed it)."""
         for k, is_bad in enumerate(bad):
             if is_bad and self.diverged[k] is None:
@@ -299,20 +302,17 @@ class StackTrainer(RecipeTrainer):
                 keep_if_best(self.best[k], record, lambda: self.eval_net.member_state(k))
             history.append(record)
 
-    def hooks(self):
-        return hook_tensors((self.augment, self.before_update, self.after_update))
-
     def state_dict(self):
         """What a stack's checkpoint holds beside its model, optimizer and loaders."""
         return dict(eval_net=self.eval_net.state_dict() if self.eval_net is not self.net else None,
-                    hooks=[t.clone() for t in self.hooks()], histories=self.histories,
+                    hooks=[t.clone() for t in self.hook_state()], histories=self.histories,
                     schedulers=self.schedulers.state_dict() if self.schedulers else None,
                     diverged=self.diverged, best=self.best)
 
     def load_state_dict(self, state):
         if state["eval_net"] is not None:
             self.eval_net.load_state_dict(state["eval_net"])
-        for tensor, saved in zip(self.hooks(), state["hooks"]):
+        for tensor, saved in zip(self.hook_state(), state["hooks"]):
             tensor.copy_(saved)
         if self.schedulers is not None:
             self.schedulers.load_state_dict(state["schedulers"])
@@ -362,7 +362,8 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
 
     ``checkpoint``: a path; the stack's whole state is written there after every epoch, and a
     stack killed outright resumes from it to the results an uninterrupted one gives. One made by
-    other runs is not resumed, and the log says so.
+    other runs is not resumed, and the log says so. Once every member has diverged, training stops
+    there, and the trainer says where each did.
     """
     model = StackedModel([m["net"] for m in members]).to(device)
     optimizer = stacked_optimizer(model, [m["optimizer"] for m in members], device)
@@ -371,14 +372,18 @@ def train_stack(members, epochs, device, precision="fp32", graphs=None, checkpoi
     made = recipe_hooks(recipe, model, optimizer, len(train_iter), torch.tensor(
         [m["background"] for m in members], device=device)) if recipe else {}
     trainer = StackTrainer(model, members[0]["loss"], optimizer, device, precision, graphs,
-                           MemberSchedulers(optimizer, [m["scheduler"] for m in members]),
+                           schedulers=MemberSchedulers(optimizer, [m["scheduler"] for m in members]),
                            eval_net=getattr(made.get("after_update"), "ema_net", model), **made)
     saved = Checkpoint(checkpoint, {"members": [m["key"] for m in members]}, log=log) \
         if checkpoint else None
-    differing = saved.mismatch() if saved else ""
-    if differing:
-        log(f"not resuming {checkpoint}: it holds other runs ({differing}); starting at epoch 1")
+    if saved and saved.mismatch():
+        log(f"not resuming {checkpoint}: it was made by other runs, or before stacks recorded theirs; "
+            f"starting at epoch 1")
         saved.resume = False
-    train_ch3(model, train_iter, StackLoader([m["eval"] for m in members]), members[0]["loss"],
-              epochs, optimizer, device=device, trainer=trainer, checkpoint=saved)
+    try:
+        train_ch3(model, train_iter, StackLoader([m["eval"] for m in members]), members[0]["loss"],
+                  epochs, optimizer, device=device, trainer=trainer, checkpoint=saved)
+    except TrainingDiverged:
+        if None in trainer.diverged:  # train_ch3 stops a stack only once every member has diverged
+            raise
     return trainer

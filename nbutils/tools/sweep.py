@@ -285,27 +285,22 @@ def make_parser():
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
                         help=f"comma-separated (default: {','.join(map(str, SEEDS))})")
     parser.add_argument("--profile", default="seed",
-                        help="seed: the report's protocol, GPU work; smoke: CPU-sized, its numbers "
-                             "mean nothing (default: seed)")
+                        help="seed (default): the report's protocol, GPU work; smoke: a CPU-sized check")
     parser.add_argument("--precision", default="fp32",
-                        help="fp32 (the report's), or tf32/bf16 for cheaper runs: the fast_path claim "
-                             "says what they cost in accuracy")
+                        help="fp32 (the report's), or tf32/bf16: the fast_path claim says what they cost")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time (default: 1; processes time-slice a GPU, so keep 1 there)")
     parser.add_argument("--stack", type=int, default=None, metavar="K",
-                        help="train up to K runs of one shape as one stacked model (default: "
-                             f"{DEFAULT_STACK['cuda']} on a GPU, where they share each kernel; 1 on a "
-                             "CPU, where they would not run faster)")
+                        help="train up to K runs of one shape as one model (default: "
+                             f"{DEFAULT_STACK['cuda']} on a GPU, which they share; 1 on a CPU, not faster)")
     parser.add_argument("--max-runs", type=int, default=None, metavar="N",
-                        help="train at most N of the unfinished runs, in plan order (a sweep in "
-                             "pieces, e.g. across short GPU leases)")
+                        help="train at most N unfinished runs, in plan order (a sweep in pieces)")
     parser.add_argument("--out", default=None, help="default: reports/ablations")
     parser.add_argument("--tables-only", action="store_true",
                         help="write the tables and plots from the finished runs; train nothing")
-    parser.add_argument("--compare-with", default=None, metavar="DIR",
-                        help="a sweep folder whose runs trained alone: write stacked-vs-single.md, "
-                             "this folder's stacked runs beside those of the same settings there")
+    parser.add_argument("--compare-with", default=None, metavar="DIR", help="a sweep folder of runs "
+                        "trained alone: stacked-vs-single.md sets this folder's stacked runs beside them")
     # A group of runs, in this process: execute's --jobs, and a test that kills a stack and resumes it.
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     return parser
@@ -364,7 +359,8 @@ def main(argv=None):
         todo = len(unfinished(list(specs.values())))
         warn_if_slow(base_run, base_env.device,
                      runs=todo if args.max_runs is None else min(todo, args.max_runs))
-    stack = args.stack or DEFAULT_STACK.get(resolve_device(base_env.device).type, 1)
+    # --jobs trains one run a process: its runs are never stacked (--stack with it is refused above)
+    stack = 1 if args.jobs > 1 else args.stack or DEFAULT_STACK.get(resolve_device(base_env.device).type, 1)
     failed = 0 if args.tables_only else execute(list(specs.values()), args.jobs, args.max_runs,
                                                 stack)
     context = dict(command=" ".join(["python3 -m nbutils sweep", *(argv or sys.argv[1:])]),
