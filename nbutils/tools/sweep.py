@@ -197,22 +197,21 @@ def run_stack(specs, log=print):
     plan = first["recipe"] or first["run"]  # what sets the epochs and the precision
     root = Path(specs[0]["folder"]).parents[1]  # the sweep's folder: runs/<name>/ are in it
     checkpoint = root / "stacks" / f"{stack_id([m['key'] for m in members])}.pt"
+    log(f"{len(specs)} runs trained as one stack (its epoch lines give their mean): "
+        + ", ".join(Path(spec["folder"]).name for spec in specs))
     trainer = train_stack(members, plan.epochs, device, plan.precision, first["graphs"], checkpoint, log)
-    failed = 0
     for member, history, diverged, best in zip(members, trainer.histories, trainer.diverged,
                                                trainer.best):
-        name = Path(member["spec"]["folder"]).name
         if diverged is not None:
             epoch, batch = diverged
-            log(f"FAILED {name}: the loss became NaN/inf at epoch {epoch}"
-                + (f", batch {batch}" if batch >= 0 else "") + "; the other runs of its stack finished")
-            failed += 1
+            log(f"FAILED {Path(member['spec']['folder']).name}: the loss became NaN/inf at epoch {epoch}"
+                + (f", batch {batch}" if batch >= 0 else "") + "; its stack's other runs trained on")
             continue
         recipe = dataclasses.asdict(member["recipe"]) if member["recipe"] else None
         finish_run(member["spec"], member["run"], member["env"], history, recipe,
                    test_once(member, best) if member["validating"] else None, stack=len(members))
     checkpoint.unlink(missing_ok=True)
-    return failed
+    return sum(diverged is not None for diverged in trainer.diverged)
 
 
 def train_group(group, log=print):
