@@ -85,8 +85,9 @@ def spec_key(spec):
 
 def recipe_settings(spec):
     """The settings a recipe run trains with (what its metrics record as ``recipe``), or None."""
-    recipe = spec["recipe"] and recipe_for(from_dict(spec["params"])[0], spec["recipe"])
-    return dataclasses.asdict(recipe) if recipe else None
+    if not spec["recipe"]:
+        return None
+    return dataclasses.asdict(recipe_for(from_dict(spec["params"])[0], spec["recipe"]))
 
 
 def finished_runs(root: Path):

@@ -233,7 +233,8 @@ class StackTrainer(RecipeTrainer):
     * ``best``: where the evaluation is the validation split (the honest protocol, as its loader
       says), each member's chosen epoch and weights (:func:`~nbutils.tools.protocol.keep_if_best`).
 
-    What it gives ``train_ch3``, for the progress line and the plot, is the mean over the members
+    Its :meth:`evaluate` completes the epoch that :meth:`train_epoch` began, as ``train_ch3`` calls
+    them. What it gives ``train_ch3``, for the progress line and the plot, is the mean over the members
     still training (NaN once none is, which stops ``train_ch3``); a checkpoint saves all of the above
     (:meth:`state_dict`).
     """
