@@ -110,11 +110,11 @@ class Checkpoint:
     """A run's whole state at the end of each epoch, in one file (``train_ch3(checkpoint=...)``).
 
     It holds the model, the optimizer, the scheduler, the history so far, every random state (torch,
-    CUDA, Python, NumPy), the training loader's shuffling and the trainer's own state, if any, so that a resumed run continues exactly
-    as an uninterrupted one would. ``params``: what the run computes (:func:`~nbutils.runs.run_identity`,
-    with :func:`model_identity` for a run of the notebooks); a checkpoint made with other code or
-    parameters is refused, never mixed in. ``resume=False`` starts over and replaces the file at the
-    first epoch's end.
+    CUDA, Python, NumPy), the training loader's shuffling and the trainer's own state, if it keeps
+    one, so that a resumed run continues exactly as an uninterrupted one would. ``params``: what the
+    run computes (:func:`~nbutils.runs.run_identity`, with :func:`model_identity` for a run of the
+    notebooks); a checkpoint made with other code or parameters is refused, never mixed in.
+    ``resume=False`` starts over and replaces the file at the first epoch's end.
     """
 
     def __init__(self, path, params: dict, resume=True, log=print):
