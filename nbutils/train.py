@@ -283,7 +283,8 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
 
     * ``device``: where to train (default: where ``net`` is);
     * ``animator``: the :class:`~nbutils.plotting.Animator` to plot into (default
-      :func:`training_animator`, drawn live only where a notebook frontend shows it);
+      :func:`training_animator`, drawn live only where a notebook frontend shows it, its
+      evaluation curve named after ``test_iter``'s split);
     * ``trainer``: what runs an epoch's steps, the fast path's :class:`~nbutils.fast.FastTrainer`
       (default: my_utils' :func:`train_epoch_ch3` and :func:`evaluate`); any object with those two
       methods serves (the tools' trainers for the honest protocol and for a stack of runs);
@@ -299,7 +300,7 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater, scheduler=N
     history = History(checkpoint.restore(net, updater, scheduler, train_iter, trainer)
                       if checkpoint else [])
     bar = Progress(net, num_epochs, train_iter, test_iter, len(history))  # above the plot
-    animator = animator or training_animator(num_epochs)
+    animator = animator or training_animator(num_epochs, eval_label=f"{split(test_iter)} acc")
     for record in history:  # a resumed run's plot starts with the epochs already done
         plot_epoch(animator, record)
     try:
